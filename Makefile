@@ -1,0 +1,45 @@
+# ccmeter: every target installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KAFKA_STAMP := tools/kafka/lib/.resolved
+
+.PHONY: install test lint demo kafka kafka-jars bench schemas clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Apache Kafka 4.x jars from Maven Central, into tools/kafka/lib (ignored by git).
+kafka-jars: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): tools/kafka/pom.xml
+	mvn -q -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
+	touch $(KAFKA_STAMP)
+
+# A single-node KRaft Kafka on 127.0.0.1:9092 (foreground; Ctrl-C stops it).
+kafka: install kafka-jars
+	$(BIN)/python -m processor.brokers.kafka_server --port 9092
+
+lint: install
+	$(BIN)/ruff check .
+
+schemas: install
+	$(BIN)/python -m schemas.generate
+
+test: install kafka-jars
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/python -m processor.demo
+
+bench: install kafka-jars
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) tools/kafka/lib tools/kafka/target demo-output .pytest_cache .ruff_cache
