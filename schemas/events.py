@@ -240,6 +240,21 @@ def decode(raw: bytes | str) -> Event | Rejection:
         return Rejection(reason="invalid_json", detail=repr(exc))
 
 
+def decode_mapping(row: dict[str, Any]) -> Event | Rejection:
+    """Validate an already-parsed record (a Parquet row, say); absent fields may be None. Never raises."""
+    clean = {key: value for key, value in row.items() if value is not None}
+    moment = clean.get("occurred_at")
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            return Rejection(reason="invalid_field:occurred_at", detail="must carry a UTC offset")
+        clean["occurred_at"] = moment.astimezone(UTC).isoformat()
+    try:
+        return EVENT_ADAPTER.validate_python(clean)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        return Rejection(reason=_reason(first), detail=first["msg"])
+
+
 def fingerprint(event: EventBase) -> str:
     """Canonical payload text used to tell a true duplicate from a conflicting one."""
     return event.model_dump_json(exclude={"schema_version"})

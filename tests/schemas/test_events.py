@@ -1,0 +1,138 @@
+"""Decoding of the wire format: valid events, and a precise reason for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.events import (
+    ApiRequest,
+    DesktopSignedIn,
+    PlanChanged,
+    PortalPageViewed,
+    Rejection,
+    decode,
+    decode_mapping,
+    fingerprint,
+    format_ms,
+)
+
+BASE = {"event_id": "e1", "account_id": "acme", "occurred_at": "2026-11-02T09:00:00.250Z"}
+
+
+def line(**fields: object) -> bytes:
+    return json.dumps({**BASE, **fields}).encode()
+
+
+def test_desktop_event_normalised_to_utc_milliseconds() -> None:
+    event = decode(line(type="desktop.signed_in", user_id="u1", device_id="d1", occurred_at="2026-11-02T10:00:00.250999+01:00"))
+    assert isinstance(event, DesktopSignedIn)
+    # 09:00:00.250 UTC on 2026-11-02; the microseconds are truncated, not rounded.
+    assert event.at_ms == int(datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC).timestamp()) * 1000 + 250
+    assert format_ms(event.at_ms) == "2026-11-02T09:00:00.250Z"
+
+
+def test_unknown_extra_fields_are_ignored_and_schema_version_defaults_to_1() -> None:
+    event = decode(line(type="api.request", user_id="u1", colour="blue"))
+    assert isinstance(event, ApiRequest)
+    assert event.schema_version == 1 and event.endpoint is None
+
+
+def test_plan_defaults() -> None:
+    event = decode(
+        line(type="account.plan_changed", licenses=10, overage_allowance=2, billing_anchor_day=28, timezone="Europe/Berlin")
+    )
+    assert isinstance(event, PlanChanged)
+    assert (event.grace_minutes, event.grace_mode) == (30, "contiguous")
+
+
+def test_contact_center_pages() -> None:
+    cc = decode(line(type="portal.page_viewed", user_id="u", page="usage_reports.contact_center"))
+    other = decode(line(type="portal.page_viewed", user_id="u", page="meetings.list"))
+    assert isinstance(cc, PortalPageViewed) and cc.is_contact_center
+    assert isinstance(other, PortalPageViewed) and not other.is_contact_center
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"", "invalid_json"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"text"', "not_an_object"),
+        (line(type="desktop.rebooted", user_id="u", device_id="d"), "unknown_type"),
+        (json.dumps(BASE).encode(), "missing_field:type"),
+        (line(type="desktop.signed_in", device_id="d"), "missing_field:user_id"),
+        (line(type="desktop.heartbeat", user_id="u"), "missing_field:device_id"),
+        (line(type="portal.page_viewed", user_id="u"), "missing_field:page"),
+        (line(type="api.request", user_id=7), "invalid_field:user_id"),
+        (line(type="api.request", user_id=""), "invalid_field:user_id"),
+        (line(type="api.request", user_id="u", event_id="x" * 129), "invalid_field:event_id"),
+        (line(type="api.request", user_id="u", occurred_at="2026-11-02T09:00:00"), "invalid_field:occurred_at"),
+        (line(type="api.request", user_id="u", occurred_at=1793606400), "invalid_field:occurred_at"),
+        (line(type="api.request", user_id="u", occurred_at="yesterday"), "invalid_field:occurred_at"),
+        (
+            line(type="account.plan_changed", licenses=5.0, overage_allowance=0, billing_anchor_day=1, timezone="UTC"),
+            "invalid_field:licenses",
+        ),
+        (
+            line(type="account.plan_changed", licenses=-1, overage_allowance=0, billing_anchor_day=1, timezone="UTC"),
+            "invalid_field:licenses",
+        ),
+        (
+            line(type="account.plan_changed", licenses=5, overage_allowance=0, billing_anchor_day=29, timezone="UTC"),
+            "invalid_field:billing_anchor_day",
+        ),
+        (
+            line(type="account.plan_changed", licenses=5, overage_allowance=0, billing_anchor_day=1, timezone="Mars/Base"),
+            "invalid_field:timezone",
+        ),
+        (
+            line(
+                type="account.plan_changed",
+                licenses=5,
+                overage_allowance=0,
+                billing_anchor_day=1,
+                timezone="UTC",
+                grace_mode="weekly",
+            ),
+            "invalid_field:grace_mode",
+        ),
+        (line(type="account.plan_changed", overage_allowance=0, billing_anchor_day=1, timezone="UTC"), "missing_field:licenses"),
+    ],
+)
+def test_bad_input_gives_a_precise_reason(raw: bytes, reason: str) -> None:
+    result = decode(raw)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+
+
+def test_fingerprint_tells_conflicts_from_copies() -> None:
+    first = decode(line(type="desktop.heartbeat", user_id="u", device_id="d"))
+    copy = decode(line(type="desktop.heartbeat", user_id="u", device_id="d", extra="ignored"))
+    same_instant_other_offset = decode(
+        line(type="desktop.heartbeat", user_id="u", device_id="d", occurred_at="2026-11-02T10:00:00.250+01:00")
+    )
+    conflict = decode(line(type="desktop.heartbeat", user_id="u", device_id="d2"))
+    assert fingerprint(first) == fingerprint(copy) == fingerprint(same_instant_other_offset)
+    assert fingerprint(first) != fingerprint(conflict)
+
+
+def test_decode_mapping_accepts_parquet_rows() -> None:
+    row = {
+        **BASE,
+        "occurred_at": datetime(2026, 11, 2, 9, 0, 0, 250000, tzinfo=UTC),
+        "type": "portal.signed_out",
+        "user_id": "u",
+        "device_id": None,
+    }
+    event = decode_mapping(row)
+    assert not isinstance(event, Rejection)
+    assert format_ms(event.at_ms) == "2026-11-02T09:00:00.250Z"
+    naive = decode_mapping({**row, "occurred_at": datetime(2026, 11, 2, 9, 0)})
+    assert isinstance(naive, Rejection) and naive.reason == "invalid_field:occurred_at"
+    missing = decode_mapping({**row, "user_id": None})
+    assert isinstance(missing, Rejection) and missing.reason == "missing_field:user_id"
