@@ -27,7 +27,9 @@ def line(**fields: object) -> bytes:
 
 
 def test_desktop_event_normalised_to_utc_milliseconds() -> None:
-    event = decode(line(type="desktop.signed_in", user_id="u1", device_id="d1", occurred_at="2026-11-02T10:00:00.250999+01:00"))
+    event = decode(
+        line(type="desktop.signed_in", user_id="u1", device_id="d1", occurred_at="2026-11-02T10:00:00.250999+01:00")
+    )
     assert isinstance(event, DesktopSignedIn)
     # 09:00:00.250 UTC on 2026-11-02; the microseconds are truncated, not rounded.
     assert event.at_ms == int(datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC).timestamp()) * 1000 + 250
@@ -42,7 +44,13 @@ def test_unknown_extra_fields_are_ignored_and_schema_version_defaults_to_1() -> 
 
 def test_plan_defaults() -> None:
     event = decode(
-        line(type="account.plan_changed", licenses=10, overage_allowance=2, billing_anchor_day=28, timezone="Europe/Berlin")
+        line(
+            type="account.plan_changed",
+            licenses=10,
+            overage_allowance=2,
+            billing_anchor_day=28,
+            timezone="Europe/Berlin",
+        )
     )
     assert isinstance(event, PlanChanged)
     assert (event.grace_minutes, event.grace_mode) == (30, "contiguous")
@@ -87,7 +95,9 @@ def test_contact_center_pages() -> None:
             "invalid_field:billing_anchor_day",
         ),
         (
-            line(type="account.plan_changed", licenses=5, overage_allowance=0, billing_anchor_day=1, timezone="Mars/Base"),
+            line(
+                type="account.plan_changed", licenses=5, overage_allowance=0, billing_anchor_day=1, timezone="Mars/Base"
+            ),
             "invalid_field:timezone",
         ),
         (
@@ -101,7 +111,10 @@ def test_contact_center_pages() -> None:
             ),
             "invalid_field:grace_mode",
         ),
-        (line(type="account.plan_changed", overage_allowance=0, billing_anchor_day=1, timezone="UTC"), "missing_field:licenses"),
+        (
+            line(type="account.plan_changed", overage_allowance=0, billing_anchor_day=1, timezone="UTC"),
+            "missing_field:licenses",
+        ),
     ],
 )
 def test_bad_input_gives_a_precise_reason(raw: bytes, reason: str) -> None:

@@ -36,8 +36,20 @@ SAMPLES = [
     # bad ones
     {"type": "desktop.signed_in", "user_id": "u"},
     {"type": "portal.page_viewed", "user_id": "u"},
-    {"type": "account.plan_changed", "licenses": "3", "overage_allowance": 1, "billing_anchor_day": 5, "timezone": "UTC"},
-    {"type": "account.plan_changed", "licenses": 3, "overage_allowance": 1, "billing_anchor_day": 30, "timezone": "UTC"},
+    {
+        "type": "account.plan_changed",
+        "licenses": "3",
+        "overage_allowance": 1,
+        "billing_anchor_day": 5,
+        "timezone": "UTC",
+    },
+    {
+        "type": "account.plan_changed",
+        "licenses": 3,
+        "overage_allowance": 1,
+        "billing_anchor_day": 30,
+        "timezone": "UTC",
+    },
     {"type": "no.such.type", "user_id": "u"},
 ]
 
