@@ -1,0 +1,123 @@
+"""`ccmeter report` and `ccmeter timeline`: licenses usage reports and usage change points from an event file.
+
+Both read the whole file with the DuckDB batch engine, so a report covers every event in it, however late it arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+from processor.cli import CliError
+from processor.eventfile import EventFileError, check_event_file
+from processor.reports.render import FORMATS, render_report
+from schemas.events import format_ms
+
+
+def parse_date(text: str, flag: str) -> date:
+    """A YYYY-MM-DD date, or a CliError naming the flag."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag} must be a date like 2026-11-01, not {text!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `report` and `timeline` subcommands."""
+    report = subparsers.add_parser(
+        "report",
+        help="licenses usage report of one account for a date range",
+        description=(
+            "Compute the licenses usage report (SPEC section 4) of one account: peak usage, billable overage "
+            "(grace-aware), over allowance, license hours and distinct users, with one row per account-local day."
+        ),
+    )
+    report.add_argument("--events", required=True, metavar="FILE", help="event file (.jsonl or .parquet)")
+    report.add_argument("--account", required=True, metavar="ID", help="account_id to report on")
+    report.add_argument("--from", dest="from_date", required=True, metavar="YYYY-MM-DD", help="first local date")
+    report.add_argument("--to", dest="to_date", required=True, metavar="YYYY-MM-DD", help="last local date (inclusive)")
+    report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    report.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
+    report.set_defaults(func=run_report)
+
+    timeline = subparsers.add_parser(
+        "timeline",
+        help="usage change points of one account",
+        description="Print every change of the account's usage (at, usage, licenses, change_id) in event-time order.",
+    )
+    timeline.add_argument("--events", required=True, metavar="FILE", help="event file (.jsonl or .parquet)")
+    timeline.add_argument("--account", required=True, metavar="ID", help="account_id")
+    timeline.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default: csv)")
+    timeline.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    timeline.add_argument("--quiet", action="store_true", help="no progress bar")
+    timeline.set_defaults(func=run_timeline)
+
+
+def _load_engine(path: str, account: str, quiet: bool):  # noqa: ANN202 - BatchEngine import is lazy
+    from processor.batch.engine import BatchEngine
+
+    try:
+        file = check_event_file(path)
+    except EventFileError as exc:
+        raise CliError(str(exc)) from None
+    engine = BatchEngine()
+    stats = engine.load(file, progress=not quiet and sys.stderr.isatty())
+    if stats.rejected and not quiet:
+        print(f"ccmeter: {stats.rejected} of {stats.rows} records rejected (bad input)", file=sys.stderr)
+    accounts = engine.accounts()
+    if account not in accounts:
+        known = ", ".join(accounts[:10]) + (" ..." if len(accounts) > 10 else "")
+        raise CliError(f"account {account!r} not found in {file} (accounts: {known or 'none'})")
+    return engine
+
+
+def _write(text: str, out: str | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        return
+    target = Path(out)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror}") from None
+    print(f"wrote {target}", file=sys.stderr)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`ccmeter report`."""
+    start = parse_date(args.from_date, "--from")
+    end = parse_date(args.to_date, "--to")
+    if end < start:
+        raise CliError(f"--to ({end}) is before --from ({start})")
+    engine = _load_engine(args.events, args.account, args.quiet)
+    report = engine.report(args.account, start, end)
+    _write(render_report(report, args.format), args.out)
+    return 0
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    """`ccmeter timeline`."""
+    engine = _load_engine(args.events, args.account, args.quiet)
+    changes = engine.usage_changes(args.account)
+    rows = [
+        {"at": format_ms(c.at_ms), "usage": c.usage, "licenses": c.licenses, "change_id": c.change_id} for c in changes
+    ]
+    if args.format == "json":
+        text = json.dumps({"account_id": args.account, "changes": rows}, indent=1) + "\n"
+    else:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["at", "usage", "licenses", "change_id"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = out.getvalue()
+    _write(text, args.out)
+    return 0

@@ -1,0 +1,1 @@
+"""Rendering of licenses usage reports (JSON, CSV, terminal table)."""
