@@ -1,0 +1,261 @@
+"""Billing math of the licenses usage report (SPEC section 4, docs/semantics.md section 6).
+
+Pure functions over an account's usage step function (its `UsageChange`s), its counted user intervals and its plans.
+All instants are integer milliseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import NamedTuple
+
+from processor.core.model import DEFAULT_PLAN, Plan, UsageChange, UserInterval
+from processor.core.periods import local_midnight_ms, report_timezone
+from schemas.events import format_ms
+from schemas.outputs import Report, ReportDay
+
+MS_PER_MINUTE = 60_000
+MS_PER_HOUR = 3_600_000
+GRACE_MODES = ("contiguous", "cumulative")
+
+
+class Segment(NamedTuple):
+    """A piece `[start_ms, end_ms)` of the step function with constant usage and licenses."""
+
+    start_ms: int
+    end_ms: int
+    usage: int
+    licenses: int
+
+    @property
+    def excess(self) -> int:
+        """`max(0, usage - licenses)` on this piece."""
+        return max(0, self.usage - self.licenses)
+
+    @property
+    def duration_ms(self) -> int:
+        """Length of the piece in ms."""
+        return self.end_ms - self.start_ms
+
+
+def plan_at(plans: Sequence[Plan], at_ms: int) -> Plan:
+    """The plan in effect at `at_ms` (plans in application order; DEFAULT_PLAN before the first)."""
+    index = bisect_right(plans, at_ms, key=lambda plan: plan.at_ms)
+    return plans[index - 1] if index else DEFAULT_PLAN
+
+
+def usage_segments(changes: Sequence[UsageChange], plans: Sequence[Plan], start_ms: int, end_ms: int) -> list[Segment]:
+    """The step function of usage and licenses on `[start_ms, end_ms)` as consecutive, non-empty pieces.
+
+    Usage is 0 before the first change; licenses come from the plan in effect (`plan_at`). Pieces split at usage
+    changes and plan changes; neighbours with equal usage and licenses are merged. `changes` are in event-time order
+    (of several changes at one ms the last wins). The pieces cover `[start_ms, end_ms)` without gaps.
+    """
+    segments: list[Segment] = []
+    if end_ms <= start_ms:
+        return segments
+    index = bisect_right(changes, start_ms, key=lambda change: change.at_ms)
+    usage = changes[index - 1].usage if index else 0
+    plan_index = bisect_right(plans, start_ms, key=lambda plan: plan.at_ms)
+    licenses = plans[plan_index - 1].licenses if plan_index else DEFAULT_PLAN.licenses
+    n_changes, n_plans = len(changes), len(plans)
+    at = start_ms
+    while at < end_ms:
+        next_change = changes[index].at_ms if index < n_changes else end_ms
+        next_plan = plans[plan_index].at_ms if plan_index < n_plans else end_ms
+        upto = min(next_change, next_plan, end_ms)
+        if upto > at:
+            if segments and segments[-1].usage == usage and segments[-1].licenses == licenses:
+                last = segments[-1]
+                segments[-1] = Segment(last.start_ms, upto, usage, licenses)
+            else:
+                segments.append(Segment(at, upto, usage, licenses))
+            at = upto
+        while index < n_changes and changes[index].at_ms <= at:
+            usage = changes[index].usage
+            index += 1
+        while plan_index < n_plans and plans[plan_index].at_ms <= at:
+            licenses = plans[plan_index].licenses
+            plan_index += 1
+    return segments
+
+
+def _contiguous(excess: list[int], duration: list[int], grace_ms: int) -> int:
+    """Largest E >= 1 such that a run of consecutive pieces, all with excess >= E, lasts >= grace_ms."""
+    # For each piece as the minimum of a run, extend the run as far as the excess stays >= its own
+    # (monotonic stack, O(n)); its level is billable when that maximal run is long enough.
+    n = len(excess)
+    prefix = [0] * (n + 1)
+    for i, d in enumerate(duration):
+        prefix[i + 1] = prefix[i] + d
+    left = [0] * n  # first index of the maximal run around i with excess >= excess[i]
+    stack: list[int] = []
+    for i in range(n):
+        while stack and excess[stack[-1]] >= excess[i]:
+            stack.pop()
+        left[i] = stack[-1] + 1 if stack else 0
+        stack.append(i)
+    best = 0
+    stack.clear()
+    for i in range(n - 1, -1, -1):
+        while stack and excess[stack[-1]] >= excess[i]:
+            stack.pop()
+        right = stack[-1] if stack else n  # one past the run
+        stack.append(i)
+        if excess[i] > best and prefix[right] - prefix[left[i]] >= grace_ms:
+            best = excess[i]
+    return best
+
+
+def _cumulative(excess: list[int], duration: list[int], grace_ms: int) -> int:
+    """Largest E >= 1 whose total time with excess >= E is >= grace_ms."""
+    by_level: dict[int, int] = {}
+    for e, d in zip(excess, duration, strict=True):
+        if e > 0:
+            by_level[e] = by_level.get(e, 0) + d
+    total = 0
+    for level in sorted(by_level, reverse=True):
+        total += by_level[level]
+        if total >= grace_ms:
+            return level
+    return 0
+
+
+def billable_overage(segments: Sequence[Segment], grace_minutes: int, mode: str) -> int:
+    """Billable overage of the pieces (semantics section 6): `contiguous` or `cumulative`; G = 0 gives max excess.
+
+    Empty pieces are ignored. Two pieces are one unbroken stretch only when they touch (`end == next start`); the
+    pieces are expected in time order.
+    """
+    if mode not in GRACE_MODES:
+        raise ValueError(f"grace mode must be one of {GRACE_MODES}, got {mode!r}")
+    if grace_minutes < 0:
+        raise ValueError(f"grace minutes must be >= 0, got {grace_minutes}")
+    excess: list[int] = []
+    duration: list[int] = []
+    previous_end: int | None = None
+    for segment in segments:
+        if segment.end_ms <= segment.start_ms:
+            continue
+        if previous_end is not None and segment.start_ms != previous_end:
+            excess.append(0)  # a gap breaks any stretch
+            duration.append(0)
+        excess.append(segment.excess)
+        duration.append(segment.duration_ms)
+        previous_end = segment.end_ms
+    if grace_minutes == 0:
+        return max(excess, default=0)
+    grace_ms = grace_minutes * MS_PER_MINUTE
+    if mode == "contiguous":
+        return _contiguous(excess, duration, grace_ms)
+    return _cumulative(excess, duration, grace_ms)
+
+
+class _Tally:
+    """Running totals of one span (a day or the whole period)."""
+
+    __slots__ = ("peak", "peak_at", "over_ms", "license_ms", "max_excess")
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.peak_at: int | None = None
+        self.over_ms = 0
+        self.license_ms = 0
+        self.max_excess = 0
+
+    def add(self, start_ms: int, end_ms: int, usage: int, licenses: int) -> None:
+        length = end_ms - start_ms
+        if usage > self.peak:
+            self.peak, self.peak_at = usage, start_ms
+        if usage > licenses:
+            self.over_ms += length
+            if usage - licenses > self.max_excess:
+                self.max_excess = usage - licenses
+        self.license_ms += usage * length
+
+
+def build_report(
+    account_id: str,
+    from_date: date,
+    to_date: date,
+    changes: Sequence[UsageChange],
+    intervals: Sequence[UserInterval],
+    plans: Sequence[Plan],
+) -> Report:
+    """The licenses usage report of one account for the local dates `from_date`..`to_date` (inclusive).
+
+    `changes` is the account's usage step function (event-time order), `intervals` its counted user intervals and
+    `plans` its plans in application order. Day boundaries use `report_timezone(plans, to_date)`.
+    """
+    if to_date < from_date:
+        raise ValueError(f"report 'to' {to_date} is before 'from' {from_date}")
+    timezone = report_timezone(plans, to_date)
+    n_days = (to_date - from_date).days + 1
+    days = [from_date + timedelta(days=k) for k in range(n_days)]
+    midnights = [local_midnight_ms(from_date + timedelta(days=k), timezone) for k in range(n_days + 1)]
+    period_start, period_end = midnights[0], midnights[-1]
+
+    segments = usage_segments(changes, plans, period_start, period_end)
+    total = _Tally()
+    day_tallies = [_Tally() for _ in range(n_days)]
+    k = 0
+    for start, end, usage, licenses in segments:
+        total.add(start, end, usage, licenses)
+        at = start
+        while at < end:
+            while midnights[k + 1] <= at:  # skips empty days too
+                k += 1
+            upto = min(end, midnights[k + 1])
+            day_tallies[k].add(at, upto, usage, licenses)
+            at = upto
+
+    user_sets: list[set[str]] = [set() for _ in range(n_days)]
+    all_users: set[str] = set()
+    for interval in intervals:
+        start, end = max(interval.start_ms, period_start), min(interval.end_ms, period_end)
+        if start >= end:
+            continue
+        all_users.add(interval.user_id)
+        first = bisect_right(midnights, start) - 1
+        for j in range(first, n_days):
+            if midnights[j] >= end:
+                break
+            if max(start, midnights[j]) < min(end, midnights[j + 1]):  # overlaps the day by >= 1 ms
+                user_sets[j].add(interval.user_id)
+
+    end_plan = plan_at(plans, period_end - 1)
+    billable = billable_overage(segments, end_plan.grace_minutes, end_plan.grace_mode)
+    rows: list[ReportDay] = []
+    for j, (day, tally) in enumerate(zip(days, day_tallies, strict=True)):
+        day_plan = plan_at(plans, midnights[j + 1] - 1)
+        rows.append(
+            ReportDay(
+                date=day.isoformat(),
+                peak_usage=tally.peak,
+                peak_at=format_ms(tally.peak_at) if tally.peak_at is not None else None,
+                licenses=day_plan.licenses,
+                overage_allowance=day_plan.overage_allowance,
+                seconds_over_licenses=tally.over_ms / 1000,
+                max_excess=tally.max_excess,
+                license_hours=tally.license_ms / MS_PER_HOUR,
+                distinct_users=len(user_sets[j]),
+            )
+        )
+    return Report(
+        account_id=account_id,
+        from_=from_date.isoformat(),
+        to=to_date.isoformat(),
+        timezone=timezone,
+        licenses=end_plan.licenses,
+        overage_allowance=end_plan.overage_allowance,
+        peak_usage=total.peak,
+        peak_at=format_ms(total.peak_at) if total.peak_at is not None else None,
+        billable_overage=billable,
+        over_allowance=max(0, billable - end_plan.overage_allowance),
+        seconds_over_licenses=total.over_ms / 1000,
+        license_hours=total.license_ms / MS_PER_HOUR,
+        distinct_users=len(all_users),
+        days=rows,
+    )
