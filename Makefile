@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Apache Kafka 4.x jars from Maven Central, into tools/kafka/lib (ignored by git).
+# Apache Kafka 4.x jars from Maven Central, into tools/kafka/lib (ignored by git). Needs Java 17+ and Maven.
+# lib is emptied first so a version change in the pom never leaves two Kafka versions on the classpath.
 kafka-jars: $(KAFKA_STAMP)
 
 $(KAFKA_STAMP): tools/kafka/pom.xml
-	mvn -q -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
+	rm -rf tools/kafka/lib
+	mvn -q -B -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	touch $(KAFKA_STAMP)
 
 # A single-node KRaft Kafka on 127.0.0.1:9092 (foreground; Ctrl-C stops it).
