@@ -1,0 +1,307 @@
+"""What people do during one account-day, as compact event tuples.
+
+An event tuple is `(occurred_at_ms, type_code, user, device, page, endpoint, plan, tail)` with -1 for "absent"
+(indices into the `Catalog`). Heartbeats are not listed one by one: a signed-in stretch of a device is a span
+`(from_ms, to_ms, user, device, tail)` and the engine expands it with numpy.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from processor.simulation.accounts import Account, Agent, Catalog, roster, supervisor_roster
+from processor.simulation.accounts import rng as keyed_rng
+from processor.simulation.config import (
+    API_REQUEST,
+    CC_PAGES,
+    ENDPOINTS,
+    HOUR_MS,
+    MINUTE_MS,
+    OTHER_PAGES,
+    PAGE_VIEWED,
+    PLAN_CHANGED,
+    PORTAL_SIGNED_OUT,
+    SIGNED_IN,
+    SIGNED_OUT,
+    WS_ENDED,
+    WS_STARTED,
+    SimConfig,
+)
+
+EventTuple = tuple[int, int, int, int, int, int, int, int]
+Span = tuple[int, int, int, int, int]
+
+_PAUSE, _RECONNECT, _CRASH = 0, 1, 2
+POLL_AFTER_LAST_DAY_MS = 10 * HOUR_MS  # night shifts started on the last day end by about 08:30 local
+
+
+def agent_day(
+    rr: random.Random,
+    out: list[EventTuple],
+    spans: list[Span],
+    agent: Agent,
+    start: int,
+    end: int,
+    track: list[tuple[int, int]] | None = None,
+) -> None:
+    """One agent's shift: sign in, work sessions around breaks and lunch, incidents, sign out.
+
+    Session intervals go to `track` (when given) as a lower bound of the agent's real desktop presence.
+    """
+    append = out.append
+    randint = rr.randint
+    u = agent.user
+    devs = agent.devs
+    tails = agent.tails
+    k = 1 if agent.has_second and rr.random() < 0.1 else 0
+    span_from = [0, 0]
+
+    append((start, SIGNED_IN, u, devs[k], -1, -1, -1, tails[k]))
+    span_from[k] = start
+    sess_start = start + randint(5_000, 90_000)
+    append((sess_start, WS_STARTED, u, devs[k], -1, -1, -1, tails[k]))
+
+    length = end - start
+    actions: list[tuple[int, int, int, int]] = []
+    if length >= 8 * HOUR_MS:
+        for centre, low, high, lunch in (
+            (start + 2 * HOUR_MS, 10, 15, False),
+            (start + length // 2, 30, 60, True),
+            (end - 2 * HOUR_MS, 10, 15, False),
+        ):
+            ps = centre + randint(-20, 20) * MINUTE_MS + rr.randrange(MINUTE_MS)
+            pe = ps + randint(low, high) * MINUTE_MS + rr.randrange(MINUTE_MS)
+            actions.append((ps, _PAUSE, pe, int(lunch and rr.random() < 0.3)))
+    elif length >= 3 * HOUR_MS:
+        ps = start + length // 2 + randint(-15, 15) * MINUTE_MS + rr.randrange(MINUTE_MS)
+        actions.append((ps, _PAUSE, ps + randint(10, 15) * MINUTE_MS + rr.randrange(MINUTE_MS), 0))
+    roll = rr.random()
+    if roll < 0.14 and length > 60 * MINUTE_MS:
+        x = randint(start + 20 * MINUTE_MS, end - 20 * MINUTE_MS)
+        if all(x < ps - 3 * MINUTE_MS or x > pe + 3 * MINUTE_MS for ps, _, pe, _ in actions):
+            if roll < 0.10:
+                actions.append((x, _RECONNECT, int(agent.has_second and rr.random() < 0.35), 0))
+            else:
+                actions.append((x, _CRASH, 0, 0))
+    actions.sort()
+
+    for number, (x, kind, arg, flag) in enumerate(actions):
+        dev, tail = devs[k], tails[k]
+        if kind == _PAUSE:
+            append((x, WS_ENDED, u, dev, -1, -1, -1, tail))
+            if track is not None:
+                track.append((sess_start, x))
+            if flag:  # signs out for lunch
+                so = x + randint(2_000, 20_000)
+                append((so, SIGNED_OUT, u, dev, -1, -1, -1, tail))
+                spans.append((span_from[k], so, u, dev, tail))
+                si = arg - randint(30_000, 120_000)
+                append((si, SIGNED_IN, u, dev, -1, -1, -1, tail))
+                span_from[k] = si
+            append((arg, WS_STARTED, u, dev, -1, -1, -1, tail))
+            sess_start = arg
+        elif kind == _RECONNECT:
+            if arg:  # moves to the second device, then signs out of the first
+                nk = 1 - k
+                ndev, ntail = devs[nk], tails[nk]
+                append((x, SIGNED_IN, u, ndev, -1, -1, -1, ntail))
+                span_from[nk] = x
+                ns = x + randint(3_000, 20_000)
+                append((ns, WS_STARTED, u, ndev, -1, -1, -1, ntail))
+                so = ns + randint(5_000, 60_000)
+                append((so, SIGNED_OUT, u, dev, -1, -1, -1, tail))
+                spans.append((span_from[k], so, u, dev, tail))
+                k = nk
+            else:  # the client reconnects: sign out, sign in again, new session
+                append((x, SIGNED_OUT, u, dev, -1, -1, -1, tail))
+                spans.append((span_from[k], x, u, dev, tail))
+                si = x + randint(5_000, 60_000)
+                append((si, SIGNED_IN, u, dev, -1, -1, -1, tail))
+                span_from[k] = si
+                ns = si + randint(2_000, 10_000)
+                append((ns, WS_STARTED, u, dev, -1, -1, -1, tail))
+            if track is not None:
+                track.append((sess_start, x))
+            sess_start = ns
+        else:  # crash: heartbeats stop, no sign-out; maybe back on the same device a few minutes later
+            spans.append((span_from[k], x, u, dev, tail))
+            if track is not None:
+                track.append((sess_start, x))
+            back = x + randint(4, 15) * MINUTE_MS + rr.randrange(MINUTE_MS)
+            next_at = actions[number + 1][0] if number + 1 < len(actions) else end
+            if rr.random() < 0.3 or back + 2 * MINUTE_MS >= next_at:
+                return
+            append((back, SIGNED_IN, u, dev, -1, -1, -1, tail))
+            span_from[k] = back
+            sess_start = back + randint(5_000, 60_000)
+            append((sess_start, WS_STARTED, u, dev, -1, -1, -1, tail))
+
+    dev, tail = devs[k], tails[k]
+    if rr.random() < 0.93:
+        append((end, WS_ENDED, u, dev, -1, -1, -1, tail))
+        so = end + randint(2_000, 30_000)
+    else:  # signs out without ending the session first
+        so = end
+    append((so, SIGNED_OUT, u, dev, -1, -1, -1, tail))
+    spans.append((span_from[k], so, u, dev, tail))
+    if track is not None:
+        track.append((sess_start, end))
+
+
+def supervisor_day(
+    rr: random.Random, out: list[EventTuple], user: int, user_tail: int, page_base: int, start: int, end: int
+) -> None:
+    """A supervisor browsing the portal: mostly Contact Center pages, some others, idle gaps, sign-out."""
+    append = out.append
+    randint = rr.randint
+    random_ = rr.random
+    n_cc = len(CC_PAGES)
+    n_other = len(OTHER_PAGES)
+    t = start
+    last = start
+    while t < end:
+        page = rr.randrange(n_cc) if random_() < 0.8 else n_cc + rr.randrange(n_other)
+        append((t, PAGE_VIEWED, user, -1, page, -1, -1, page_base + page))
+        last = t
+        roll = random_()
+        if roll < 0.85:
+            t += randint(20_000, 300_000)
+        elif roll < 0.97:
+            t += randint(360_000, 840_000)
+        else:
+            t += randint(960_000, 2_400_000)  # long enough for the portal idle timeout
+    if random_() < 0.7:
+        append((last + randint(1_000, 60_000), PORTAL_SIGNED_OUT, user, -1, -1, -1, -1, user_tail))
+
+
+def integration_day(
+    rr: random.Random,
+    out: list[EventTuple],
+    user: int,
+    user_tail: int,
+    endpoint_base: int,
+    poller: bool,
+    midnight: int,
+    next_midnight: int,
+    weekend: bool,
+    poll_until: int,
+) -> None:
+    """API requests: a poller every 1-2 minutes around the clock (until `poll_until`), or business-hours bursts on
+    weekdays.
+
+    The pollers keep every account's stream free of silences: consecutive poll times are less than 4 minutes
+    apart (midnight included) and polls are never delayed, so no event is ever more than `max_future_skew`
+    (5 min) ahead of the watermark, which would make the processor reject it.
+    """
+    append = out.append
+    randint = rr.randint
+    n_ep = len(ENDPOINTS)
+
+    def request(at: int) -> None:
+        if rr.random() < 0.1:
+            append((at, API_REQUEST, user, -1, -1, -1, -1, user_tail))
+        else:
+            ep = rr.randrange(n_ep)
+            append((at, API_REQUEST, user, -1, -1, ep, -1, endpoint_base + ep))
+
+    if poller:
+        t = midnight + rr.randrange(120_000)
+        while t < poll_until:
+            request(t)
+            t += randint(60_000, 120_000)
+        return
+    if weekend:
+        return
+    t = midnight + 8 * HOUR_MS + rr.randrange(HOUR_MS)
+    stop = min(midnight + 18 * HOUR_MS, next_midnight)
+    while t < stop:
+        for _ in range(randint(3, 30)):
+            request(t)
+            t += randint(5_000, 60_000)
+        t += randint(10, 60) * MINUTE_MS
+
+
+def temps_spike(
+    rr: random.Random,
+    out: list[EventTuple],
+    spans: list[Span],
+    account: Account,
+    catalog: Catalog,
+    midnight: int,
+    sessions: list[tuple[int, int]],
+) -> None:
+    """A short crowd of temporary agents that takes usage over the licenses for 5-12 minutes."""
+    x = midnight + 10 * HOUR_MS + rr.randint(0, 90) * MINUTE_MS + rr.randrange(MINUTE_MS)
+    at = x + 20_000  # every temp is in session at this instant
+    active = sum(1 for s, e in sessions if s <= at < e)
+    licenses = account.licenses_at(at, catalog)
+    count = min(len(account.temps), max(1, licenses - active + max(2, licenses // 10)))
+    length = rr.randint(5, 12) * MINUTE_MS
+    append = out.append
+    for temp in account.temps[:count]:
+        u, dev, tail = temp.user, temp.dev, temp.tail
+        si = x - rr.randint(30_000, 120_000)
+        append((si, SIGNED_IN, u, dev, -1, -1, -1, tail))
+        append((x + rr.randrange(20_000), WS_STARTED, u, dev, -1, -1, -1, tail))
+        se = x + length + rr.randrange(20_000)
+        append((se, WS_ENDED, u, dev, -1, -1, -1, tail))
+        so = se + rr.randint(3_000, 30_000)
+        append((so, SIGNED_OUT, u, dev, -1, -1, -1, tail))
+        spans.append((si, so, u, dev, tail))
+
+
+def account_day(config: SimConfig, catalog: Catalog, account: Account, d: int) -> tuple[list[EventTuple], list[Span]]:
+    """Every event of account-day `d` except heartbeats (returned as spans) and delivery faults."""
+    out: list[EventTuple] = []
+    spans: list[Span] = []
+    for at, plan, day in account.plans:
+        if day == d:
+            out.append((at, PLAN_CHANGED, -1, -1, -1, -1, plan, catalog.plan_tails[plan]))
+    rr = keyed_rng(config, "day", account.index, d)
+    spike = d in account.spike_days
+    sessions: list[tuple[int, int]] | None = [] if spike else None
+    agents = account.agents
+    for number, start, end in roster(config, account, d):
+        agent_day(rr, out, spans, agents[number], start, end, sessions)
+    for number, start, end in supervisor_roster(config, account, d):
+        sup = account.supervisors[number]
+        supervisor_day(rr, out, sup.user, sup.user_tail, sup.page_tail_base, start, end)
+    weekend = (config.start + timedelta(days=d)).weekday() >= 5
+    midnight, next_midnight = account.midnights[d], account.midnights[d + 1]
+    # On the last day the pollers go on until the night shift's stragglers are done.
+    poll_until = next_midnight + (POLL_AFTER_LAST_DAY_MS if d + 1 == config.days else 0)
+    for api in account.integrations:
+        integration_day(
+            rr,
+            out,
+            api.user,
+            api.user_tail,
+            api.endpoint_tail_base,
+            api.poller,
+            midnight,
+            next_midnight,
+            weekend,
+            poll_until,
+        )
+    if sessions is not None:
+        temps_spike(rr, out, spans, account, catalog, midnight, sessions)
+    return out, spans
+
+
+def orphans(rr: random.Random, account: Account, count: int, midnight: int, next_midnight: int) -> list[EventTuple]:
+    """Events that end something never started: sign-outs and session ends of a never-used device id, and portal
+    sign-outs of agents (who never use the portal)."""
+    out: list[EventTuple] = []
+    agents = account.agents
+    for _ in range(count):
+        agent = agents[rr.randrange(len(agents))]
+        at = rr.randrange(midnight, next_midnight)
+        kind = rr.randrange(3)
+        if kind == 2:
+            out.append((at, PORTAL_SIGNED_OUT, agent.user, -1, -1, -1, -1, agent.user_tail))
+        else:
+            out.append(
+                (at, SIGNED_OUT if kind == 0 else WS_ENDED, agent.user, agent.devs[2], -1, -1, -1, agent.tails[2])
+            )
+    return out
