@@ -1,0 +1,102 @@
+"""`ccmeter report` and `ccmeter timeline` through the real console script, on a simulated history."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from processor.core.billing import build_report
+from processor.core.fold import fold_history
+from processor.eventfile import read_events
+from processor.simulation import SimConfig, write_events
+from schemas.events import Rejection
+from schemas.outputs import DAY_KEYS, SUMMARY_KEYS
+
+CCMETER = str(Path(sys.executable).parent / "ccmeter")
+START, END = "2026-11-02", "2026-11-04"
+
+
+def ccmeter(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CCMETER, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "events.jsonl"
+    faults = {"duplicates": 0.01, "out_of_order": 0.01, "malformed": 0.001}
+    config = SimConfig(accounts=3, agents=6, days=3, seed=11, start=date(2026, 11, 2), **faults)
+    write_events(path, config)
+    return path
+
+
+def test_json_report_has_exactly_the_contract_keys_and_equals_the_pure_fold(events_file: Path) -> None:
+    done = ccmeter("report", "--events", str(events_file), "--account", "acct-2", "--from", START, "--to", END,
+                   "--format", "json", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert list(report) == [*SUMMARY_KEYS, "days"]
+    assert [day["date"] for day in report["days"]] == ["2026-11-02", "2026-11-03", "2026-11-04"]
+    assert all(list(day) == list(DAY_KEYS) for day in report["days"])
+    assert report["peak_usage"] > 0 and report["peak_at"].endswith("Z")
+
+    # The same report from the other implementation: the pure fold plus the pure billing math.
+    events = [event for _, event in read_events(events_file) if not isinstance(event, Rejection)]
+    output, _, _ = fold_history(events)
+    account = "acct-2"
+    changes = sorted((c for c in output.usage_changes if c.account_id == account), key=lambda c: c.at_ms)
+    intervals = [i for i in output.intervals if i.account_id == account]
+    plans = [plan for owner, plan in output.plans if owner == account]
+    expected = build_report(account, date(2026, 11, 2), date(2026, 11, 4), changes, intervals, plans)
+    assert report == expected.to_json_dict()
+
+
+def test_csv_report_has_a_header_and_one_row_per_day(events_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exports" / "acct-0.csv"
+    done = ccmeter("report", "--events", str(events_file), "--account", "acct-0", "--from", START, "--to", END,
+                   "--format", "csv", "--out", str(out), "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [row["date"] for row in rows] == ["2026-11-02", "2026-11-03", "2026-11-04"]
+    assert list(rows[0]) == ["account_id", *DAY_KEYS]
+    assert {row["account_id"] for row in rows} == {"acct-0"}
+
+
+def test_table_report_names_the_account_and_every_day(events_file: Path) -> None:
+    done = ccmeter("report", "--events", str(events_file), "--account", "acct-1", "--from", START, "--to", END)
+    assert done.returncode == 0, done.stderr
+    assert "acct-1" in done.stdout and "billable_overage" in done.stdout
+    assert all(day in done.stdout for day in ("2026-11-02", "2026-11-03", "2026-11-04"))
+
+
+def test_timeline_lists_the_usage_changes(events_file: Path) -> None:
+    done = ccmeter("timeline", "--events", str(events_file), "--account", "acct-0", "--format", "json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    changes = json.loads(done.stdout)["changes"]
+    assert len(changes) > 10
+    assert [c["at"] for c in changes] == sorted(c["at"] for c in changes)
+    assert all(a["usage"] != b["usage"] for a, b in zip(changes, changes[1:], strict=False))
+    assert changes[-1]["usage"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--events", "/nonexistent/events.jsonl", "--account", "a", "--from", START, "--to", END], "no such file"),
+        (["--events", "{events}", "--account", "nobody", "--from", START, "--to", END], "account 'nobody' not found"),
+        (["--events", "{events}", "--account", "acct-0", "--from", "2026-13-01", "--to", END], "--from must be a date"),
+        (["--events", "{events}", "--account", "acct-0", "--from", END, "--to", START], "is before --from"),
+        (["--events", "{events}.csv", "--account", "acct-0", "--from", START, "--to", END], ".jsonl or .parquet"),
+    ],
+)
+def test_errors_are_one_clear_line_and_a_non_zero_exit(events_file: Path, args: list[str], message: str) -> None:
+    done = ccmeter("report", *(arg.format(events=events_file) for arg in args), "--quiet")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
