@@ -253,6 +253,8 @@ def decode_mapping(row: dict[str, Any]) -> Event | Rejection:
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         return Rejection(reason=_reason(first), detail=first["msg"])
+    except Exception as exc:  # noqa: BLE001 - like decode: never raise on input (odd time zones, overflows)
+        return Rejection(reason="invalid_json", detail=repr(exc))
 
 
 def fingerprint(event: EventBase) -> str:

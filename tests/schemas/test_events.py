@@ -149,3 +149,22 @@ def test_decode_mapping_accepts_parquet_rows() -> None:
     assert isinstance(naive, Rejection) and naive.reason == "invalid_field:occurred_at"
     missing = decode_mapping({**row, "user_id": None})
     assert isinstance(missing, Rejection) and missing.reason == "missing_field:user_id"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {
+            "type": "account.plan_changed",
+            "licenses": 1,
+            "overage_allowance": 0,
+            "billing_anchor_day": 1,
+            "timezone": "Europe",
+        },
+        {"type": "api.request", "user_id": "u", "occurred_at": "0001-01-01T00:30:00+01:00"},
+    ],
+)
+def test_decoders_never_raise_on_odd_values(fields: dict) -> None:
+    record = {**BASE, **fields}
+    assert isinstance(decode(json.dumps(record)), Rejection)
+    assert isinstance(decode_mapping(record), Rejection)
