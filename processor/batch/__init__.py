@@ -1,0 +1,1 @@
+"""The independent batch engine (DuckDB SQL): `processor.batch.engine.BatchEngine`."""
