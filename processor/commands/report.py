@@ -1,6 +1,7 @@
 """`ccmeter report` and `ccmeter timeline`: licenses usage reports and usage change points from an event file.
 
 Both read the whole file with the DuckDB batch engine, so a report covers every event in it, however late it arrived.
+`ccmeter report --snapshot FILE` reports from a DuckDB snapshot instead (processor/snapshots/commands.py).
 """
 
 from __future__ import annotations
@@ -34,13 +35,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="licenses usage report of one account for a date range",
         description=(
             "Compute the licenses usage report (SPEC section 4) of one account: peak usage, billable overage "
-            "(grace-aware), over allowance, license hours and distinct users, with one row per account-local day."
+            "(grace-aware), over allowance, license hours and distinct users, with one row per account-local day. "
+            "With --snapshot it reads a DuckDB snapshot and takes --period (current, previous, YYYY-MM); --all then "
+            "prints one summary row per account for a billing run."
         ),
     )
-    report.add_argument("--events", required=True, metavar="FILE", help="event file (.jsonl or .parquet)")
-    report.add_argument("--account", required=True, metavar="ID", help="account_id to report on")
-    report.add_argument("--from", dest="from_date", required=True, metavar="YYYY-MM-DD", help="first local date")
-    report.add_argument("--to", dest="to_date", required=True, metavar="YYYY-MM-DD", help="last local date (inclusive)")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", metavar="FILE", help="event file (.jsonl or .parquet)")
+    source.add_argument("--snapshot", metavar="FILE", help="a DuckDB snapshot from `ccmeter snapshot`")
+    report.add_argument("--account", metavar="ID", help="account_id to report on")
+    report.add_argument(
+        "--all", action="store_true", help="one summary row per account (billing run; needs --snapshot)"
+    )
+    report.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD", help="first local date")
+    report.add_argument("--to", dest="to_date", metavar="YYYY-MM-DD", help="last local date (inclusive)")
+    report.add_argument(
+        "--period",
+        metavar="PERIOD",
+        help="billing period (needs --snapshot): current, previous or YYYY-MM; current is taken from the "
+        "snapshot's event-time watermark",
+    )
     report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     report.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     report.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -93,7 +107,16 @@ def _write(text: str, out: str | None) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """`ccmeter report`."""
+    """`ccmeter report`: from an event file (batch engine) or from a snapshot (`--snapshot`)."""
+    if args.snapshot is not None:
+        from processor.snapshots.commands import run_snapshot_report
+
+        _write(run_snapshot_report(args), args.out)
+        return 0
+    if args.period is not None or args.all:
+        raise CliError("--period and --all need --snapshot (with --events give --account, --from and --to)")
+    if args.account is None or args.from_date is None or args.to_date is None:
+        raise CliError("with --events give --account, --from and --to")
     start = parse_date(args.from_date, "--from")
     end = parse_date(args.to_date, "--to")
     if end < start:

@@ -1,0 +1,1 @@
+"""DuckDB snapshots: the Kafka-to-Parquet sink, consistent snapshot files, and reports and charts from them."""

@@ -1,0 +1,301 @@
+"""`ccmeter sink`, `ccmeter snapshot`, `ccmeter chart`, and the `--snapshot` path of `ccmeter report`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from processor.cli import CliError
+from processor.reports.render import FORMATS, render_report, text_table
+from processor.snapshots.history import (
+    PERIOD_HELP,
+    AccountHistory,
+    load_histories,
+    resolve_period,
+    snapshot_accounts,
+)
+
+ALL_KEYS: tuple[str, ...] = (
+    "account_id",
+    "from",
+    "to",
+    "peak_usage",
+    "licenses",
+    "billable_overage",
+    "over_allowance",
+    "license_hours",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `sink`, `snapshot` and `chart` subcommands."""
+    sink = subparsers.add_parser(
+        "sink",
+        help="copy the events and output topics into date-partitioned Parquet files",
+        description="Consume PREFIX+events and every output topic (usage-changes, peak-windows, alerts, dead-letters, "
+        "intervals) into DIR/<table>/date=YYYY-MM-DD/*.parquet. The offsets live with the data (DIR/_sink/"
+        "manifest.json), so a restart resumes exactly where the last commit ended; files appear atomically and "
+        "are never modified (small ones are merged now and then). SIGTERM or Ctrl-C flushes and stops.",
+        epilog="Example: ccmeter sink --broker 127.0.0.1:9092 --data-dir data --once",
+    )
+    sink.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
+    sink.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
+    sink.add_argument("--data-dir", required=True, metavar="DIR", help="where the Parquet files and manifest live")
+    sink.add_argument("--once", action="store_true", help="consume up to the current end offsets, then exit")
+    sink.add_argument(
+        "--flush-seconds",
+        type=float,
+        metavar="SECONDS",
+        default=30.0,
+        help="commit at least this often (default 30; every commit adds files, so not much less in production)",
+    )
+    sink.add_argument(
+        "--flush-records",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="commit when this many records are buffered (default 50000)",
+    )
+    sink.add_argument(
+        "--compact-seconds",
+        type=float,
+        metavar="SECONDS",
+        default=300.0,
+        help="merge small committed files this often and at exit (default 300; 0: never)",
+    )
+    sink.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    sink.set_defaults(func=run_sink_command)
+
+    snapshot = subparsers.add_parser(
+        "snapshot",
+        help="write a DuckDB snapshot of the sink's data at a consistent cut",
+        description="Build FILE.duckdb from the files the sink's manifest commits (read once at the start): tables "
+        "events, usage_changes, peak_windows, alerts, plans, user_intervals, dead_letters, billing_periods, "
+        "billing_days and snapshot_info, plus analyst views (docs/analysts.md). The file appears atomically; "
+        "open it read-only with duckdb.connect(FILE, read_only=True).",
+        epilog="Example: ccmeter snapshot --data-dir data --out snapshots/usage.duckdb --keep 7",
+    )
+    snapshot.add_argument("--data-dir", required=True, metavar="DIR", help="the sink's data directory")
+    snapshot.add_argument("--out", required=True, metavar="FILE.duckdb", help="snapshot file to (re)place")
+    snapshot.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep N snapshots: the replaced one is kept as FILE.<UTC stamp>.duckdb and older ones beyond N pruned",
+    )
+    snapshot.add_argument("--quiet", action="store_true", help="no progress lines")
+    snapshot.set_defaults(func=run_snapshot_command)
+
+    chart = subparsers.add_parser(
+        "chart",
+        help="PNG chart of one account's usage against its licenses, from a snapshot",
+        description="Draw usage steps, licenses and licenses + allowance over a billing period or date range, with "
+        "the billable overage shaded.",
+        epilog="Example: ccmeter chart --snapshot usage.duckdb --account acct-1 --period current --out usage.png",
+    )
+    chart.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
+    chart.add_argument("--account", required=True, metavar="ID", help="account_id")
+    add_period_arguments(chart)
+    chart.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    chart.set_defaults(func=run_chart_command)
+
+
+def add_period_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """`--from`/`--to` (account-local dates) and `--period` (billing period)."""
+    parser.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD", help="first local date")
+    parser.add_argument("--to", dest="to_date", metavar="YYYY-MM-DD", help="last local date (inclusive)")
+    parser.add_argument("--period", metavar="PERIOD", help=f"billing period: {PERIOD_HELP}")
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("ccmeter").setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+
+
+def run_sink_command(args: argparse.Namespace) -> int:
+    """`ccmeter sink`."""
+    from aiokafka.errors import KafkaError
+
+    from processor.snapshots.sink import SinkConfig, run_sink
+    from processor.snapshots.store import StoreError
+    from processor.topics import validate_prefix
+
+    _setup_logging(args.quiet)
+    broker = args.broker or os.environ.get("CCMETER_BROKER") or "127.0.0.1:9092"
+    try:
+        prefix = validate_prefix(args.prefix or os.environ.get("CCMETER_PREFIX") or "ccmeter.")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.flush_seconds <= 0 or args.flush_records < 1:
+        raise CliError("--flush-seconds must be > 0 and --flush-records >= 1")
+    config = SinkConfig(
+        broker=broker,
+        prefix=prefix,
+        data_dir=Path(args.data_dir),
+        once=args.once,
+        flush_seconds=args.flush_seconds,
+        flush_records=args.flush_records,
+        compact_seconds=max(0.0, args.compact_seconds),
+    )
+    try:
+        stats = run_sink(config)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    except (KafkaError, OSError) as exc:
+        raise CliError(f"sink failed against {broker}: {exc!r}") from None
+    rows = ", ".join(f"{name} {count}" for name, count in sorted(stats.rows.items())) or "no new rows"
+    print(
+        f"ccmeter sink: {stats.records} records ({rows}); {stats.redelivered} re-deliveries dropped, "
+        f"{stats.bad_records} bad output records skipped; {stats.files} files in {stats.flushes} commits",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_snapshot_command(args: argparse.Namespace) -> int:
+    """`ccmeter snapshot`."""
+    from processor.snapshots.snapshot import SnapshotError, build_snapshot
+    from schemas.events import format_ms
+
+    def progress(line: str) -> None:
+        print(f"snapshot: {line}", file=sys.stderr)
+
+    try:
+        result = build_snapshot(
+            Path(args.data_dir), Path(args.out), args.keep, progress=None if args.quiet else progress
+        )
+    except SnapshotError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    watermark = format_ms(result.watermark_ms) if result.watermark_ms is not None else "none"
+    pruned = f", pruned {len(result.pruned)} older" if result.pruned else ""
+    print(
+        f"wrote {result.path}: {result.rows.get('events', 0)} events, {result.rows.get('usage_changes', 0)} usage "
+        f"changes from {result.files} files; watermark {watermark}; {result.seconds:.1f}s{pruned}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _date(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag} must be a date like 2026-11-01, not {text!r}") from None
+
+
+def _check_range_flags(args: argparse.Namespace) -> None:
+    if args.period is not None and (args.from_date is not None or args.to_date is not None):
+        raise CliError("give either --period or --from/--to, not both")
+    if args.period is None and (args.from_date is None or args.to_date is None):
+        raise CliError("give --period (current, previous or YYYY-MM) or both --from and --to")
+
+
+def _dates(args: argparse.Namespace, history: AccountHistory, watermark_ms: int | None) -> tuple[date, date]:
+    if args.period is not None:
+        try:
+            return resolve_period(args.period, history.latest_plan, watermark_ms)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    start, end = _date(args.from_date, "--from"), _date(args.to_date, "--to")
+    if end < start:
+        raise CliError(f"--to ({end}) is before --from ({start})")
+    return start, end
+
+
+def _open(path: str) -> tuple[Any, int | None]:
+    from processor.snapshots.snapshot import SnapshotError, open_snapshot
+
+    try:
+        return open_snapshot(path)
+    except SnapshotError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _history(con: Any, path: str, account: str) -> AccountHistory:
+    accounts = snapshot_accounts(con)
+    if account not in accounts:
+        known = ", ".join(accounts[:10]) + (" ..." if len(accounts) > 10 else "")
+        raise CliError(f"account {account!r} not found in snapshot {path} (accounts: {known or 'none'})")
+    return load_histories(con, [account]).get(account) or AccountHistory(account)
+
+
+def all_accounts_rows(con: Any, args: argparse.Namespace, watermark_ms: int | None) -> list[dict[str, object]]:
+    """One summary row (ALL_KEYS) per account of the snapshot, each over its own period."""
+    histories = load_histories(con)
+    rows: list[dict[str, object]] = []
+    for account in snapshot_accounts(con):
+        history = histories.get(account) or AccountHistory(account)
+        start, end = _dates(args, history, watermark_ms)
+        summary = history.report(start, end).to_json_dict()
+        rows.append({key: summary[key] for key in ALL_KEYS})
+    return rows
+
+
+def render_rows(rows: list[dict[str, object]], fmt: str) -> str:
+    """Rows of ALL_KEYS as JSON (a list of objects), CSV (with a header) or a terminal table."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(ALL_KEYS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    if fmt == "table":
+        return text_table(ALL_KEYS, [[row[key] for key in ALL_KEYS] for row in rows])
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def run_snapshot_report(args: argparse.Namespace) -> str:
+    """The text of `ccmeter report --snapshot FILE ...` (one account's report, or `--all` rows)."""
+    if args.all and args.account:
+        raise CliError("give either --account or --all, not both")
+    if not args.all and not args.account:
+        raise CliError("give --account ID (or --all for every account)")
+    _check_range_flags(args)
+    con, watermark_ms = _open(args.snapshot)
+    try:
+        if args.all:
+            return render_rows(all_accounts_rows(con, args, watermark_ms), args.format)
+        history = _history(con, args.snapshot, args.account)
+        start, end = _dates(args, history, watermark_ms)
+        return render_report(history.report(start, end), args.format)
+    finally:
+        con.close()
+
+
+def run_chart_command(args: argparse.Namespace) -> int:
+    """`ccmeter chart`."""
+    from processor.reports.chart import chart_data, render_chart
+
+    _check_range_flags(args)
+    if not args.out.lower().endswith(".png"):
+        raise CliError(f"--out must name a .png file, not {args.out!r}")
+    con, watermark_ms = _open(args.snapshot)
+    try:
+        history = _history(con, args.snapshot, args.account)
+    finally:
+        con.close()
+    start, end = _dates(args, history, watermark_ms)
+    start_ms, end_ms = history.bounds_ms(start, end)
+    data = chart_data(history.changes, history.plans, start_ms, end_ms)
+    peak = max(data.usage, default=0)
+    title = f"{args.account}: {start} to {end} - peak {peak}, billable overage {data.billable_overage}"
+    try:
+        path = render_chart(data, args.out, title)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"wrote {path} (peak {peak}, billable overage {data.billable_overage})", file=sys.stderr)
+    return 0

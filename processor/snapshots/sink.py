@@ -1,0 +1,432 @@
+"""`ccmeter sink`: copy the events topic and every output topic into date-partitioned Parquet files.
+
+The consumer assigns itself every partition (no consumer group, no committed offsets): the offsets live with the
+data, in the manifest of the data directory (processor/snapshots/store.py). After a restart, or a crash anywhere,
+the sink removes uncommitted leftovers and resumes at the committed offsets, so every record is stored exactly once.
+Re-deliveries below the committed offset are dropped by position; outputs that the worker published twice (at-least-
+once) have the same id and are deduplicated by the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processor.core.fold import PartitionClock
+from processor.core.model import Settings
+from processor.snapshots.store import (
+    Manifest,
+    Recovery,
+    StoreError,
+    compact,
+    file_name,
+    read_manifest,
+    recover,
+    sink_lock,
+    sync_dirs,
+    write_manifest,
+    write_parquet,
+)
+from processor.snapshots.tables import (
+    EVENTS_TABLE,
+    TABLES_BY_NAME,
+    TOPIC_KEYS,
+    BadRecord,
+    Row,
+    Table,
+    arrow_table,
+    event_row,
+    output_row,
+    row_date,
+)
+from processor.topics import EVENTS, topic_names
+
+log = logging.getLogger("ccmeter.sink")
+
+
+@dataclass
+class FlushStats:
+    """What one flush wrote."""
+
+    records: int = 0
+    files: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+@dataclass
+class SinkStats:
+    """Totals of one sink run."""
+
+    records: int = 0
+    redelivered: int = 0
+    bad_records: int = 0
+    flushes: int = 0
+    files: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+
+
+class SinkWriter:
+    """Buffers rows of consumed records and flushes them as committed Parquet files (no Kafka here).
+
+    `add` takes records in offset order per topic partition; `flush` writes the buffered rows, then commits the
+    manifest with the new next offsets (and the event-time watermark of each events partition).
+    """
+
+    def __init__(self, data_dir: Path, prefix: str, settings: Settings = Settings()) -> None:
+        self.data_dir = data_dir
+        manifest = read_manifest(data_dir)
+        if manifest is None:
+            manifest = Manifest(prefix=prefix)
+        elif manifest.prefix != prefix:
+            raise StoreError(f"{data_dir} holds topics with prefix {manifest.prefix!r}, not {prefix!r}")
+        self.manifest = manifest
+        self.settings = settings
+        self.clocks = {p: PartitionClock(settings, w) for p, w in manifest.watermarks.items()}
+        self.positions: dict[tuple[str, int], int] = {}  # next offset after what was added (not yet committed)
+        self.buffers: dict[tuple[str, str, str, int], list[Row]] = defaultdict(list)
+        self.pending = 0
+        self.stats = SinkStats()
+        self.on_commit: Callable[[Manifest], None] | None = None  # test hook: called before the manifest is written
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """Where consumption of a topic partition resumes (None: from the beginning)."""
+        committed = self.manifest.next_offset(topic, partition)
+        pending = self.positions.get((topic, partition))
+        if pending is None:
+            return committed
+        return pending if committed is None else max(pending, committed)
+
+    def add(
+        self, topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None
+    ) -> bool:
+        """Buffer one record; False when it is a re-delivery (below the resume offset) and was dropped."""
+        resume = self.next_offset(topic, partition)
+        if resume is not None and offset < resume:
+            self.stats.redelivered += 1
+            return False
+        self.positions[(topic, partition)] = offset + 1
+        self.stats.records += 1
+        if topic == EVENTS:
+            table: Table = EVENTS_TABLE
+            row = event_row(partition, offset, timestamp_ms, key, value)
+            if row.get("rejection") is None:
+                clock = self.clocks.get(partition)
+                if clock is None:
+                    clock = self.clocks[partition] = PartitionClock(self.settings)
+                clock.admit(row["occurred_at"], timestamp_ms)
+        else:
+            try:
+                table, row = output_row(topic, partition, offset, timestamp_ms, value)
+            except BadRecord as exc:
+                self.stats.bad_records += 1
+                if self.stats.bad_records <= 10:
+                    log.warning("skipping bad %s record p%d@%d: %s", topic, partition, offset, exc)
+                return True
+        self.buffers[(table.name, row_date(table, row), topic, partition)].append(row)
+        self.pending += 1
+        return True
+
+    def advance(self, topic: str, partition: int, position: int) -> None:
+        """Move a partition's next offset to the consumer's position (past control records), once all is added."""
+        current = self.next_offset(topic, partition)
+        if current is None or position > current:
+            self.positions[(topic, partition)] = position
+
+    def dirty(self) -> bool:
+        """True when something is buffered or offsets moved since the last commit."""
+        return self.pending > 0 or any(self.manifest.next_offset(t, p) != o for (t, p), o in self.positions.items())
+
+    def flush(self) -> FlushStats:
+        """Write every buffered row as immutable files, then commit the manifest. Idempotent when nothing changed."""
+        began = time.perf_counter()
+        stats = FlushStats(records=self.pending)
+        if not self.dirty():
+            return stats
+        dirs = set()
+        for (table_name, day, topic, partition), rows in sorted(self.buffers.items()):
+            table = TABLES_BY_NAME[table_name]
+            offsets = [row["kafka_offset"] for row in rows]
+            path = self.data_dir / table_name / f"date={day}" / file_name(topic, partition, min(offsets), max(offsets))
+            write_parquet(path, arrow_table(table, rows))
+            dirs.add(path.parent)
+            stats.files += 1
+            stats.rows[table_name] += len(rows)
+        sync_dirs(dirs)
+        manifest = Manifest(
+            prefix=self.manifest.prefix,
+            offsets={topic: dict(parts) for topic, parts in self.manifest.offsets.items()},
+            watermarks={p: c.watermark for p, c in self.clocks.items() if c.watermark is not None},
+            flushes=self.manifest.flushes + 1,
+        )
+        for (topic, partition), offset in self.positions.items():
+            manifest.offsets.setdefault(topic, {})[partition] = offset
+        if self.on_commit is not None:
+            self.on_commit(manifest)
+        write_manifest(self.data_dir, manifest)
+        self.manifest = manifest
+        self.positions.clear()
+        self.buffers.clear()
+        self.pending = 0
+        self.stats.flushes += 1
+        self.stats.files += stats.files
+        self.stats.rows.update(stats.rows)
+        stats.seconds = time.perf_counter() - began
+        return stats
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Settings of `ccmeter sink`."""
+
+    broker: str
+    prefix: str
+    data_dir: Path
+    once: bool = False
+    flush_seconds: float = 30.0
+    flush_records: int = 50_000
+    refresh_seconds: float = 30.0
+    compact_seconds: float = 300.0  # merge small committed files this often (and at the end); 0: never
+
+
+async def _partitions(admin: Any, names: dict[str, str]) -> dict[tuple[str, int], str]:
+    """Map (topic name, partition) -> topic key for every existing ccmeter topic.
+
+    Only topics that exist are described: a metadata request naming a missing topic would make a broker with
+    `auto.topic.create.enable` create it with its default partition count.
+    """
+    existing = set(await admin.list_topics())
+    wanted = [name for name in names.values() if name in existing]
+    if not wanted:
+        return {}
+    described = await admin.describe_topics(wanted)
+    by_name = {name: key for key, name in names.items()}
+    found: dict[tuple[str, int], str] = {}
+    for topic in described:
+        if topic.get("error_code", 0) != 0 or topic["topic"] not in by_name:
+            continue
+        for partition in topic["partitions"]:
+            found[(topic["topic"], partition["partition"])] = by_name[topic["topic"]]
+    return found
+
+
+class Sink:
+    """The Kafka side of the sink: assign, seek to the manifest, consume, flush; stop on `stop()`."""
+
+    def __init__(self, config: SinkConfig, writer: SinkWriter) -> None:
+        self.config = config
+        self.writer = writer
+        self.names = {key: name for key, name in topic_names(config.prefix).items() if key in TOPIC_KEYS}
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to flush and finish."""
+        self.stopping.set()
+
+    async def run(self) -> SinkStats:
+        """Consume until stopped (or, with `once`, up to the end offsets seen at the start)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        config = self.config
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=config.broker, client_id="ccmeter-sink", request_timeout_ms=15_000
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=config.broker,
+            client_id="ccmeter-sink",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            request_timeout_ms=15_000,
+        )
+        await admin.start()
+        try:
+            await consumer.start()
+            try:
+                return await self._consume(admin, consumer, TopicPartition)
+            finally:
+                await consumer.stop()
+        finally:
+            await admin.close()
+
+    async def _assign(self, admin: Any, consumer: Any, tp_type: type) -> dict[Any, str]:
+        found = await _partitions(admin, self.names)
+        missing = sorted(set(self.names.values()) - {name for name, _ in found})
+        if missing:
+            log.warning("topics not found (skipped for now): %s", ", ".join(missing))
+        tps = {tp_type(name, partition): key for (name, partition), key in sorted(found.items())}
+        consumer.assign(list(tps))
+        resume = {tp: self.writer.next_offset(key, tp.partition) for tp, key in tps.items()}
+        fresh = [tp for tp, offset in resume.items() if offset is None]
+        # Ask for the log start offsets explicitly (retried on leader changes right after topic creation) instead of
+        # seek_to_beginning, whose lazy reset backs off for seconds when the first attempt fails.
+        starts = await consumer.beginning_offsets(fresh) if fresh else {}
+        for tp, offset in resume.items():
+            consumer.seek(tp, starts[tp] if offset is None else offset)
+        return tps
+
+    async def _consume(self, admin: Any, consumer: Any, tp_type: type) -> SinkStats:
+        config, writer = self.config, self.writer
+        c = consumer
+        tps = await self._assign(admin, c, tp_type)
+        ends = await c.end_offsets(list(tps)) if config.once and tps else {}
+        log.info("sink: %d partitions of %d topics into %s", len(tps), len(set(tps.values())), config.data_dir)
+        last_flush = last_refresh = last_compact = time.monotonic()
+        while not self.stopping.is_set():
+            if config.once and await self._reached(c, tps, ends):
+                break
+            batches = await c.getmany(timeout_ms=250, max_records=config.flush_records)
+            for tp, records in batches.items():
+                key = tps.get(tp)
+                if key is None:
+                    continue
+                for record in records:
+                    writer.add(key, tp.partition, record.offset, record.timestamp, record.key, record.value)
+            now = time.monotonic()
+            if writer.pending >= config.flush_records or (now - last_flush >= config.flush_seconds and writer.dirty()):
+                await self._flush(c, tps)
+                last_flush = time.monotonic()
+            if config.compact_seconds and now - last_compact >= config.compact_seconds:
+                await self._compact()
+                last_compact = time.monotonic()
+            if not config.once and now - last_refresh >= config.refresh_seconds:
+                last_refresh = now
+                found = await _partitions(admin, self.names)
+                if len(found) != len(tps):
+                    tps = await self._assign(admin, c, tp_type)
+        await self._flush(c, tps)
+        if config.compact_seconds:
+            await self._compact()
+        return writer.stats
+
+    async def _compact(self) -> None:
+        done = await asyncio.to_thread(compact, self.writer.data_dir, self.writer.manifest)
+        if done.groups:
+            log.info("sink: merged %d small files into %d", done.files_in, done.files_out)
+
+    async def _reached(self, consumer: Any, tps: dict[Any, str], ends: dict[Any, int]) -> bool:
+        for tp in tps:
+            if await consumer.position(tp) < ends.get(tp, 0):
+                return False
+        return True
+
+    async def _flush(self, consumer: Any, tps: dict[Any, str]) -> None:
+        writer = self.writer
+        for tp, key in tps.items():
+            writer.advance(key, tp.partition, await consumer.position(tp))
+        if not writer.dirty():
+            return
+        stats = await asyncio.to_thread(writer.flush)
+        lag = 0
+        for tp in tps:
+            high = consumer.highwater(tp)
+            if high is not None:
+                lag += max(0, high - await consumer.position(tp))
+        rows = ", ".join(f"{name} {count}" for name, count in sorted(stats.rows.items())) or "no rows"
+        watermark = writer.manifest.watermark_ms
+        from schemas.events import format_ms
+
+        log.info(
+            "sink: flush %d: %d records, %d files (%s) in %.2fs; watermark %s; lag %d",
+            writer.manifest.flushes,
+            stats.records,
+            stats.files,
+            rows,
+            stats.seconds,
+            format_ms(watermark) if watermark is not None else "-",
+            lag,
+        )
+
+
+def replay_watermarks(data_dir: Path, manifest: Manifest, settings: Settings = Settings()) -> dict[int, int]:
+    """The event-time watermark of each events partition, replayed from the committed events files."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from processor.snapshots.store import data_files
+
+    columns = ["kafka_partition", "kafka_offset", "kafka_ts", "occurred_at", "rejection"]
+    parts = [
+        pq.read_table(path, columns=columns)
+        for path in data_files(data_dir, EVENTS_TABLE)
+        if manifest.committed(path.name)
+    ]
+    if not parts:
+        return {}
+    table = pa.concat_tables(parts).filter(pc.is_null(pc.field("rejection")))
+    table = table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+    clocks: dict[int, PartitionClock] = {}
+    partitions = table.column("kafka_partition").to_pylist()
+    times = table.column("occurred_at").cast("int64").to_pylist()
+    stamps = table.column("kafka_ts").cast("int64").to_pylist()
+    for partition, at_ms, stamp in zip(partitions, times, stamps, strict=True):
+        clock = clocks.get(partition)
+        if clock is None:
+            clock = clocks[partition] = PartitionClock(settings)
+        clock.admit(at_ms, stamp)
+    return {p: c.watermark for p, c in clocks.items() if c.watermark is not None}
+
+
+def prepare_resume(data_dir: Path) -> Manifest | None:
+    """Recover the data directory (the caller holds the lock) and return the manifest to resume from."""
+
+    def commit_rewind(recovery: Recovery) -> None:
+        for (topic, partition), (old, new) in sorted(recovery.rewound.items()):
+            log.warning(
+                "sink: %s partition %d rewound from offset %d to %d (file boundary)", topic, partition, old, new
+            )
+        assert recovery.manifest is not None
+        recovery.manifest.watermarks = replay_watermarks(data_dir, recovery.manifest)  # as of the rewound offsets
+        write_manifest(data_dir, recovery.manifest)
+
+    recovery = recover(data_dir, read_manifest(data_dir), on_rewind=commit_rewind)
+    manifest = recovery.manifest
+    if recovery.removed:
+        log.info("sink: removed %d uncommitted or temporary files left by an earlier run", len(recovery.removed))
+    if manifest is not None and not manifest.watermarks and manifest.offsets.get(EVENTS):
+        manifest.watermarks = replay_watermarks(data_dir, manifest)  # a manifest written without them
+        if manifest.watermarks:
+            write_manifest(data_dir, manifest)
+    return manifest
+
+
+def run_sink(config: SinkConfig) -> SinkStats:
+    """Run the sink in the foreground; SIGTERM or Ctrl-C flush, commit and stop (a second Ctrl-C aborts)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with sink_lock(config.data_dir):
+        prepare_resume(config.data_dir)
+        writer = SinkWriter(config.data_dir, config.prefix)
+        return asyncio.run(_main(config, writer))
+
+
+async def _main(config: SinkConfig, writer: SinkWriter) -> SinkStats:
+    sink = Sink(config, writer)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def first_signal() -> None:
+        log.info("sink: stopping (flushing what was read; signal again to abort)")
+        sink.stop()
+        for sig in signals:
+            loop.add_signal_handler(sig, abort)
+
+    def abort() -> None:
+        raise KeyboardInterrupt
+
+    for sig in signals:
+        loop.add_signal_handler(sig, first_signal)
+    try:
+        return await sink.run()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,368 @@
+"""`ccmeter snapshot`: a DuckDB file of the sink's data at one consistent cut.
+
+The cut is the manifest read once at the start: only the files it commits are read (never modified once committed),
+so a snapshot taken while the sink writes holds exactly the records below the manifest's offsets. Output rows are
+deduplicated by their ids (the worker delivers at least once), events by their Kafka position; that also removes the
+copies a file merge can briefly show (store.compact), and a build that finds a listed file merged away starts over.
+
+The database is built under a hidden temporary name in the target directory and renamed into place, so readers
+only ever see complete snapshots; a reader that has the previous file open keeps reading it undisturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from processor.snapshots.history import load_histories, periods_between, snapshot_accounts
+from processor.snapshots.store import Manifest, StoreError, committed_files, read_manifest
+from processor.snapshots.tables import TABLES, TS, Table
+from processor.snapshots.views import create_views
+from processor.topics import topic_names
+from schemas.events import from_ms, to_ms
+
+_DUCK_TYPES: dict[str, str] = {
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "string": "VARCHAR",
+    "binary": "BLOB",
+    "double": "DOUBLE",
+    "timestamp[ms, tz=UTC]": "TIMESTAMPTZ",
+}
+_ORDER: dict[str, str] = {
+    "events": "kafka_partition, kafka_offset",
+    "usage_changes": "account_id, changed_at, kafka_partition, kafka_offset",
+    "peak_windows": "account_id, kind, start_at, end_at",
+    "alerts": "account_id, alert_at, kafka_partition, kafka_offset",
+    "dead_letters": "kafka_partition, kafka_offset",
+    "user_intervals": "account_id, start_at, user_id",
+    "plans": "account_id, effective_at, kafka_partition, kafka_offset",
+}
+STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+STAMP_RE = r"\d{8}T\d{12}Z"
+
+
+class SnapshotError(Exception):
+    """The snapshot cannot be built or opened (user-facing message)."""
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What `build_snapshot` wrote."""
+
+    path: Path
+    rows: dict[str, int]
+    files: int
+    watermark_ms: int | None
+    seconds: float
+    pruned: list[Path]
+
+
+def ccmeter_version() -> str:
+    """The installed ccmeter version ("unknown" when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ccmeter")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _columns(table: Table) -> list[pa.Field]:
+    """The table's columns with the Kafka position last."""
+    fields = list(table.schema)
+    return [f for f in fields if not f.name.startswith("kafka_")] + [f for f in fields if f.name.startswith("kafka_")]
+
+
+def _ddl(table: Table) -> str:
+    columns = ", ".join(f"{f.name} {_DUCK_TYPES[str(f.type)]}" for f in _columns(table))
+    return f"CREATE TABLE {table.name} ({columns})"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _dedupe_key(table: Table) -> str:
+    if table.name == "dead_letters":  # letters without a source position are only unique by their own position
+        return (
+            "source_topic, source_partition, source_offset, "
+            "CASE WHEN source_offset IS NULL THEN kafka_partition END, "
+            "CASE WHEN source_offset IS NULL THEN kafka_offset END"
+        )
+    return ", ".join(table.ids) if table.ids else "kafka_partition, kafka_offset"
+
+
+def _load_table(con: duckdb.DuckDBPyConnection, table: Table, files: list[Path]) -> None:
+    con.execute(_ddl(table))
+    if not files:
+        return
+    names = ", ".join(f.name for f in _columns(table))
+    paths = "[" + ", ".join(_sql_text(str(path)) for path in files) + "]"
+    con.execute(
+        f"INSERT INTO {table.name} SELECT {names} FROM read_parquet({paths}, union_by_name = true) "
+        f"QUALIFY row_number() OVER (PARTITION BY {_dedupe_key(table)} ORDER BY kafka_partition, kafka_offset) = 1 "
+        f"ORDER BY {_ORDER[table.name]}"
+    )
+
+
+def _snapshot_info(con: duckdb.DuckDBPyConnection, data_dir: Path, manifest: Manifest, created: datetime) -> None:
+    names = topic_names(manifest.prefix)
+    offsets = [
+        {"topic_key": key, "topic": names.get(key, key), "partition": partition, "next_offset": offset}
+        for key, parts in sorted(manifest.offsets.items())
+        for partition, offset in sorted(parts.items())
+    ]
+    watermarks = [{"partition": p, "watermark": from_ms(w)} for p, w in sorted(manifest.watermarks.items())]
+    watermark = manifest.watermark_ms
+    info = pa.table(
+        {
+            "snapshot_id": [uuid.uuid4().hex],
+            "created_at": pa.array([created], pa.timestamp("us", tz="UTC")),
+            "ccmeter_version": [ccmeter_version()],
+            "data_dir": [str(data_dir.resolve())],
+            "topic_prefix": [manifest.prefix],
+            "watermark": pa.array([watermark], TS),
+            "manifest_updated_at": [manifest.updated_at],
+            "manifest_flushes": [manifest.flushes],
+            "offsets": pa.array(
+                [offsets],
+                pa.list_(
+                    pa.struct(
+                        [
+                            ("topic_key", pa.string()),
+                            ("topic", pa.string()),
+                            ("partition", pa.int32()),
+                            ("next_offset", pa.int64()),
+                        ]
+                    )
+                ),
+            ),
+            "watermarks": pa.array([watermarks], pa.list_(pa.struct([("partition", pa.int32()), ("watermark", TS)]))),
+        }
+    )
+    con.register("_info", info)
+    con.execute("CREATE TABLE snapshot_info AS SELECT * FROM _info")
+    con.unregister("_info")
+
+
+_PERIOD_COLUMNS = (
+    "timezone",
+    "licenses",
+    "overage_allowance",
+    "peak_usage",
+    "peak_at",
+    "billable_overage",
+    "over_allowance",
+    "seconds_over_licenses",
+    "license_hours",
+    "distinct_users",
+)
+_DAY_COLUMNS = (
+    "peak_usage",
+    "peak_at",
+    "licenses",
+    "overage_allowance",
+    "seconds_over_licenses",
+    "max_excess",
+    "license_hours",
+    "distinct_users",
+)
+
+
+def _billing_tables(con: duckdb.DuckDBPyConnection, watermark_ms: int | None) -> None:
+    """`billing_periods` and `billing_days`: the report of every billing period from each account's first usage
+    change (or the current period) to the period containing the watermark, computed with build_report."""
+    from processor.core.periods import local_date
+
+    periods: list[dict[str, object]] = []
+    days: list[dict[str, object]] = []
+    if watermark_ms is not None:
+        histories = load_histories(con)
+        for account_id in snapshot_accounts(con):
+            history = histories.get(account_id)
+            if history is None:
+                continue
+            plan = history.latest_plan
+            last = local_date(watermark_ms, plan.timezone)
+            first = local_date(history.changes[0].at_ms, plan.timezone) if history.changes else last
+            for start, end in periods_between(plan, min(first, last), last):
+                report = history.report(start, end).to_json_dict()
+                _, end_ms = history.bounds_ms(start, end)
+                row = {"account_id": account_id, "period_from": start, "period_to": end}
+                row["is_current"] = start <= last <= end
+                row["complete"] = end_ms <= watermark_ms
+                row.update({key: report[key] for key in _PERIOD_COLUMNS})
+                periods.append(row)
+                for day in report["days"]:
+                    entry = {"account_id": account_id, "period_from": start, "date": date.fromisoformat(day["date"])}
+                    entry.update({key: day[key] for key in _DAY_COLUMNS})
+                    days.append(entry)
+    con.execute(
+        "CREATE TABLE billing_periods (account_id VARCHAR, period_from DATE, period_to DATE, is_current BOOLEAN, "
+        "complete BOOLEAN, timezone VARCHAR, licenses BIGINT, overage_allowance BIGINT, peak_usage BIGINT, "
+        "peak_at TIMESTAMPTZ, billable_overage BIGINT, over_allowance BIGINT, seconds_over_licenses DOUBLE, "
+        "license_hours DOUBLE, distinct_users BIGINT)"
+    )
+    con.execute(
+        "CREATE TABLE billing_days (account_id VARCHAR, period_from DATE, date DATE, peak_usage BIGINT, "
+        "peak_at TIMESTAMPTZ, licenses BIGINT, overage_allowance BIGINT, seconds_over_licenses DOUBLE, "
+        "max_excess BIGINT, license_hours DOUBLE, distinct_users BIGINT)"
+    )
+    for name, rows in (("billing_periods", periods), ("billing_days", days)):
+        if not rows:
+            continue
+        for row in rows:
+            if row["peak_at"] is not None:
+                row["peak_at"] = datetime.fromisoformat(str(row["peak_at"]))
+        data = pa.Table.from_pylist(rows)
+        con.register("_rows", data)
+        columns = ", ".join(data.column_names)
+        con.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _rows ORDER BY account_id, 2, 3")
+        con.unregister("_rows")
+
+
+def _stamped(target: Path, stamp: str) -> Path:
+    return target.with_name(f"{target.stem}.{stamp}{target.suffix}")
+
+
+def history_files(target: Path) -> list[Path]:
+    """Older snapshots kept beside `target` (`NAME.<UTC stamp>.duckdb`), newest first."""
+    pattern = re.compile(re.escape(target.stem) + r"\." + STAMP_RE + re.escape(target.suffix))
+    if not target.parent.is_dir():
+        return []
+    return sorted((p for p in target.parent.iterdir() if pattern.fullmatch(p.name)), reverse=True)
+
+
+def _install(tmp: Path, target: Path, keep: int | None) -> list[Path]:
+    """Rename the new snapshot into place; with `keep`, keep the replaced one as a stamped copy and prune."""
+    if keep is not None and keep > 1 and target.exists():
+        stamp = datetime.fromtimestamp(target.stat().st_mtime, UTC).strftime(STAMP_FORMAT)
+        kept = _stamped(target, stamp)
+        if not kept.exists():
+            os.link(target, kept)
+    tmp.replace(target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    pruned: list[Path] = []
+    if keep is not None:
+        for old in history_files(target)[max(0, keep - 1) :]:
+            old.unlink(missing_ok=True)
+            pruned.append(old)
+    return pruned
+
+
+def build_snapshot(
+    data_dir: Path,
+    out: Path,
+    keep: int | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    attempts: int = 5,
+) -> SnapshotResult:
+    """Write a snapshot of `data_dir` to `out` (atomically); `keep` N keeps N snapshots (this one + N-1 older).
+
+    If a listed file disappears meanwhile (the sink merged it into a bigger one), it starts over from a fresh
+    manifest, up to `attempts` times.
+    """
+    began = time.perf_counter()
+    if keep is not None and keep < 1:
+        raise SnapshotError("--keep must be at least 1")
+    if out.suffix != ".duckdb":
+        raise SnapshotError(f"--out must name a .duckdb file, not {str(out)!r}")
+    for attempt in range(1, attempts + 1):
+        try:
+            manifest = read_manifest(data_dir)
+        except StoreError as exc:
+            raise SnapshotError(str(exc)) from None
+        if manifest is None:
+            raise SnapshotError(f"{data_dir}: no sink data (run `ccmeter sink --data-dir {data_dir}` first)")
+        files = committed_files(data_dir, manifest)
+        try:
+            rows, pruned = _build(data_dir, out, keep, manifest, files, progress)
+        except duckdb.IOException:
+            vanished = [path for paths in files.values() for path in paths if not path.exists()]
+            if not vanished or attempt == attempts:
+                raise
+            if progress:
+                progress(f"{len(vanished)} data files were merged meanwhile; starting over")
+            continue
+        return SnapshotResult(
+            out,
+            rows,
+            sum(len(paths) for paths in files.values()),
+            manifest.watermark_ms,
+            time.perf_counter() - began,
+            pruned,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _build(
+    data_dir: Path,
+    out: Path,
+    keep: int | None,
+    manifest: Manifest,
+    files: dict[str, list[Path]],
+    progress: Callable[[str], None] | None,
+) -> tuple[dict[str, int], list[Path]]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    created = datetime.now(UTC)
+    rows: dict[str, int] = {}
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for table in TABLES:
+                _load_table(con, table, files[table.name])
+                rows[table.name] = con.execute(f"SELECT count(*) FROM {table.name}").fetchall()[0][0]
+                if progress:
+                    progress(f"{table.name}: {rows[table.name]} rows from {len(files[table.name])} files")
+            _snapshot_info(con, data_dir, manifest, created)
+            _billing_tables(con, manifest.watermark_ms)
+            rows["billing_periods"] = con.execute("SELECT count(*) FROM billing_periods").fetchall()[0][0]
+            create_views(con)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        if tmp.with_name(tmp.name + ".wal").exists():  # pragma: no cover - DuckDB checkpoints on close
+            raise SnapshotError(f"{tmp}: DuckDB left a write-ahead log behind")
+        pruned = _install(tmp, out, keep)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        raise
+    return rows, pruned
+
+
+def open_snapshot(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, int | None]:
+    """Open a snapshot read-only; returns the connection and its event-time watermark (ms, or None)."""
+    file = Path(path)
+    if not file.is_file():
+        raise SnapshotError(f"{file}: no such snapshot file")
+    try:
+        con = duckdb.connect(str(file), read_only=True)
+    except duckdb.Error as exc:
+        raise SnapshotError(f"{file}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
+    try:
+        rows = con.execute("SELECT watermark FROM snapshot_info").fetchall()
+    except duckdb.CatalogException:
+        con.close()
+        raise SnapshotError(f"{file}: not a ccmeter snapshot (no snapshot_info table)") from None
+    watermark = rows[0][0] if rows else None
+    return con, (to_ms(watermark) if watermark is not None else None)

@@ -1,0 +1,335 @@
+"""The sink's tables: Arrow schemas of the Parquet files and the rows of each Kafka record.
+
+Every row keeps where it came from (`kafka_partition`, `kafka_offset`, `kafka_ts`). Column names avoid SQL keywords:
+the records' `at` is `changed_at` (usage changes), `alert_at` (alerts) or `effective_at` (plans); `start`/`end` are
+`start_at`/`end_at`. Timestamps are stored as
+`timestamp[ms, UTC]` (DuckDB reads them as TIMESTAMPTZ). Each row also has a `date` (UTC) that picks its
+`date=YYYY-MM-DD` directory: the event's `occurred_at` (else the Kafka timestamp), the output's `at` / `start`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
+from schemas.events import EPOCH, ONE_MS, Rejection, decode, from_ms
+
+TS = pa.timestamp("ms", tz="UTC")
+_SOURCE: list[tuple[str, pa.DataType]] = [
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("kafka_ts", TS),
+]
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the sink: its name (= directory), source topic (logical key), schema and row id columns."""
+
+    name: str
+    topic: str
+    schema: pa.Schema
+    ids: tuple[str, ...]  # columns that identify a row for deduplication (besides the Kafka position)
+    time_column: str | None  # the column whose UTC date partitions the files (None: the Kafka timestamp)
+
+
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([*_SOURCE, *fields])
+
+
+EVENTS_TABLE = Table(
+    "events",
+    EVENTS,
+    _schema(
+        ("kafka_key", pa.string()),
+        ("account_id", pa.string()),
+        ("event_id", pa.string()),
+        ("type", pa.string()),
+        ("occurred_at", TS),
+        ("user_id", pa.string()),
+        ("device_id", pa.string()),
+        ("page", pa.string()),
+        ("endpoint", pa.string()),
+        ("licenses", pa.int64()),
+        ("overage_allowance", pa.int64()),
+        ("billing_anchor_day", pa.int32()),
+        ("timezone", pa.string()),
+        ("grace_minutes", pa.int64()),
+        ("grace_mode", pa.string()),
+        ("schema_version", pa.int64()),
+        ("rejection", pa.string()),
+        ("rejection_detail", pa.string()),
+        ("raw", pa.string()),
+        ("raw_bytes", pa.binary()),
+    ),
+    (),
+    "occurred_at",
+)
+USAGE_CHANGES_TABLE = Table(
+    "usage_changes",
+    USAGE_CHANGES,
+    _schema(
+        ("change_id", pa.string()),
+        ("account_id", pa.string()),
+        ("changed_at", TS),
+        ("usage", pa.int64()),
+        ("licenses", pa.int64()),
+    ),
+    ("change_id",),
+    "changed_at",
+)
+PEAK_WINDOWS_TABLE = Table(
+    "peak_windows",
+    PEAK_WINDOWS,
+    _schema(
+        ("window_id", pa.string()),
+        ("account_id", pa.string()),
+        ("kind", pa.string()),
+        ("start_at", TS),
+        ("end_at", TS),
+        ("max_usage", pa.int64()),
+        ("max_at", TS),
+        ("seconds_over_licenses", pa.float64()),
+        ("license_seconds", pa.float64()),
+    ),
+    ("window_id",),
+    "start_at",
+)
+ALERTS_TABLE = Table(
+    "alerts",
+    ALERTS,
+    _schema(
+        ("alert_id", pa.string()),
+        ("account_id", pa.string()),
+        ("kind", pa.string()),
+        ("state", pa.string()),
+        ("alert_at", TS),
+        ("usage", pa.int64()),
+        ("licenses", pa.int64()),
+        ("overage_allowance", pa.int64()),
+        ("message", pa.string()),
+    ),
+    ("alert_id", "state"),
+    "alert_at",
+)
+DEAD_LETTERS_TABLE = Table(
+    "dead_letters",
+    DEAD_LETTERS,
+    _schema(
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("original", pa.binary()),
+        ("original_text", pa.string()),
+        ("source_topic", pa.string()),
+        ("source_partition", pa.int32()),
+        ("source_offset", pa.int64()),
+        ("source_line", pa.int64()),
+    ),
+    ("source_topic", "source_partition", "source_offset"),
+    None,
+)
+USER_INTERVALS_TABLE = Table(
+    "user_intervals",
+    INTERVALS,
+    _schema(
+        ("interval_id", pa.string()),
+        ("account_id", pa.string()),
+        ("user_id", pa.string()),
+        ("start_at", TS),
+        ("end_at", TS),
+    ),
+    ("interval_id",),
+    "start_at",
+)
+PLANS_TABLE = Table(
+    "plans",
+    INTERVALS,
+    _schema(
+        ("plan_id", pa.string()),
+        ("account_id", pa.string()),
+        ("effective_at", TS),
+        ("licenses", pa.int64()),
+        ("overage_allowance", pa.int64()),
+        ("billing_anchor_day", pa.int32()),
+        ("timezone", pa.string()),
+        ("grace_minutes", pa.int64()),
+        ("grace_mode", pa.string()),
+    ),
+    ("plan_id",),
+    "effective_at",
+)
+
+TABLES: tuple[Table, ...] = (
+    EVENTS_TABLE,
+    USAGE_CHANGES_TABLE,
+    PEAK_WINDOWS_TABLE,
+    ALERTS_TABLE,
+    DEAD_LETTERS_TABLE,
+    USER_INTERVALS_TABLE,
+    PLANS_TABLE,
+)
+TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in TABLES}
+TOPIC_KEYS: tuple[str, ...] = (EVENTS, USAGE_CHANGES, PEAK_WINDOWS, ALERTS, DEAD_LETTERS, INTERVALS)
+
+
+class BadRecord(ValueError):
+    """An output record that is not the JSON object its topic carries."""
+
+
+def ts_ms(text: Any) -> int:
+    """Milliseconds of an RFC 3339 timestamp of an output record."""
+    if not isinstance(text, str):
+        raise BadRecord(f"expected a timestamp, got {text!r}")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRecord(f"bad timestamp {text!r}") from exc
+    if moment.tzinfo is None:
+        raise BadRecord(f"timestamp without offset {text!r}")
+    return (moment - EPOCH) // ONE_MS
+
+
+def utc_date(ms: int) -> str:
+    """YYYY-MM-DD (UTC) of an instant."""
+    day = from_ms(ms).date()
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+
+
+def _source(partition: int, offset: int, timestamp_ms: int) -> Row:
+    return {"kafka_partition": partition, "kafka_offset": offset, "kafka_ts": timestamp_ms}
+
+
+def event_row(partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None) -> Row:
+    """The `events` row of one record of the events topic: raw text kept, fields filled where it decodes."""
+    raw = value or b""
+    row = _source(partition, offset, timestamp_ms)
+    row["kafka_key"] = key.decode("utf-8", "replace") if key is not None else None
+    try:
+        row["raw"], row["raw_bytes"] = raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        row["raw"], row["raw_bytes"] = raw.decode("utf-8", "replace"), raw
+    decoded = decode(raw)
+    row["rejection"] = row["rejection_detail"] = None
+    if isinstance(decoded, Rejection):
+        row["rejection"], row["rejection_detail"] = decoded.reason, decoded.detail
+        return row
+    row.update(decoded.model_dump(exclude={"occurred_at"}))
+    row["occurred_at"] = decoded.at_ms
+    return row
+
+
+def _require(record: dict[str, Any], *names: str) -> None:
+    missing = [name for name in names if record.get(name) is None]
+    if missing:
+        raise BadRecord(f"missing {', '.join(missing)}")
+
+
+def _usage_change(record: dict[str, Any]) -> tuple[Table, Row]:
+    _require(record, "change_id", "account_id", "at", "usage", "licenses")
+    row = {name: record[name] for name in ("change_id", "account_id", "usage", "licenses")}
+    row["changed_at"] = ts_ms(record["at"])
+    return USAGE_CHANGES_TABLE, row
+
+
+def _peak_window(record: dict[str, Any]) -> tuple[Table, Row]:
+    _require(record, "window_id", "account_id", "kind", "start", "end", "max_usage", "max_at")
+    row = {name: record.get(name) for name in ("window_id", "account_id", "kind", "max_usage")}
+    row["seconds_over_licenses"] = record.get("seconds_over_licenses")
+    row["license_seconds"] = record.get("license_seconds")
+    row["start_at"], row["end_at"], row["max_at"] = (ts_ms(record[k]) for k in ("start", "end", "max_at"))
+    return PEAK_WINDOWS_TABLE, row
+
+
+def _alert(record: dict[str, Any]) -> tuple[Table, Row]:
+    _require(record, "alert_id", "account_id", "kind", "state", "at")
+    names = ("alert_id", "account_id", "kind", "state", "usage", "licenses", "overage_allowance", "message")
+    row = {name: record.get(name) for name in names}
+    row["alert_at"] = ts_ms(record["at"])
+    return ALERTS_TABLE, row
+
+
+def _dead_letter(record: dict[str, Any]) -> tuple[Table, Row]:
+    _require(record, "reason")
+    try:
+        original = base64.b64decode(record.get("original_base64") or "", validate=True)
+    except ValueError as exc:
+        raise BadRecord("original_base64 is not base64") from exc
+    try:
+        text: str | None = original.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return DEAD_LETTERS_TABLE, {
+        "reason": record["reason"],
+        "detail": record.get("detail"),
+        "original": original,
+        "original_text": text,
+        "source_topic": record.get("topic"),
+        "source_partition": record.get("partition"),
+        "source_offset": record.get("offset"),
+        "source_line": record.get("line"),
+    }
+
+
+def _interval_or_plan(record: dict[str, Any]) -> tuple[Table, Row]:
+    kind = record.get("record")
+    if kind == "user_interval":
+        _require(record, "interval_id", "account_id", "user_id", "start", "end")
+        row = {name: record[name] for name in ("interval_id", "account_id", "user_id")}
+        row["start_at"], row["end_at"] = ts_ms(record["start"]), ts_ms(record["end"])
+        return USER_INTERVALS_TABLE, row
+    if kind == "plan":
+        names = ("plan_id", "account_id", "licenses", "overage_allowance", "billing_anchor_day", "timezone")
+        _require(record, *names, "at")
+        row = {name: record[name] for name in names}
+        row["grace_minutes"] = record.get("grace_minutes", 30)
+        row["grace_mode"] = record.get("grace_mode", "contiguous")
+        row["effective_at"] = ts_ms(record["at"])
+        return PLANS_TABLE, row
+    raise BadRecord(f"unknown intervals record {kind!r}")
+
+
+_OUTPUT_PARSERS: dict[str, Callable[[dict[str, Any]], tuple[Table, Row]]] = {
+    USAGE_CHANGES: _usage_change,
+    PEAK_WINDOWS: _peak_window,
+    ALERTS: _alert,
+    DEAD_LETTERS: _dead_letter,
+    INTERVALS: _interval_or_plan,
+}
+
+
+def output_row(
+    topic_key: str, partition: int, offset: int, timestamp_ms: int, value: bytes | None
+) -> tuple[Table, Row]:
+    """The table and row of one output record; raises BadRecord when it is not what the topic carries."""
+    try:
+        record = json.loads(value or b"")
+    except ValueError as exc:
+        raise BadRecord("not JSON") from exc
+    if not isinstance(record, dict):
+        raise BadRecord("not a JSON object")
+    try:
+        table, row = _OUTPUT_PARSERS[topic_key](record)
+    except (TypeError, KeyError) as exc:
+        raise BadRecord(f"unexpected shape: {exc!r}") from exc
+    row.update(_source(partition, offset, timestamp_ms))
+    return table, row
+
+
+def row_date(table: Table, row: Row) -> str:
+    """The UTC date directory of a row: its time column, else its Kafka timestamp."""
+    at = row.get(table.time_column) if table.time_column else None
+    return utc_date(at if at is not None else row["kafka_ts"])
+
+
+def arrow_table(table: Table, rows: list[Row]) -> pa.Table:
+    """Rows as an Arrow table of the table's schema (missing columns are null)."""
+    return pa.Table.from_pylist(rows, schema=table.schema)

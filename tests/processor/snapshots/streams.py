@@ -1,0 +1,188 @@
+"""Topic contents for the snapshot tests: a simulated history on the events topic, and the outputs the worker would
+publish for it (computed with the pure fold per partition, flushed, in the JSON shapes of processor/worker/records.py).
+
+Records are placed on explicit partitions: every account on `partition_of(account)`, its outputs on the same
+partition of each output topic (like the worker, keyed by account_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.partitioner import murmur2
+
+from processor.core.alerts import alerts_for
+from processor.core.fold import fold_history
+from processor.core.model import Settings
+from processor.simulation.config import SimConfig
+from processor.simulation.output import iter_lines
+from processor.snapshots.sink import SinkWriter
+from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
+from processor.worker import records as rec
+from schemas.events import Rejection, decode
+
+PARTITIONS = 3
+SETTINGS = Settings()
+
+# (key, value, timestamp_ms) per topic key and partition, in offset order.
+Record = tuple[bytes | None, bytes, int]
+
+
+def partition_of(key: bytes | None, partitions: int = PARTITIONS) -> int:
+    """Kafka's default partitioner for keyed records; partition 0 for records without a key."""
+    return 0 if key is None else (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def key_of(line: bytes) -> bytes | None:
+    """The account_id of a wire line, if it has one."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    account = value.get("account_id") if isinstance(value, dict) else None
+    return account.encode() if isinstance(account, str) else None
+
+
+def history_lines(seed: int = 3, accounts: int = 4, agents: int = 4, days: int = 2, **faults: float) -> list[bytes]:
+    """A simulated history (heartbeats every 150 s to keep it small) in arrival order."""
+    config = SimConfig(accounts=accounts, agents=agents, days=days, seed=seed, heartbeat_seconds=150, **faults)
+    return [line.encode() for line in iter_lines(config)]
+
+
+@dataclass
+class Streams:
+    """What each topic partition holds."""
+
+    records: dict[str, dict[int, list[Record]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    partitions: int = PARTITIONS
+
+    def count(self, topic: str | None = None) -> int:
+        """Records on one topic (all topics when None)."""
+        topics = [topic] if topic else list(self.records)
+        return sum(len(part) for t in topics for part in self.records[t].values())
+
+    def events_file(self, path: Path) -> Path:
+        """The events as a .jsonl file in partition, offset order (what the batch engine reads)."""
+        lines = [value for p in sorted(self.records[EVENTS]) for _, value, _ in self.records[EVENTS][p]]
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+        return path
+
+
+def build_streams(lines: list[bytes], events_topic: str, partitions: int = PARTITIONS) -> Streams:
+    """The events on their partitions (stamped with the latest event time so far, as if published live), and per
+    partition the flushed outputs of the fold over them (stamped now)."""
+    streams = Streams(partitions=partitions)
+    events = streams.records[EVENTS]
+    latest = 0
+    for line in lines:
+        key = key_of(line)
+        decoded = decode(line)
+        if not isinstance(decoded, Rejection):
+            latest = max(latest, decoded.at_ms)
+        events[partition_of(key, partitions)].append((key, line, latest))
+    now = int(time.time() * 1000)  # outputs are stamped when published: output topics have a time-based retention
+    for partition in range(partitions):
+        _outputs(streams, partition, events_topic, now)
+    return streams
+
+
+def _outputs(streams: Streams, partition: int, events_topic: str, stamp: int) -> None:
+    out = streams.records
+    valid = []
+    offsets = []
+    for offset, (_, value, _) in enumerate(streams.records[EVENTS].get(partition, [])):
+        decoded = decode(value)
+        if isinstance(decoded, Rejection):
+            letter = rec.dead_letter(decoded.reason, decoded.detail, value, events_topic, partition, offset)
+            out[DEAD_LETTERS][partition].append((None, rec.dumps(letter), stamp))
+        else:
+            valid.append(decoded)
+            offsets.append(offset)
+    fold, _, rejected = fold_history(valid, SETTINGS)
+    for arrival, _event, verdict in rejected:
+        if verdict in ("too_late", "future_skew"):
+            raw = streams.records[EVENTS][partition][offsets[arrival]][1]
+            letter = rec.dead_letter(verdict, "", raw, events_topic, partition, offsets[arrival])
+            out[DEAD_LETTERS][partition].append((None, rec.dumps(letter), stamp))
+    by_account: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for change in fold.usage_changes:
+        out[USAGE_CHANGES][partition].append((change.account_id.encode(), rec.dumps(rec.usage_change(change)), stamp))
+        by_account[change.account_id][0].append(change)
+    for window in fold.windows:
+        out[PEAK_WINDOWS][partition].append((window.account_id.encode(), rec.dumps(rec.peak_window(window)), stamp))
+    for interval in fold.intervals:
+        value = rec.dumps(rec.user_interval(interval))
+        out[INTERVALS][partition].append((interval.account_id.encode(), value, stamp))
+    for account_id, plan in fold.plans:
+        out[INTERVALS][partition].append((account_id.encode(), rec.dumps(rec.plan(account_id, plan)), stamp))
+        by_account[account_id][1].append(plan)
+    for account_id, (changes, plans) in sorted(by_account.items()):
+        for alert in alerts_for(
+            account_id, sorted(changes, key=lambda c: c.at_ms), sorted(plans, key=lambda p: p.at_ms)
+        ):
+            value = rec.dumps(alert.to_record().model_dump(mode="json"))
+            out[ALERTS][partition].append((account_id.encode(), value, stamp))
+
+
+def feed(writer: SinkWriter, streams: Streams, flush_every: int | None = None) -> None:
+    """Give every record to a SinkWriter (offset = position), topic by topic, flushing every `flush_every` records."""
+    count = 0
+    for topic in (EVENTS, USAGE_CHANGES, PEAK_WINDOWS, ALERTS, DEAD_LETTERS, INTERVALS):
+        for partition, records in sorted(streams.records.get(topic, {}).items()):
+            for offset, (key, value, stamp) in enumerate(records):
+                writer.add(topic, partition, offset, stamp, key, value)
+                count += 1
+                if flush_every and count % flush_every == 0:
+                    writer.flush()
+    writer.flush()
+
+
+async def _publish(bootstrap: str, names: dict[str, str], streams: Streams, topics: tuple[str, ...]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        pending = []
+        for topic in topics:
+            for partition, records in sorted(streams.records.get(topic, {}).items()):
+                for key, value, stamp in records:
+                    pending.append(
+                        await producer.send(names[topic], value, key=key, partition=partition, timestamp_ms=stamp)
+                    )
+        await producer.flush()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def publish(bootstrap: str, names: dict[str, str], streams: Streams, topics: tuple[str, ...] | None = None) -> None:
+    """Produce the records of `topics` (all by default) to their partitions, in order, and wait for the acks."""
+    chosen = topics or (EVENTS, USAGE_CHANGES, PEAK_WINDOWS, ALERTS, DEAD_LETTERS, INTERVALS)
+    asyncio.run(_publish(bootstrap, names, streams, chosen))
+
+
+SNAPSHOT_TABLES = (
+    "events",
+    "usage_changes",
+    "peak_windows",
+    "alerts",
+    "user_intervals",
+    "plans",
+    "dead_letters",
+    "billing_periods",
+    "billing_days",
+)
+
+
+def snapshot_rows(path: Path, tables: tuple[str, ...] = SNAPSHOT_TABLES) -> dict[str, list[tuple]]:
+    """Every row of the snapshot's data tables, in a canonical order (for equality checks)."""
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {table: sorted(con.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in tables}
