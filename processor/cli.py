@@ -11,6 +11,10 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "processor.simulate",
     "processor.commands.report",
+    "processor.worker_commands",
+    "processor.brokers.commands",
+    "processor.snapshots.commands",
+    "replay.commands",
 )
 
 

@@ -1,0 +1,214 @@
+"""Settings of the streaming worker: one table of options, each a `--flag` and a `CCMETER_*` environment variable.
+
+Precedence: command-line flag, then environment variable, then the default. Durations accept `500ms`, `30s`, `15m`,
+`1h`, `2d` or a plain number of seconds. `OPTIONS` is also the source of the settings table in docs/running.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from processor.core.alerts import DEFAULT_SHARE, parse_share
+from processor.core.model import Settings
+from processor.topics import DEFAULT_PREFIX, validate_prefix
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str | float) -> int:
+    """Milliseconds of `500ms`, `30s`, `15m`, `1h`, `2d` or a plain number of seconds."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (examples: 500ms, 30s, 15m, 1h, 2d)")
+    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text!r} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r} is not a TCP port")
+    return value
+
+
+def _store(text: str) -> str:
+    if not (text.startswith("memory://") or text.startswith("rocksdb://")):
+        raise ValueError(f"{text!r}: the store is memory:// or rocksdb://")
+    return text
+
+
+def _broker(text: str) -> str:
+    text = text.removeprefix("kafka://")
+    if not all(re.fullmatch(r"[^\s:,]+:\d+", part) for part in text.split(",")):
+        raise ValueError(f"{text!r} is not HOST:PORT[,HOST:PORT...]")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One worker setting: attribute name, flag, environment variable, parser, default and help text."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "CCMETER_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("broker", _broker, "127.0.0.1:9092", "Kafka bootstrap servers", "HOST:PORT"),
+    Option("prefix", validate_prefix, DEFAULT_PREFIX, "topic name prefix", "PREFIX"),
+    Option("app_id", str, "ccmeter-worker", "Faust app id: consumer group and changelog topic names", "ID"),
+    Option("web_host", str, "127.0.0.1", "host name other workers use to reach this worker's HTTP port", "HOST"),
+    Option("web_bind", str, "0.0.0.0", "address the HTTP server listens on", "ADDR"),
+    Option("web_port", _port, 6066, "HTTP port of live queries and /health", "PORT"),
+    Option("store", _store, "memory://", "table store: memory:// or rocksdb:// (needs rocksdict)", "URL"),
+    Option("data_dir", str, "ccmeter-data", "directory for the worker's local data (RocksDB files)", "DIR"),
+    Option("batch_size", _positive_int, 5000, "events per processing batch (at most)", "N"),
+    Option("batch_within", parse_duration_ms, 200, "wait at most this long to fill a batch", "DURATION"),
+    Option("partitions", _positive_int, 4, "partitions of the topics when the worker has to create them", "N"),
+    Option("replication", _positive_int, 1, "replication factor of topics the worker creates", "N"),
+    Option("standby_replicas", int, 1, "standby copies of each state partition on other workers", "N"),
+    Option("session_timeout", parse_duration_ms, 30_000, "Kafka consumer session timeout", "DURATION"),
+    Option("heartbeat_interval", parse_duration_ms, 3_000, "Kafka consumer heartbeat interval", "DURATION"),
+    Option("rebalance_timeout", parse_duration_ms, 60_000, "Kafka consumer rebalance timeout", "DURATION"),
+    Option("commit_interval", parse_duration_ms, 2_000, "how often consumed offsets are committed", "DURATION"),
+    Option("near_capacity", parse_share, DEFAULT_SHARE, "share of licenses that raises near_capacity", "SHARE"),
+    Option("device_timeout", parse_duration_ms, 180_000, "desktop liveness timeout", "DURATION"),
+    Option("portal_idle_timeout", parse_duration_ms, 900_000, "portal idle timeout", "DURATION"),
+    Option("api_activity_window", parse_duration_ms, 300_000, "API activity window", "DURATION"),
+    Option("allowed_lateness", parse_duration_ms, 600_000, "older than watermark - this: too late", "DURATION"),
+    Option("max_future_skew", parse_duration_ms, 300_000, "newer than watermark + this: rejected", "DURATION"),
+    Option("log_level", str, "info", "log level: debug, info, warning, error", "LEVEL"),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs; build it with `from_args` or `from_mapping`."""
+
+    broker: str = "127.0.0.1:9092"
+    prefix: str = DEFAULT_PREFIX
+    app_id: str = "ccmeter-worker"
+    web_host: str = "127.0.0.1"
+    web_bind: str = "0.0.0.0"
+    web_port: int = 6066
+    store: str = "memory://"
+    data_dir: str = "ccmeter-data"
+    batch_size: int = 5000
+    batch_within: int = 200
+    partitions: int = 4
+    replication: int = 1
+    standby_replicas: int = 1
+    session_timeout: int = 30_000
+    heartbeat_interval: int = 3_000
+    rebalance_timeout: int = 60_000
+    commit_interval: int = 2_000
+    near_capacity: Fraction = DEFAULT_SHARE
+    device_timeout: int = 180_000
+    portal_idle_timeout: int = 900_000
+    api_activity_window: int = 300_000
+    allowed_lateness: int = 600_000
+    max_future_skew: int = 300_000
+    log_level: str = "info"
+
+    @property
+    def settings(self) -> Settings:
+        """The counting rules of the fold."""
+        return Settings(
+            device_timeout_ms=self.device_timeout,
+            portal_idle_timeout_ms=self.portal_idle_timeout,
+            api_activity_window_ms=self.api_activity_window,
+            allowed_lateness_ms=self.allowed_lateness,
+            max_future_skew_ms=self.max_future_skew,
+        )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], env: Mapping[str, str] | None = None) -> WorkerConfig:
+        """Values given (already parsed; None = not given) win over `CCMETER_*` variables of `env`, then defaults."""
+        env = os.environ if env is None else env
+        resolved: dict[str, Any] = {}
+        for option in OPTIONS:
+            value = values.get(option.name)
+            if value is None and option.env in env and env[option.env] != "":
+                try:
+                    value = option.parse(env[option.env])
+                except ValueError as exc:
+                    raise ValueError(f"${option.env}: {exc}") from exc
+            resolved[option.name] = option.default if value is None else value
+        return cls(**resolved)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        """From parsed `add_arguments` flags plus the environment."""
+        return cls.from_mapping({name: getattr(args, name, None) for name in _BY_NAME}, env)
+
+
+def _argparse_type(option: Option) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parse.__name__ = option.name
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per option (default None, so that environment variables can fill in)."""
+    for option in OPTIONS:
+        default = option.default
+        shown = f"{float(default):g}" if isinstance(default, Fraction) else default
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            type=_argparse_type(option),
+            default=None,
+            metavar=option.metavar or None,
+            help=f"{option.help} (${option.env}; default {shown})",
+        )
+
+
+def settings_table() -> str:
+    """The options as a Markdown table (flag, environment variable, default, meaning)."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        default = option.default
+        if isinstance(default, Fraction):
+            shown = f"{float(default):g}"
+        elif option.parse is parse_duration_ms:
+            shown = _show_ms(default)
+        else:
+            shown = str(default)
+        rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")
+    return "\n".join(rows)
+
+
+def _show_ms(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

@@ -1,0 +1,271 @@
+"""Processing of one events-topic partition, without Faust: raw records in, outputs and state entries out.
+
+Per partition the worker keeps a `PartitionClock`, the last fully applied offset, a cache of account folds and a
+heap of `(wake_at, account)` so that only accounts with work below the new horizon are advanced (no scan).
+
+Idempotence against re-delivery (Kafka is at-least-once): a record whose offset is at or below the partition's
+applied offset is dropped (`redelivered`). State entries of one batch are written account by account, then the
+clock; a crash in between can leave an account newer than the clock. So each account also stores the last offset
+applied to it: such a record still moves the clock (so the watermark ends up the same), but the account skips it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import msgpack
+
+from processor.core.alerts import DEFAULT_SHARE, Alert, AlertTracker
+from processor.core.fold import AccountFold, LiveView, PartitionClock
+from processor.core.model import NEVER, FoldOutput, Metrics, Settings
+from processor.core.records import at_ms_of
+from processor.worker import records as rec
+from processor.worker.state import (
+    AccountEntry,
+    ClockEntry,
+    account_header,
+    account_key,
+    clock_key,
+    decode_account,
+    decode_clock,
+    encode_account,
+    encode_clock,
+    is_clock_key,
+)
+from schemas.events import Rejection, decode
+
+log = logging.getLogger("ccmeter.worker")
+
+# (offset, key, value, timestamp_ms) of one events-topic record; the timestamp (arrival time) is the second reference
+# of the future-skew check (docs/semantics.md section 7), None if unknown.
+Raw = tuple[int, bytes | None, bytes | None, int | None]
+Loader = Callable[[bytes], bytes | None]
+
+
+@dataclass(slots=True)
+class Slot:
+    """One account in memory: its fold, alert state, last applied offset and wake time."""
+
+    fold: AccountFold
+    alerts: AlertTracker
+    applied: int = -1
+    wake: int = NEVER
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch of one partition produced."""
+
+    partition: int
+    output: FoldOutput = field(default_factory=FoldOutput)
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[bytes, bytes] = field(default_factory=dict)  # table entries to write, the clock last
+    redelivered: int = 0
+    applied: int = 0
+    gaps: int = 0
+    resume_at: int | None = None  # records are missing before the rest of the batch: re-read from this offset
+
+
+class PartitionState:
+    """Clock, applied offset, account cache and wake heap of one partition."""
+
+    def __init__(
+        self,
+        partition: int,
+        topic: str,
+        settings: Settings,
+        load: Loader,
+        *,
+        share: Fraction = DEFAULT_SHARE,
+        clock: ClockEntry | None = None,
+        wakes: dict[str, int] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.topic = topic
+        self.settings = settings
+        self.share = share
+        self._load = load
+        self.clock = PartitionClock(settings, clock.watermark if clock else None)
+        self.applied = clock.applied if clock else -1
+        self.start_known = clock is not None  # else the caller may set `applied` to the log start offset - 1
+        self.slots: dict[str, Slot] = {}
+        self.wakes: dict[str, int] = dict(wakes or {})
+        self._heap: list[tuple[int, str]] = [(wake, account) for account, wake in self.wakes.items()]
+        heapq.heapify(self._heap)
+
+    # -- accounts --------------------------------------------------------------------------------------------------
+
+    def slot(self, account_id: str) -> Slot:
+        """The account's slot: cached, else loaded from the table, else new."""
+        slot = self.slots.get(account_id)
+        if slot is None:
+            raw = self._load(account_key(account_id))
+            if raw is None:
+                slot = Slot(AccountFold(account_id), AlertTracker(share=self.share))
+            else:
+                entry = decode_account(raw)
+                slot = Slot(
+                    AccountFold.from_bytes(entry.fold),
+                    AlertTracker.from_state(entry.alert_state, self.share),
+                    entry.applied,
+                    entry.wake,
+                )
+            self.slots[account_id] = slot
+        return slot
+
+    def cached_fold(self, account_id: str) -> AccountFold | None:
+        """The account's fold if it is in memory."""
+        slot = self.slots.get(account_id)
+        return slot.fold if slot else None
+
+    def trim(self, limit: int, keep: Iterable[str] = ()) -> int:
+        """Drop the oldest cached slots beyond `limit` (their state is in the table); return how many."""
+        excess = len(self.slots) - limit
+        if excess <= 0:
+            return 0
+        kept = set(keep)
+        victims = [account for account in self.slots if account not in kept][:excess]
+        for account in victims:
+            del self.slots[account]
+        return len(victims)
+
+    # -- processing ------------------------------------------------------------------------------------------------
+
+    def process(self, batch: Sequence[Raw], accept_gaps: bool = False) -> BatchResult:
+        """Apply a batch of raw records (in offset order); return outputs, dead letters and state entries.
+
+        Offsets are applied without holes: at a record beyond `applied + 1` the rest of the batch is left out and
+        `resume_at` says where to re-read from (the stream skipped records), unless `accept_gaps` (records that
+        really do not exist, e.g. transaction markers) or the partition's start is unknown.
+        """
+        result = BatchResult(self.partition)
+        clock, dead = self.clock, result.dead_letters
+        touched: dict[str, Slot] = {}
+        for offset, key, value, record_ms in batch:
+            if offset <= self.applied:
+                result.redelivered += 1
+                continue
+            if offset != self.applied + 1 and (self.applied >= 0 or self.start_known):
+                result.gaps += 1
+                if not accept_gaps:
+                    result.resume_at = self.applied + 1
+                    log.warning("partition %d: offset %d follows %d; re-reading", self.partition, offset, self.applied)
+                    break
+                log.warning("partition %d: no records between %d and %d", self.partition, self.applied, offset)
+            self.applied = offset
+            event = decode(value) if value is not None else Rejection(reason="invalid_json", detail="empty record")
+            if isinstance(event, Rejection):
+                dead.append(rec.dead_letter(event.reason, event.detail, value, self.topic, self.partition, offset))
+                continue
+            account_id = event.account_id
+            if key != account_id.encode():
+                detail = f"record key {key!r} is not the event's account_id"
+                dead.append(rec.dead_letter("key_mismatch", detail, value, self.topic, self.partition, offset))
+                continue
+            slot = touched.get(account_id) or self.slot(account_id)
+            touched[account_id] = slot
+            verdict = clock.admit(at_ms_of(event), record_ms)
+            fresh = offset > slot.applied
+            if fresh:
+                slot.applied = offset
+            if verdict == "ok":
+                if fresh:
+                    result.applied += 1
+                    slot.fold.offer(event, offset, clock.horizon)
+                continue
+            if fresh:
+                metrics = slot.fold.metrics
+                if verdict == "too_late":
+                    metrics.too_late += 1
+                else:
+                    metrics.future_skew += 1
+            detail = f"occurred_at {event.occurred_at.isoformat()}, partition watermark {clock.watermark} ms"
+            dead.append(rec.dead_letter(verdict, detail, value, self.topic, self.partition, offset))
+        self._advance(touched, result)
+        result.states[clock_key(self.partition)] = encode_clock(
+            ClockEntry(self.partition, clock.watermark, self.applied)
+        )
+        return result
+
+    def _advance(self, touched: dict[str, Slot], result: BatchResult) -> None:
+        horizon = self.clock.horizon
+        heap, wakes = self._heap, self.wakes
+        due = dict(touched)
+        while heap and heap[0][0] < horizon:
+            wake, account_id = heapq.heappop(heap)
+            if wakes.get(account_id) == wake:
+                del wakes[account_id]
+                if account_id not in due:
+                    due[account_id] = self.slot(account_id)
+        settings, out = self.settings, result.output
+        for account_id, slot in due.items():
+            step = FoldOutput()
+            slot.fold.advance_into(horizon, settings, step)
+            plans = [plan for _, plan in step.plans]
+            result.alerts.extend(slot.alerts.advance(account_id, step.usage_changes, plans, horizon))
+            out.extend(step)
+            grace_due = slot.alerts.grace_due
+            wake = slot.fold.pending_until()
+            if grace_due is not None and grace_due < wake:
+                wake = grace_due
+            slot.wake = wake
+            if wake < NEVER:
+                if wakes.get(account_id) != wake:
+                    wakes[account_id] = wake
+                    heapq.heappush(heap, (wake, account_id))
+            else:
+                wakes.pop(account_id, None)
+            entry = AccountEntry(self.partition, slot.applied, wake, slot.alerts.to_state(), slot.fold.to_bytes())
+            result.states[account_key(account_id)] = encode_account(entry)
+
+    # -- queries ---------------------------------------------------------------------------------------------------
+
+    def live_view(self, account_id: str) -> LiveView | None:
+        """Live view of an account of this partition (None if it was never seen)."""
+        fold = self.cached_fold(account_id)
+        if fold is None:
+            raw = self._load(account_key(account_id))
+            if raw is None:
+                return None
+            fold = AccountFold.from_bytes(decode_account(raw).fold)
+        return fold.live_view(self.settings)
+
+    def metrics(self) -> Metrics:
+        """Sum of the cached accounts' fold metrics."""
+        total = Metrics()
+        for slot in self.slots.values():
+            total.add(slot.fold.metrics)
+        return total
+
+
+def scan_entries(items: Iterable[tuple[bytes, bytes]]) -> tuple[dict[int, ClockEntry], dict[int, dict[str, int]]]:
+    """From all table entries: the clock of each partition and the wake times of its non-idle accounts."""
+    clocks: dict[int, ClockEntry] = {}
+    wakes: dict[int, dict[str, int]] = {}
+    for key, value in items:
+        if value is None:
+            continue
+        try:
+            if is_clock_key(key):
+                entry = decode_clock(value)
+                clocks[entry.partition] = entry
+                continue
+            partition, _, wake = account_header(value)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.warning("ignoring unreadable state entry %r: %r", key[:80], exc)
+            continue
+        if wake < NEVER:
+            wakes.setdefault(partition, {})[key.decode()] = wake
+    return clocks, wakes
+
+
+def count_reasons(results: Iterable[BatchResult]) -> Counter[str]:
+    """Dead letters by reason."""
+    return Counter(letter["reason"] for result in results for letter in result.dead_letters)

@@ -1,0 +1,93 @@
+"""JSON bytes of the worker's output records (field for field the models of schemas/outputs.py).
+
+Built from plain dicts (much cheaper than a pydantic model per record); tests check that every record validates
+against its model. User intervals and plans go to the `intervals` topic (for snapshots), tagged by `record`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import astuple
+from hashlib import sha256
+from typing import Any
+
+from processor.core.model import PeakWindow, Plan, UsageChange, UserInterval
+from schemas.events import format_ms
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON."""
+    return _dumps(record).encode()
+
+
+def usage_change(change: UsageChange) -> dict[str, Any]:
+    """A UsageChangeRecord."""
+    return {
+        "change_id": change.change_id,
+        "account_id": change.account_id,
+        "at": format_ms(change.at_ms),
+        "usage": change.usage,
+        "licenses": change.licenses,
+    }
+
+
+def peak_window(window: PeakWindow) -> dict[str, Any]:
+    """A PeakWindowRecord."""
+    return {
+        "window_id": window.window_id,
+        "account_id": window.account_id,
+        "kind": window.kind,
+        "start": format_ms(window.start_ms),
+        "end": format_ms(window.end_ms),
+        "max_usage": window.max_usage,
+        "max_at": format_ms(window.max_at_ms),
+        "seconds_over_licenses": window.over_licenses_ms / 1000,
+        "license_seconds": window.license_ms / 1000,
+    }
+
+
+def user_interval(interval: UserInterval) -> dict[str, Any]:
+    """A counted interval of one user (intervals topic, `record` = "user_interval")."""
+    ident = f"{interval.account_id}|{interval.user_id}|{interval.start_ms}"
+    return {
+        "record": "user_interval",
+        "interval_id": sha256(ident.encode()).hexdigest()[:16],
+        "account_id": interval.account_id,
+        "user_id": interval.user_id,
+        "start": format_ms(interval.start_ms),
+        "end": format_ms(interval.end_ms),
+    }
+
+
+def plan(account_id: str, value: Plan) -> dict[str, Any]:
+    """A plan taking effect (intervals topic, `record` = "plan")."""
+    return {
+        "record": "plan",
+        "plan_id": sha256(f"{account_id}|{'|'.join(map(str, astuple(value)))}".encode()).hexdigest()[:16],
+        "account_id": account_id,
+        "at": format_ms(value.at_ms),
+        "licenses": value.licenses,
+        "overage_allowance": value.overage_allowance,
+        "billing_anchor_day": value.billing_anchor_day,
+        "timezone": value.timezone,
+        "grace_minutes": value.grace_minutes,
+        "grace_mode": value.grace_mode,
+    }
+
+
+def dead_letter(
+    reason: str, detail: str, original: bytes | None, topic: str, partition: int, offset: int
+) -> dict[str, Any]:
+    """A DeadLetterRecord."""
+    return {
+        "reason": reason,
+        "detail": detail,
+        "original_base64": base64.b64encode(original or b"").decode("ascii"),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "line": None,
+    }

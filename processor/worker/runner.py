@@ -1,0 +1,152 @@
+"""All partitions of one worker, over a key-value state store (the Faust table, or a dict in tests)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Protocol
+
+from processor.core.alerts import DEFAULT_SHARE
+from processor.core.fold import AccountFold, LiveView
+from processor.core.model import Metrics, Settings
+from processor.worker.partition import BatchResult, PartitionState, Raw, scan_entries
+from processor.worker.state import ClockEntry, account_key, decode_account
+
+log = logging.getLogger("ccmeter.worker")
+
+
+class StateStore(Protocol):
+    """Read access to the worker's state entries (see processor/worker/state.py)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+@dataclass
+class Stats:
+    """Counters since the worker started."""
+
+    batches: int = 0
+    records: int = 0
+    applied: int = 0
+    redelivered: int = 0
+    usage_changes: int = 0
+    windows: int = 0
+    alerts: int = 0
+    rebuilds: int = 0
+    gaps: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        return {
+            "batches": self.batches,
+            "records": self.records,
+            "applied": self.applied,
+            "redelivered": self.redelivered,
+            "usage_changes": self.usage_changes,
+            "windows": self.windows,
+            "alerts": self.alerts,
+            "rebuilds": self.rebuilds,
+            "gaps": self.gaps,
+            "dead_letters": dict(self.dead_letters),
+        }
+
+
+class StreamProcessor:
+    """Partition states of this worker, rebuilt from the store after every rebalance (`reset`)."""
+
+    def __init__(
+        self,
+        topic: str,
+        settings: Settings,
+        store: StateStore,
+        *,
+        share: Fraction = DEFAULT_SHARE,
+        cache_limit: int = 100_000,
+    ) -> None:
+        self.topic = topic
+        self.settings = settings
+        self.store = store
+        self.share = share
+        self.cache_limit = cache_limit
+        self.stats = Stats()
+        self._partitions: dict[int, PartitionState] | None = None
+        self._clocks: dict[int, ClockEntry] = {}
+        self._wakes: dict[int, dict[str, int]] = {}
+
+    def reset(self) -> None:
+        """Forget every in-memory partition state (the store is the truth); the next access rebuilds them."""
+        self._partitions = None
+
+    def _states(self) -> dict[int, PartitionState]:
+        if self._partitions is None:
+            clocks, wakes = scan_entries(self.store.items())
+            log.info(
+                "state rebuilt: clocks %s, %d accounts with pending work",
+                {p: (c.watermark, c.applied) for p, c in sorted(clocks.items())},
+                sum(map(len, wakes.values())),
+            )
+            self._partitions = {}
+            self._clocks, self._wakes = clocks, wakes
+            self.stats.rebuilds += 1
+        return self._partitions
+
+    def partition(self, partition: int) -> PartitionState:
+        """The state of `partition` (built from its stored clock and wake times on first use)."""
+        states = self._states()
+        state = states.get(partition)
+        if state is None:
+            state = states[partition] = PartitionState(
+                partition,
+                self.topic,
+                self.settings,
+                self.store.get,
+                share=self.share,
+                clock=self._clocks.pop(partition, None),
+                wakes=self._wakes.pop(partition, None),
+            )
+        return state
+
+    def process(self, partition: int, batch: Sequence[Raw], accept_gaps: bool = False) -> BatchResult:
+        """Process one partition's batch and count it."""
+        result = self.partition(partition).process(batch, accept_gaps)
+        stats = self.stats
+        stats.batches += 1
+        stats.records += len(batch)
+        stats.applied += result.applied
+        stats.redelivered += result.redelivered
+        stats.gaps += result.gaps
+        stats.usage_changes += len(result.output.usage_changes)
+        stats.windows += len(result.output.windows)
+        stats.alerts += len(result.alerts)
+        for letter in result.dead_letters:
+            stats.dead_letters[letter["reason"]] += 1
+        return result
+
+    def trim(self, partition: int, keep: Iterable[str] = ()) -> None:
+        """Bound the partition's account cache (call after its state entries are written)."""
+        self.partition(partition).trim(self.cache_limit, keep)
+
+    def live_view(self, account_id: str) -> LiveView | None:
+        """Live view of an account from memory, else from the store; None if unknown."""
+        if self._partitions is not None:
+            for state in self._partitions.values():
+                fold = state.cached_fold(account_id)
+                if fold is not None:
+                    return fold.live_view(self.settings)
+        raw = self.store.get(account_key(account_id))
+        if raw is None:
+            return None
+        return AccountFold.from_bytes(decode_account(raw).fold).live_view(self.settings)
+
+    def metrics(self) -> Metrics:
+        """Fold metrics summed over the cached accounts."""
+        total = Metrics()
+        for state in (self._partitions or {}).values():
+            total.add(state.metrics())
+        return total

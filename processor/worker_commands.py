@@ -1,0 +1,146 @@
+"""`ccmeter worker` (run the streaming processor) and `ccmeter publish` (send a .jsonl event file to Kafka)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from processor.cli import CliError
+from processor.topics import EVENTS, create_topics, topic_names, validate_prefix
+from processor.worker.config import WorkerConfig, add_arguments
+
+
+def register(subparsers: Any) -> None:
+    """Add the `worker` and `publish` subcommands."""
+    worker = subparsers.add_parser(
+        "worker",
+        help="run the streaming processor (a Faust worker) against Kafka",
+        description="Consume session events from PREFIX + 'events', keep per-account state in a Faust table and "
+        "publish usage changes, peak windows, alerts, intervals and dead letters; serve live usage at "
+        "GET /accounts/{id}/usage and GET /health on the web port. Creates missing topics first. "
+        "Every flag can also be set by its CCMETER_* environment variable; flags win.",
+        epilog="Example: ccmeter worker --broker 127.0.0.1:9092 --web-port 6066",
+    )
+    add_arguments(worker)
+    worker.set_defaults(func=run_worker_command)
+
+    publish = subparsers.add_parser(
+        "publish",
+        help="publish a .jsonl event file to the events topic (key = account_id, file order kept)",
+        description="Send every line of a .jsonl file as one record to PREFIX + 'events', in file order, with "
+        "the event's account_id as the key (lines that are not JSON objects with an account_id are sent "
+        "without a key; the worker dead-letters them).",
+        epilog="Example: ccmeter publish --broker 127.0.0.1:9092 events.jsonl",
+    )
+    publish.add_argument("file", help="a .jsonl event file, e.g. from `ccmeter simulate --out events.jsonl`")
+    publish.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
+    publish.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
+    publish.add_argument("--topic", default=None, help="publish to this topic instead of PREFIX + 'events'")
+    publish.set_defaults(func=run_publish_command)
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    """Ensure the topics exist, then run the worker in the foreground."""
+    try:
+        config = WorkerConfig.from_args(args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if config.store.startswith("rocksdb://"):
+        try:
+            import rocksdict  # noqa: F401
+        except ImportError as exc:
+            raise CliError("--store rocksdb:// needs rocksdict: pip install -e '.[rocksdb]'") from exc
+    partitions = asyncio.run(_prepare_topics(config))
+    from processor.app import run_worker
+
+    return run_worker(config, partitions)
+
+
+async def _prepare_topics(config: WorkerConfig) -> int:
+    """Create missing topics; return the partition count of the events topic."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    events = topic_names(config.prefix)[EVENTS]
+    try:
+        await create_topics(config.broker, config.prefix, config.partitions, config.replication, timeout_ms=15_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=config.broker, request_timeout_ms=15_000)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([events])
+        finally:
+            await admin.close()
+    except (KafkaError, OSError) as exc:
+        raise CliError(f"cannot prepare topics on {config.broker}: {exc!r}") from exc
+    count = len(described[0]["partitions"]) if described and described[0].get("partitions") else 0
+    if count < 1:
+        raise CliError(f"topic {events} has no partitions on {config.broker}")
+    return count
+
+
+def _key(line: bytes) -> bytes | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    account = value.get("account_id") if isinstance(value, dict) else None
+    return account.encode() if isinstance(account, str) else None
+
+
+async def publish_file(path: Path, broker: str, topic: str) -> int:
+    """Send each line of `path` to `topic` (key = account_id), in order; return the number of records."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    count = 0
+    try:
+        metadata = await producer.client.fetch_all_metadata()
+        if topic not in metadata.topics():
+            raise CliError(f"topic {topic} does not exist on {broker}: run `ccmeter topics create --broker {broker}`")
+        pending: list[asyncio.Future] = []
+        with path.open("rb") as handle:
+            for raw in handle:
+                line = raw.rstrip(b"\r\n")
+                pending.append(await producer.send(topic, value=line, key=_key(line)))
+                count += 1
+                if len(pending) >= 10_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+        await producer.flush()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return count
+
+
+def run_publish_command(args: argparse.Namespace) -> int:
+    """Publish a .jsonl file and print how many records were sent."""
+    import os
+
+    from aiokafka.errors import KafkaError
+
+    path = Path(args.file)
+    if path.suffix != ".jsonl" or not path.is_file():
+        raise CliError(f"{path}: expected an existing .jsonl file")
+    broker = args.broker or os.environ.get("CCMETER_BROKER") or "127.0.0.1:9092"
+    try:
+        prefix = validate_prefix(args.prefix or os.environ.get("CCMETER_PREFIX") or "ccmeter.")
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    topic = args.topic or topic_names(prefix)[EVENTS]
+    started = time.monotonic()
+    try:
+        count = asyncio.run(publish_file(path, broker, topic))
+    except (KafkaError, OSError) as exc:
+        raise CliError(f"cannot publish to {broker}: {exc!r}") from exc
+    elapsed = time.monotonic() - started
+    print(f"published {count} records to {topic} in {elapsed:.1f}s", file=sys.stdout)
+    return 0

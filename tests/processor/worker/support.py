@@ -1,0 +1,295 @@
+"""Helpers of the broker tests of the worker: worker subprocesses, input files, output collection, expectations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from processor.brokers.common import free_port
+from processor.core.fold import fold_history
+from processor.core.model import PeakWindow, Settings, UsageChange
+from processor.worker import records as rec
+from schemas.events import decode, format_ms
+
+ROOT = Path(__file__).resolve().parents[3]
+DAY_MS = 86_400_000
+SETTINGS = Settings()
+FAST = (
+    "--session-timeout", "6s", "--heartbeat-interval", "500ms", "--rebalance-timeout", "4s",
+    "--commit-interval", "500ms", "--batch-within", "100ms", "--log-level", "info",
+)  # fmt: skip
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition aiokafka's (and Kafka's) default partitioner picks for `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class WorkerProcess:
+    """A `ccmeter worker` subprocess with its HTTP port and log file."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    args: list[str] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        """(status, JSON body) of GET path."""
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            try:
+                return exc.code, json.loads(body)
+            except ValueError:
+                return exc.code, body.decode(errors="replace")
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            status, body = self.get("/health", timeout=2.0)
+        except (OSError, ValueError):
+            return None
+        return body if status == 200 else None
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the worker owns partitions and is not rebalancing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            health = self.health()
+            if health and health["partitions"] and not health["rebalancing"]:
+                return health
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM and wait (SIGKILL if it hangs)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_worker(bootstrap: str, prefix: str, app_id: str, workdir: Path, *extra: str) -> WorkerProcess:
+    """Start `python -m processor.cli worker` with short timeouts and a free web port."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"worker-{port}.log"
+    args = [
+        sys.executable, "-m", "processor.cli", "worker",
+        "--broker", bootstrap, "--prefix", prefix, "--app-id", app_id,
+        "--web-host", "127.0.0.1", "--web-bind", "127.0.0.1", "--web-port", str(port),
+        "--store", "memory://", "--data-dir", str(workdir / f"data-{port}"),
+        *FAST, *extra,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETER_")}
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    return WorkerProcess(proc, port, log, args)
+
+
+# -- input ------------------------------------------------------------------------------------------------------------
+
+
+def pushers(at_ms: int, partitions: int, settings: Settings = SETTINGS) -> list[bytes]:
+    """One api.request per partition, on throwaway accounts `~push-N`, at `at_ms` (moves each watermark there)."""
+    found: dict[int, str] = {}
+    index = 0
+    while len(found) < partitions:
+        account = f"~push-{index}"
+        found.setdefault(partition_of(account.encode(), partitions), account)
+        index += 1
+    body = {"event_id": "push", "type": "api.request", "user_id": "p", "occurred_at": format_ms(at_ms)}
+    return [json.dumps({**body, "account_id": account}).encode() for account in found.values()]
+
+
+def last_time(lines: Iterable[bytes]) -> int:
+    """Latest occurred_at (ms) of the valid events among `lines`."""
+    return max(event.at_ms for line in lines if not hasattr(event := decode(line), "reason"))
+
+
+def with_pushers(lines: list[bytes], partitions: int, settings: Settings = SETTINGS) -> list[bytes]:
+    """`lines` plus watermark pushers far enough ahead that every instant of the real accounts is final."""
+    return lines + pushers(last_time(lines) + DAY_MS + settings.allowed_lateness_ms + 60_000, partitions, settings)
+
+
+def write_jsonl(path: Path, lines: Iterable[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def key_of(line: bytes) -> bytes | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    account = value.get("account_id") if isinstance(value, dict) else None
+    return account.encode() if isinstance(account, str) else None
+
+
+def arrival_times(lines: Iterable[bytes], start_ms: int = 0) -> list[int]:
+    """Record timestamps of a real-time stream: each record arrives at the latest event time seen so far."""
+    out: list[int] = []
+    latest = start_ms
+    for line in lines:
+        event = decode(line)
+        if not hasattr(event, "reason"):
+            latest = max(latest, event.at_ms)
+        out.append(latest)
+    return out
+
+
+async def _produce(bootstrap: str, topic: str, lines: list[bytes], timestamps: list[int] | None) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for index, line in enumerate(lines):
+            stamp = timestamps[index] if timestamps else None
+            await producer.send(topic, value=line, key=key_of(line), timestamp_ms=stamp)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return len(lines)
+
+
+def produce(bootstrap: str, topic: str, lines: list[bytes], timestamps: list[int] | None = None) -> int:
+    """Publish lines in order with key = account_id (like `ccmeter publish`), with these record timestamps
+    (default: `arrival_times(lines)`, as if the events were published as they happened)."""
+    if timestamps is None:
+        timestamps = arrival_times(lines)
+    return asyncio.run(_produce(bootstrap, topic, list(lines), timestamps))
+
+
+# -- output -----------------------------------------------------------------------------------------------------------
+
+
+async def _consume(
+    bootstrap: str, topics: list[str], done: Callable[[dict[str, list[dict]]], bool], timeout: float, quiet: float
+) -> dict[str, list[dict]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    got: dict[str, list[dict]] = {topic: [] for topic in topics}
+    try:
+        parts: list[TopicPartition] = []
+        for topic in topics:
+            for _ in range(50):
+                found = consumer.partitions_for_topic(topic)
+                if found:
+                    break
+                await consumer._client.force_metadata_update()
+                await asyncio.sleep(0.1)
+            parts.extend(TopicPartition(topic, p) for p in sorted(found or ()))
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout
+        last_new = time.monotonic()
+        finished_at: float | None = None
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for tp, messages in batches.items():
+                got[tp.topic].extend(json.loads(m.value) for m in messages)
+                last_new = time.monotonic()
+            if finished_at is None and done(got):
+                finished_at = time.monotonic()
+            if finished_at is not None and time.monotonic() - max(finished_at, last_new) >= quiet:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+def consume(
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[dict[str, list[dict]]], bool],
+    timeout: float = 90.0,
+    quiet: float = 1.5,
+) -> dict[str, list[dict]]:
+    """Read the topics from the start until `done(records)` holds and nothing new came for `quiet` seconds."""
+    return asyncio.run(_consume(bootstrap, topics, done, timeout, quiet))
+
+
+def by_id(records: Iterable[dict], key: str) -> dict[str, dict]:
+    """Drop re-deliveries by id; a re-delivery must equal the first copy."""
+    out: dict[str, dict] = {}
+    for record in records:
+        first = out.setdefault(record[key], record)
+        assert first == record, f"two different records with {key} {record[key]}: {first} / {record}"
+    return out
+
+
+# -- expectations -----------------------------------------------------------------------------------------------------
+
+
+def _as_record(item: Any, kind: str) -> dict:
+    if isinstance(item, dict):
+        return item
+    if hasattr(item, "model_dump"):
+        return item.model_dump(mode="json")
+    if kind == "usage":
+        assert isinstance(item, UsageChange)
+        return rec.usage_change(item)
+    assert isinstance(item, PeakWindow)
+    return rec.peak_window(item)
+
+
+def expected(path: Path, settings: Settings = SETTINGS) -> tuple[dict[str, dict], dict[str, dict], str]:
+    """Usage changes and peak windows (by id) of the real accounts, from BatchEngine (else the fold), and which."""
+    try:
+        from processor.batch.engine import BatchEngine
+    except ImportError:
+        BatchEngine = None  # noqa: N806
+    if BatchEngine is not None:
+        engine = BatchEngine(settings)
+        engine.load(path)
+        changes = [_as_record(c, "usage") for c in engine.usage_changes()]
+        windows = [_as_record(w, "window") for w in engine.peak_windows()]
+        source = "BatchEngine"
+    else:
+        events = [e for line in path.read_bytes().splitlines() if not hasattr(e := decode(line), "reason")]
+        out, _, _ = fold_history(events, settings)
+        changes = [rec.usage_change(c) for c in out.usage_changes]
+        windows = [rec.peak_window(w) for w in out.windows]
+        source = "fold_history"
+    real_changes = {c["change_id"]: c for c in changes if not c["account_id"].startswith("~")}
+    real_windows = {w["window_id"]: w for w in windows if not w["account_id"].startswith("~")}
+    return real_changes, real_windows, source
+
+
+def real(records: dict[str, dict]) -> dict[str, dict]:
+    """Without the watermark pushers' records."""
+    return {k: v for k, v in records.items() if not v["account_id"].startswith("~")}

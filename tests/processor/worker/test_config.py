@@ -1,0 +1,66 @@
+"""Worker settings: flags, CCMETER_* variables, defaults, durations, and the table in docs/running.md."""
+
+from __future__ import annotations
+
+import argparse
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from processor.cli import build_parser
+from processor.worker.config import OPTIONS, WorkerConfig, add_arguments, parse_duration_ms, settings_table
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None) -> WorkerConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return WorkerConfig.from_args(parser.parse_args(argv), env or {})
+
+
+def test_defaults_match_the_dataclass():
+    config = parse([])
+    assert config == WorkerConfig()
+    for option in OPTIONS:
+        assert getattr(config, option.name) == option.default
+
+
+def test_flag_beats_environment_beats_default():
+    env = {"CCMETER_BROKER": "kafka:9093", "CCMETER_BATCH_SIZE": "700", "CCMETER_DEVICE_TIMEOUT": "2m"}
+    config = parse(["--batch-size", "50"], env)
+    assert config.broker == "kafka:9093"
+    assert config.batch_size == 50
+    assert config.device_timeout == 120_000
+    assert config.settings.device_timeout_ms == 120_000
+    assert parse(["--near-capacity", "85%"]).near_capacity == Fraction(17, 20)
+
+
+def test_bad_values_are_user_errors():
+    with pytest.raises(SystemExit):
+        parse(["--store", "redis://x"])
+    with pytest.raises(ValueError, match="CCMETER_WEB_PORT"):
+        parse([], {"CCMETER_WEB_PORT": "99999"})
+    with pytest.raises(SystemExit):
+        parse(["--broker", "no-port"])
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("500ms", 500), ("30s", 30_000), ("15m", 900_000), ("1h", 3_600_000), ("2d", 172_800_000), ("2", 2000)],
+)
+def test_durations(text, ms):
+    assert parse_duration_ms(text) == ms
+
+
+def test_worker_and_publish_are_registered():
+    parser = build_parser()
+    args = parser.parse_args(["worker", "--web-port", "7000"])
+    assert args.web_port == 7000 and callable(args.func)
+    args = parser.parse_args(["publish", "events.jsonl", "--broker", "h:1"])
+    assert args.file == "events.jsonl" and callable(args.func)
+
+
+def test_settings_table_in_docs_is_current():
+    assert settings_table() in (ROOT / "docs" / "running.md").read_text()

@@ -1,0 +1,245 @@
+"""The worker's partition processing without a broker: batches, re-delivery, partial state writes after a crash.
+
+Reference: `fold_history` of each partition's events (the fold's own batch entry point), cut at the partition's
+final horizon: usage changes before it, windows that end at or before it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import zlib
+from collections import defaultdict
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processor.core.alerts import alerts_for
+from processor.core.fold import PartitionClock, fold_history
+from processor.core.model import Settings
+from processor.worker import records as rec
+from processor.worker.partition import BatchResult
+from processor.worker.runner import StreamProcessor
+from processor.worker.state import account_header, clock_key, decode_clock
+from schemas.events import Event, decode, format_ms
+from schemas.outputs import AlertRecord, DeadLetterRecord, PeakWindowRecord, UsageChangeRecord
+from tests.histories import T0, HistoryShape, generate
+
+TOPIC = "t.events"
+PARTITIONS = 3
+SETTINGS = Settings()
+
+
+def partition_of(key: bytes | None) -> int:
+    return zlib.crc32(key or b"") % PARTITIONS
+
+
+def wire(seed: int) -> list[tuple[bytes | None, bytes]]:
+    """(key, value) records in arrival order: a history, malformed lines, a too-late event and a pusher."""
+    history = generate(seed, HistoryShape(accounts=5, users=4, devices=2, events=150, span_minutes=300))
+    out: list[tuple[bytes | None, bytes]] = [
+        (e["account_id"].encode(), json.dumps(e).encode()) for e in history
+    ]
+    rng = random.Random(seed)
+    for bad in (b"not json", b'{"type": "nope"}', b"\xff\xfe", b"[1, 2]"):
+        out.insert(rng.randrange(len(out)), (b"acct-0", bad))
+    late = {"event_id": "late-1", "type": "api.request", "account_id": "acct-1", "user_id": "u1"}
+    late["occurred_at"] = format_ms(T0)
+    out.append((b"acct-1", json.dumps(late).encode()))
+    return out
+
+
+ARRIVAL_MS = T0 + 30 * 86_400_000  # record timestamps: all records were published long after their events
+
+
+def split(records: list[tuple[bytes | None, bytes]]) -> dict[int, list[tuple[int, bytes | None, bytes, int]]]:
+    parts: dict[int, list[tuple[int, bytes | None, bytes, int]]] = defaultdict(list)
+    for key, value in records:
+        part = parts[partition_of(key)]
+        part.append((len(part), key, value, ARRIVAL_MS))
+    return parts
+
+
+def reference(parts) -> tuple[dict[str, dict], dict[str, dict], dict[int, int]]:
+    changes: dict[str, dict] = {}
+    windows: dict[str, dict] = {}
+    horizons: dict[int, int] = {}
+    for p, batch in parts.items():
+        events: list[Event] = [e for _, _, v, _ in batch if not hasattr(e := decode(v), "reason")]
+        clock = PartitionClock(SETTINGS)
+        for event in events:
+            clock.admit(event.at_ms, ARRIVAL_MS)
+        horizons[p] = clock.horizon
+        out, _, _ = fold_history(events, SETTINGS)
+        changes.update((c.change_id, rec.usage_change(c)) for c in out.usage_changes if c.at_ms < clock.horizon)
+        windows.update((w.window_id, rec.peak_window(w)) for w in out.windows if w.end_ms <= clock.horizon)
+    return changes, windows, horizons
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.changes: dict[str, dict] = {}
+        self.windows: dict[str, dict] = {}
+        self.alerts: list[dict] = []
+        self.dead: list[dict] = []
+
+    def take(self, result: BatchResult) -> None:
+        for change in result.output.usage_changes:
+            record = rec.usage_change(change)
+            assert self.changes.setdefault(record["change_id"], record) == record
+        for window in result.output.windows:
+            record = rec.peak_window(window)
+            assert self.windows.setdefault(record["window_id"], record) == record
+        self.alerts.extend(a.to_record().model_dump() for a in result.alerts)
+        self.dead.extend(result.dead_letters)
+
+
+def run(parts, store: dict[bytes, bytes], rng: random.Random, crashes: int) -> Collector:
+    """Feed every partition in random batches; `crashes` times, lose part of a batch's state and restart."""
+    collector = Collector()
+    processor = StreamProcessor(TOPIC, SETTINGS, store)
+    positions = {p: 0 for p in parts}
+    committed = {p: 0 for p in parts}
+    while any(positions[p] < len(parts[p]) for p in parts):
+        p = rng.choice([p for p in parts if positions[p] < len(parts[p])])
+        size = rng.randint(1, 40)
+        batch = parts[p][positions[p] : positions[p] + size]
+        result = processor.process(p, batch)
+        if crashes and rng.random() < 0.15:
+            crashes -= 1
+            if rng.random() < 0.5:  # outputs were delivered, then the state writes stopped part way
+                collector.take(result)
+                entries = list(result.states.items())
+                store.update(entries[: rng.randint(0, len(entries))])
+            processor = StreamProcessor(TOPIC, SETTINGS, store)  # restart: state from the store only
+            positions = {q: rng.randint(committed[q], positions[q]) for q in parts}  # re-delivery from a commit
+            continue
+        collector.take(result)
+        store.update(result.states)
+        positions[p] += len(batch)
+        if rng.random() < 0.3:
+            committed[p] = positions[p]
+    return collector
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**31), st.integers(0, 4))
+def test_batches_and_crashes_give_the_fold_outputs(seed, crashes):
+    parts = split(wire(seed))
+    want_changes, want_windows, horizons = reference(parts)
+    store: dict[bytes, bytes] = {}
+    got = run(parts, store, random.Random(seed), crashes)
+    assert got.changes == want_changes
+    assert got.windows == want_windows
+    for p, horizon in horizons.items():
+        assert decode_clock(store[clock_key(p)]).applied == len(parts[p]) - 1
+        assert PartitionClock(SETTINGS, decode_clock(store[clock_key(p)]).watermark).horizon == horizon
+    reasons = {letter["reason"] for letter in got.dead}
+    assert {"invalid_json", "unknown_type", "invalid_utf8", "not_an_object", "too_late"} <= reasons
+    # Alerts: after dropping re-deliveries, the pure rules over the reference usage changes and the plans.
+    by_id: dict[tuple[str, str], dict] = {}
+    for alert in got.alerts:
+        assert by_id.setdefault((alert["alert_id"], alert["state"]), alert) == alert
+
+
+def test_records_validate_against_the_output_models():
+    parts = split(wire(7))
+    processor = StreamProcessor(TOPIC, SETTINGS, {})
+    results = [processor.process(p, batch) for p, batch in parts.items()]
+    changes = [rec.usage_change(c) for r in results for c in r.output.usage_changes]
+    windows = [rec.peak_window(w) for r in results for w in r.output.windows]
+    assert changes and windows
+    for record in changes:
+        assert UsageChangeRecord.model_validate(record).model_dump() == record
+        assert json.loads(rec.dumps(record)) == record
+    for record in windows:
+        assert PeakWindowRecord.model_validate(record).model_dump() == record
+    for result in results:
+        for letter in result.dead_letters:
+            DeadLetterRecord.model_validate(letter)
+            assert base64.b64decode(letter["original_base64"]) == parts[result.partition][letter["offset"]][2]
+        for alert in result.alerts:
+            AlertRecord.model_validate(alert.to_record().model_dump())
+
+
+def test_alerts_equal_the_pure_rules_on_the_whole_history():
+    parts = split(wire(11))
+    processor = StreamProcessor(TOPIC, SETTINGS, {})
+    got: dict[str, list] = defaultdict(list)
+    changes: dict[str, list] = defaultdict(list)
+    plans: dict[str, list] = defaultdict(list)
+    horizons = {}
+    for p, batch in parts.items():
+        for start in range(0, len(batch), 17):
+            result = processor.process(p, batch[start : start + 17])
+            for alert in result.alerts:
+                got[alert.account_id].append(alert)
+            for change in result.output.usage_changes:
+                changes[change.account_id].append(change)
+            for account, plan in result.output.plans:
+                plans[account].append(plan)
+        horizons[p] = processor.partition(p).clock.horizon
+    for account in changes:
+        horizon = horizons[partition_of(account.encode())]
+        assert got[account] == alerts_for(account, changes[account], plans[account], horizon)
+
+
+def test_key_mismatch_and_redelivery():
+    event = {"event_id": "e1", "type": "api.request", "account_id": "a", "user_id": "u", "occurred_at": format_ms(T0)}
+    value = json.dumps(event).encode()
+    processor = StreamProcessor(TOPIC, SETTINGS, {})
+    first = processor.process(0, [(0, b"b", value, None), (1, b"a", value, None)])
+    assert [d["reason"] for d in first.dead_letters] == ["key_mismatch"]
+    again = processor.process(0, [(0, b"b", value, None), (1, b"a", value, None), (2, b"a", value, None)])
+    assert again.redelivered == 2 and again.dead_letters == []
+    assert processor.partition(0).slot("a").fold.metrics.duplicate == 1
+
+
+def test_live_view_and_header():
+    event = {"event_id": "e1", "type": "api.request", "account_id": "a", "user_id": "u", "occurred_at": format_ms(T0)}
+    store: dict[bytes, bytes] = {}
+    processor = StreamProcessor(TOPIC, SETTINGS, store)
+    result = processor.process(0, [(0, b"a", json.dumps(event).encode(), None)])
+    store.update(result.states)
+    view = StreamProcessor(TOPIC, SETTINGS, store).live_view("a")
+    assert view is not None and view.usage == 1 and view.as_of_ms == T0
+    assert processor.live_view("zzz") is None
+    partition, applied, wake = account_header(store[b"a"])
+    assert (partition, applied) == (0, 0) and wake == T0  # the buffered event
+    assert msgpack.unpackb(store[b"a"])[0] == 1
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_cache_trim_keeps_results(limit):
+    parts = split(wire(3))
+    store: dict[bytes, bytes] = {}
+    trimmed = StreamProcessor(TOPIC, SETTINGS, store, cache_limit=limit)
+    plain = StreamProcessor(TOPIC, SETTINGS, {})
+    a, b = Collector(), Collector()
+    for p, batch in parts.items():
+        for start in range(0, len(batch), 25):
+            result = trimmed.process(p, batch[start : start + 25])
+            store.update(result.states)
+            trimmed.trim(p)
+            a.take(result)
+            b.take(plain.process(p, batch[start : start + 25]))
+    assert a.changes == b.changes and a.windows == b.windows and a.alerts == b.alerts
+
+
+def test_a_hole_in_the_offsets_stops_the_batch_until_re_read():
+    def api(n: int) -> bytes:
+        body = {"event_id": f"e{n}", "type": "api.request", "account_id": "a", "user_id": f"u{n}"}
+        return json.dumps({**body, "occurred_at": format_ms(T0 + n * 1000)}).encode()
+
+    processor = StreamProcessor(TOPIC, SETTINGS, {})
+    first = processor.process(0, [(n, b"a", api(n), None) for n in (0, 1, 3, 4)])
+    assert (first.resume_at, first.gaps, processor.partition(0).applied) == (2, 1, 1)
+    again = processor.process(0, [(n, b"a", api(n), None) for n in (2, 3, 4)])
+    assert (again.resume_at, again.gaps, processor.partition(0).applied) == (None, 0, 4)
+    real_hole = processor.process(0, [(n, b"a", api(n), None) for n in (7, 8)], accept_gaps=True)
+    assert (real_hole.resume_at, real_hole.gaps, processor.partition(0).applied) == (None, 1, 8)
+    fresh = StreamProcessor(TOPIC, SETTINGS, {})
+    assert fresh.process(1, [(n, b"a", api(n), None) for n in (5, 6)]).resume_at is None  # start unknown
