@@ -230,7 +230,7 @@ class Worker:
             record = alert.to_record().model_dump(mode="json")
             send(topic.send_soon(key=alert.account_id.encode(), value=dumps(record)))
         topic = self.out[INTERVALS]
-        for interval in out.intervals:
+        for interval in (*out.opened, *out.intervals):
             send(topic.send_soon(key=interval.account_id.encode(), value=dumps(rec.user_interval(interval))))
         for account_id, plan in out.plans:
             send(topic.send_soon(key=account_id.encode(), value=dumps(rec.plan(account_id, plan))))

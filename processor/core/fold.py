@@ -404,13 +404,14 @@ class AccountFold:
             self._usage -= 1
 
     def _settle(self, t: int, out: FoldOutput) -> None:
-        """End of instant `t`: open and close the counted intervals of the users it touched."""
+        """End of instant `t`: open and close the counted intervals of the users it touched (both are reported)."""
         users = self._users
         for user, was_counted in self._touched.items():
             counter = users[user]
             if counter[0] > 0:
                 if not was_counted:
                     counter[1] = t
+                    out.opened.append(UserInterval(self.account_id, user, t, NEVER))
             else:
                 if was_counted:
                     out.intervals.append(UserInterval(self.account_id, user, counter[1], t))

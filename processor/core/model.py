@@ -116,6 +116,8 @@ class FoldOutput:
     windows: list[PeakWindow] = field(default_factory=list)
     intervals: list[UserInterval] = field(default_factory=list)
     plans: list[tuple[str, Plan]] = field(default_factory=list)
+    # Counted intervals as they start (end_ms = NEVER); the same interval comes again in `intervals` when it closes.
+    opened: list[UserInterval] = field(default_factory=list)
 
     def extend(self, other: FoldOutput) -> None:
         """Append another output to this one."""
@@ -123,3 +125,4 @@ class FoldOutput:
         self.windows.extend(other.windows)
         self.intervals.extend(other.intervals)
         self.plans.extend(other.plans)
+        self.opened.extend(other.opened)

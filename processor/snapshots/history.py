@@ -14,7 +14,7 @@ from datetime import date, timedelta
 import duckdb
 
 from processor.core.billing import build_report
-from processor.core.model import DEFAULT_PLAN, Plan, UsageChange, UserInterval
+from processor.core.model import DEFAULT_PLAN, NEVER, Plan, UsageChange, UserInterval
 from processor.core.periods import (
     billing_period,
     current_and_previous,
@@ -81,8 +81,10 @@ def load_histories(con: duckdb.DuckDBPyConnection, accounts: Sequence[str] | Non
         "ORDER BY account_id, start_at, user_id",
         params,
     ).fetchall()
-    for account_id, user_id, start_ms, end_ms in rows:
-        get(account_id).intervals.append(UserInterval(account_id, user_id, start_ms, end_ms))
+    for account_id, user_id, start_ms, end_ms in rows:  # an interval still open has no end yet
+        get(account_id).intervals.append(
+            UserInterval(account_id, user_id, start_ms, NEVER if end_ms is None else end_ms)
+        )
     rows = con.execute(
         "SELECT account_id, epoch_ms(effective_at), licenses, overage_allowance, billing_anchor_day, timezone, "
         f"grace_minutes, grace_mode FROM plans {where} "

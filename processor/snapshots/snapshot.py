@@ -102,6 +102,13 @@ def _dedupe_key(table: Table) -> str:
     return ", ".join(table.ids) if table.ids else "kafka_partition, kafka_offset"
 
 
+def _preference(table: Table) -> str:
+    """Which copy of a record a snapshot keeps: the first delivered; for user intervals the closed copy."""
+    if table.name == "user_intervals":
+        return "end_at IS NULL, kafka_partition, kafka_offset"
+    return "kafka_partition, kafka_offset"
+
+
 def _load_table(con: duckdb.DuckDBPyConnection, table: Table, files: list[Path]) -> None:
     con.execute(_ddl(table))
     if not files:
@@ -110,7 +117,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, files: list[Path])
     paths = "[" + ", ".join(_sql_text(str(path)) for path in files) + "]"
     con.execute(
         f"INSERT INTO {table.name} SELECT {names} FROM read_parquet({paths}, union_by_name = true) "
-        f"QUALIFY row_number() OVER (PARTITION BY {_dedupe_key(table)} ORDER BY kafka_partition, kafka_offset) = 1 "
+        f"QUALIFY row_number() OVER (PARTITION BY {_dedupe_key(table)} ORDER BY {_preference(table)}) = 1 "
         f"ORDER BY {_ORDER[table.name]}"
     )
 

@@ -282,9 +282,10 @@ def _dead_letter(record: dict[str, Any]) -> tuple[Table, Row]:
 def _interval_or_plan(record: dict[str, Any]) -> tuple[Table, Row]:
     kind = record.get("record")
     if kind == "user_interval":
-        _require(record, "interval_id", "account_id", "user_id", "start", "end")
+        _require(record, "interval_id", "account_id", "user_id", "start")
         row = {name: record[name] for name in ("interval_id", "account_id", "user_id")}
-        row["start_at"], row["end_at"] = ts_ms(record["start"]), ts_ms(record["end"])
+        end = record.get("end")  # None while the interval is open; its closed copy (same id) supersedes it
+        row["start_at"], row["end_at"] = ts_ms(record["start"]), None if end is None else ts_ms(end)
         return USER_INTERVALS_TABLE, row
     if kind == "plan":
         names = ("plan_id", "account_id", "licenses", "overage_allowance", "billing_anchor_day", "timezone")

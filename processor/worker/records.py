@@ -12,7 +12,7 @@ from dataclasses import astuple
 from hashlib import sha256
 from typing import Any
 
-from processor.core.model import PeakWindow, Plan, UsageChange, UserInterval
+from processor.core.model import NEVER, PeakWindow, Plan, UsageChange, UserInterval
 from schemas.events import format_ms
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -58,7 +58,7 @@ def user_interval(interval: UserInterval) -> dict[str, Any]:
         "account_id": interval.account_id,
         "user_id": interval.user_id,
         "start": format_ms(interval.start_ms),
-        "end": format_ms(interval.end_ms),
+        "end": None if interval.end_ms >= NEVER else format_ms(interval.end_ms),  # None: still open
     }
 
 

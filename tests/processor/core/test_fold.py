@@ -12,7 +12,7 @@ from hashlib import sha256
 from typing import Any
 
 from processor.core.fold import fold_history
-from processor.core.model import FoldOutput, Metrics, Settings, UsageChange
+from processor.core.model import NEVER, FoldOutput, Metrics, Settings, UsageChange
 from processor.core.records import same_payload, to_record
 from schemas.events import EVENT_ADAPTER, Event, fingerprint, format_ms, to_ms
 
@@ -309,3 +309,13 @@ def test_user_intervals_merge_when_touching() -> None:
     out, _, _ = run(events)
     assert intervals(out) == [("u1", s(0), s(1200)), ("u1", s(2000), s(2300)), ("u2", s(2000), s(2300))]
     assert changes(out) == [(s(0), 1), (s(1200), 0), (s(2000), 2), (s(2300), 0)]
+
+
+def test_counted_intervals_are_reported_when_they_open_and_again_when_they_close() -> None:
+    """Live snapshots need users that are still counted: the fold reports each interval's start at once."""
+    out, _, _ = fold_history([api(s(0), "u1"), api(s(100), "u1"), api(s(200), "u2")], LOOSE)
+    assert [(i.user_id, i.start_ms, i.end_ms) for i in out.opened] == [("u1", s(0), NEVER), ("u2", s(200), NEVER)]
+    assert sorted((i.user_id, i.start_ms, i.end_ms) for i in out.intervals) == [
+        ("u1", s(0), s(400)),
+        ("u2", s(200), s(500)),
+    ]
