@@ -93,14 +93,6 @@ class DemoError(Exception):
     """A step of the demo failed; the message says which and where its log is."""
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ccmeter(*args: str, log: Path | None = None, capture: bool = False) -> subprocess.CompletedProcess[str]:
     """Run one `ccmeter` command (the same commands the README shows) and fail loudly."""
     command = [sys.executable, "-m", "processor.cli", *args]
@@ -159,20 +151,9 @@ def wait_until_caught_up(bootstrap: str, worker: subprocess.Popen, log: Path, ti
             time.sleep(1.0)
 
 
-def stop_process(process: subprocess.Popen, timeout_s: float = 15) -> None:
-    """SIGTERM, then SIGKILL if it does not exit in time."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: int | None = None) -> int:
     """Embedded broker, topics, a worker, a simulated month published, sink, snapshot, reports, CSVs and charts."""
+    from processor.brokers.common import free_port, terminate
     from processor.brokers.tansu import TansuBroker
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +169,7 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
         print(f"1/6 embedded Kafka-protocol broker (Tansu) on {bootstrap}", flush=True)
         _ccmeter("topics", "create", "--broker", bootstrap, "--prefix", DEMO_PREFIX, "--partitions", "4",
                  log=tools_log)  # fmt: skip
-        web_port = _free_port()
+        web_port = free_port()
         print(f"2/6 topics created; starting a worker (live queries on http://127.0.0.1:{web_port})", flush=True)
         worker_command = [
             sys.executable, "-m", "processor.cli", "worker", "--broker", bootstrap, "--prefix", DEMO_PREFIX,
@@ -213,7 +194,7 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
             _ccmeter("snapshot", "--data-dir", str(data_dir), "--out", str(snapshot), log=tools_log)
             print(f"5/6 sink wrote Parquet files to {data_dir}/; snapshot {snapshot}", flush=True)
         finally:
-            stop_process(worker)
+            terminate(worker, timeout=15)
     print("6/6 reports from the snapshot\n", flush=True)
     for number in range(3):
         account = f"acct-{number}"

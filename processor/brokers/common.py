@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,18 @@ class Broker(Protocol):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+
+def terminate(process: subprocess.Popen | None, timeout: float) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -27,7 +27,6 @@ import base64
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from processor.brokers.common import BrokerError, free_port, port_in_use, serve_forever, tail_file
+from processor.brokers.common import BrokerError, free_port, port_in_use, serve_forever, tail_file, terminate
 from processor.brokers.probe import probe_brokers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -322,13 +321,7 @@ class KafkaServer:
         """Stop Kafka (SIGTERM, then SIGKILL after stop_timeout) and remove the temp dir. Safe to call twice."""
         atexit.unregister(self.stop)
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(process, self.stop_timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

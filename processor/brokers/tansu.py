@@ -22,7 +22,6 @@ import argparse
 import atexit
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from processor.brokers.common import BrokerError, free_port, port_in_use, serve_forever, tail_file
+from processor.brokers.common import BrokerError, free_port, port_in_use, serve_forever, tail_file, terminate
 from processor.brokers.probe import probe_brokers
 
 HOST = "127.0.0.1"
@@ -164,13 +163,7 @@ class TansuBroker:
         """Stop Tansu (SIGTERM, then SIGKILL after stop_timeout) and remove its temp dir. Safe to call twice."""
         atexit.unregister(self.stop)
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(process, self.stop_timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
