@@ -83,7 +83,8 @@ async def _prepare_topics(config: WorkerConfig) -> int:
     return count
 
 
-def _key(line: bytes) -> bytes | None:
+def record_key(line: bytes) -> bytes | None:
+    """The Kafka key of a wire line: its account_id (None when the line has none)."""
     try:
         value = json.loads(line)
     except ValueError:
@@ -109,7 +110,7 @@ async def publish_file(path: Path, broker: str, topic: str) -> int:
         with path.open("rb") as handle:
             for raw in handle:
                 line = raw.rstrip(b"\r\n")
-                pending.append(await producer.send(topic, value=line, key=_key(line)))
+                pending.append(await producer.send(topic, value=line, key=record_key(line)))
                 count += 1
                 if len(pending) >= 10_000:
                     await asyncio.gather(*pending)

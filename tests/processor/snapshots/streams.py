@@ -8,7 +8,6 @@ partition of each output topic (like the worker, keyed by account_id).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from processor.simulation.output import iter_lines
 from processor.snapshots.sink import SinkWriter
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
 from processor.worker import records as rec
+from processor.worker_commands import record_key as key_of
 from schemas.events import Rejection, decode
 
 PARTITIONS = 3
@@ -36,16 +36,6 @@ Record = tuple[bytes | None, bytes, int]
 def partition_of(key: bytes | None, partitions: int = PARTITIONS) -> int:
     """Kafka's default partitioner for keyed records; partition 0 for records without a key."""
     return 0 if key is None else (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def key_of(line: bytes) -> bytes | None:
-    """The account_id of a wire line, if it has one."""
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    account = value.get("account_id") if isinstance(value, dict) else None
-    return account.encode() if isinstance(account, str) else None
 
 
 def history_lines(seed: int = 3, accounts: int = 4, agents: int = 4, days: int = 2, **faults: float) -> list[bytes]:

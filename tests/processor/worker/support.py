@@ -23,6 +23,7 @@ from processor.brokers.common import free_port
 from processor.core.fold import fold_history
 from processor.core.model import PeakWindow, Settings, UsageChange
 from processor.worker import records as rec
+from processor.worker_commands import record_key as key_of
 from schemas.events import decode, format_ms
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -150,15 +151,6 @@ def with_pushers(lines: list[bytes], partitions: int, settings: Settings = SETTI
 def write_jsonl(path: Path, lines: Iterable[bytes]) -> Path:
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
-
-
-def key_of(line: bytes) -> bytes | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    account = value.get("account_id") if isinstance(value, dict) else None
-    return account.encode() if isinstance(account, str) else None
 
 
 def arrival_times(lines: Iterable[bytes], start_ms: int = 0) -> list[int]:
