@@ -10,10 +10,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
-from processor.batch.engine import BatchEngine
-from processor.core.fold import fold_history
 
+from processor.batch.engine import BatchEngine
 from processor.core.billing import build_report
+from processor.core.fold import fold_history
 from processor.core.model import FoldOutput, Plan
 from processor.core.periods import local_date
 from processor.eventfile import read_events
