@@ -1,0 +1,540 @@
+"""`ccmeter replay archive|publish|plan|run|restate|verify`: rebuild, restate and reconcile from the event log.
+
+Every command prints its plan (standard output) before it acts, shows progress on standard error (tqdm: records,
+rate, ETA, lag per partition) and can be run again safely (see docs/operators.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from processor.cli import CliError
+from processor.topics import DEAD_LETTERS, EVENTS, topic_names
+from replay.common import (
+    BEGINNING,
+    DEFAULT_GROUP,
+    add_broker_arguments,
+    add_settings_arguments,
+    atomic_target,
+    broker_of,
+    check_version,
+    install,
+    lag_text,
+    parse_instant,
+    prefix_of,
+    print_plan,
+    progress,
+    run_async,
+    settings_of,
+    show_ms,
+    table,
+)
+
+EXIT_DIFFERENCES = 1
+
+
+def register(subparsers: Any) -> None:
+    """Add `ccmeter replay` and its subcommands."""
+    replay = subparsers.add_parser(
+        "replay",
+        help="archive, re-publish, rebuild, restate and verify from the event log",
+        description="Replay tools over the events topic (the source of truth) and DuckDB snapshots. Every "
+        "command prints a plan first, shows progress on standard error and is safe to run again. "
+        "See docs/operators.md.",
+    )
+    commands = replay.add_subparsers(dest="replay_command", metavar="SUBCOMMAND")
+    replay.set_defaults(func=lambda args: _help(replay))
+    _archive_parser(commands)
+    _publish_parser(commands)
+    _plan_parser(commands)
+    _run_parser(commands)
+    _restate_parser(commands)
+    _verify_parser(commands)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# -- archive -----------------------------------------------------------------------------------------------------------
+
+
+def _archive_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "archive",
+        help="write the events of a time range from the events topic to a Parquet archive",
+        description="Read PREFIX+events from the offsets whose record timestamps are at FROM - SLACK up to those at "
+        "TO + SLACK (never past the end offsets seen at the start), keep the events with FROM <= occurred_at < TO "
+        "(records that do not decode: by record timestamp) and write them, with partition, offset, record "
+        "timestamp, key, raw value and arrival order, to FILE.parquet (temporary file, then renamed).",
+        epilog="Example: ccmeter replay archive --broker 127.0.0.1:9092 --from 2026-11-01 --to 2026-12-01 "
+        "--out archive-2026-11.parquet",
+    )
+    add_broker_arguments(parser)
+    parser.add_argument("--from", dest="from_ts", required=True, metavar="TS", help="first instant (inclusive)")
+    parser.add_argument("--to", dest="to_ts", required=True, metavar="TS", help="end instant (exclusive)")
+    parser.add_argument("--out", required=True, metavar="FILE.parquet", help="archive file to (re)place")
+    parser.add_argument(
+        "--slack",
+        default="1h",
+        metavar="DURATION",
+        help="also read records whose record timestamp is this far outside the range, for events that arrived "
+        "late or early (default 1h; later arrivals are not archived)",
+    )
+    _quiet(parser)
+    parser.set_defaults(func=run_archive)
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    """`ccmeter replay archive`."""
+    from processor.worker.config import parse_duration_ms
+    from replay.archive import make_plan, write_archive
+
+    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    from_ms, to_ms = parse_instant(args.from_ts, "--from"), parse_instant(args.to_ts, "--to")
+    if to_ms <= from_ms:
+        raise CliError("--to must be after --from")
+    out = Path(args.out)
+    if out.suffix != ".parquet":
+        raise CliError(f"--out must name a .parquet file, not {args.out!r}")
+    try:
+        slack = parse_duration_ms(args.slack)
+    except ValueError as exc:
+        raise CliError(f"--slack: {exc}") from None
+    topic = topic_names(prefix)[EVENTS]
+    plan = run_async(make_plan(broker, topic, from_ms, to_ms, slack), broker)
+    rows = [[p, plan.starts[p], plan.stops[p], plan.stops[p] - plan.starts[p]] for p in sorted(plan.starts)]
+    print_plan(
+        f"archive {topic} events with {show_ms(from_ms)} <= occurred_at < {show_ms(to_ms)} to {out}",
+        [
+            f"read records with timestamps from {show_ms(from_ms - slack)} to {show_ms(to_ms + slack)} "
+            f"({plan.records} records), keep those in range, write {out} atomically",
+            *table(["partition", "start offset", "stop offset", "records"], rows),
+        ],
+    )
+    with progress(plan.records, "archive", enabled=not args.quiet) as bar:
+
+        def on_lag(lag: dict[int, int]) -> None:
+            bar.set_postfix_str(lag_text(lag), refresh=False)
+
+        result = run_async(write_archive(broker, plan, out, bar, on_lag), broker)
+    print(
+        f"wrote {out}: {result.kept} records ({result.rejected} that do not decode) of {result.read} read; "
+        + ", ".join(f"p{p} {n}" for p, n in sorted(result.per_partition.items()))
+    )
+    return 0
+
+
+# -- publish -----------------------------------------------------------------------------------------------------------
+
+
+def _publish_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "publish",
+        help="publish an archive (or a .jsonl event file) into the events topic",
+        description="Send every record of FILE, in arrival order, to PREFIX+events (or --topic) with one idempotent "
+        "producer (acks=all): same keys (account_id), same event ids, same order per partition. Archives keep "
+        "their original record timestamps. Publishing the same file twice changes no result: the worker drops "
+        "the second copies (duplicates, or too late).",
+        epilog="Example: ccmeter replay publish archive-2026-11.parquet --broker 127.0.0.1:9092 --prefix staging.",
+    )
+    parser.add_argument("file", metavar="FILE", help="an archive .parquet, a simulator .parquet or a .jsonl file")
+    add_broker_arguments(parser)
+    parser.add_argument("--topic", default=None, help="publish to this topic instead of PREFIX + 'events'")
+    parser.add_argument("--rate", type=float, default=None, metavar="N", help="at most N records per second")
+    parser.add_argument(
+        "--timestamps",
+        choices=("original", "now"),
+        default="original",
+        help="record timestamps of archived records: as archived (default) or the time of publishing",
+    )
+    _quiet(parser)
+    parser.set_defaults(func=run_publish)
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    """`ccmeter replay publish`."""
+    from replay.publish import open_source, publish
+
+    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    if args.rate is not None and args.rate <= 0:
+        raise CliError("--rate must be positive")
+    source = open_source(Path(args.file))
+    topic = args.topic or topic_names(prefix)[EVENTS]
+    keep = args.timestamps == "original"
+    stamps = "original record timestamps" if source.kind == "archive" and keep else "the time of publishing"
+    print_plan(
+        f"publish {source.records} records of {source.path} ({source.kind}) to {topic} on {broker}",
+        [
+            "one idempotent producer, acks=all, in arrival order; key = "
+            + ("the archived key" if source.kind == "archive" else "account_id"),
+            f"rate: {f'{args.rate:g} records/s' if args.rate else 'unlimited'}; record timestamps: {stamps}",
+            "already published records are sent again: the worker drops them (duplicates or too late)",
+        ],
+    )
+    with progress(source.records, "publish", enabled=not args.quiet) as bar:
+        result = run_async(publish(source, broker, topic, args.rate, keep, bar), broker)
+    parts = ", ".join(f"p{p} {n}" for p, n in sorted(result.per_partition.items()))
+    print(f"published {result.sent} records to {topic} in {result.seconds:.1f}s ({parts})")
+    return 0
+
+
+# -- plan --------------------------------------------------------------------------------------------------------------
+
+
+def _plan_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "plan",
+        help="dry run: offsets, record counts and the live consumer group (refuses while it has members)",
+        description="Show, per partition of PREFIX+events, the offsets for FROM (by record timestamp) and the end "
+        "offsets, the records in between, and the live consumer group's state, members, committed offsets and "
+        "lag. Changes nothing. Exits non-zero while the group has members, unless --force.",
+        epilog="Example: ccmeter replay plan --broker 127.0.0.1:9092 --from 2026-11-01T00:00:00Z --force",
+    )
+    add_broker_arguments(parser)
+    parser.add_argument("--from", dest="from_ts", required=True, metavar="TS", help="instant, or 'beginning'")
+    parser.add_argument(
+        "--group", default=None, help="the live consumer group = app id ($CCMETER_APP_ID; default ccmeter-worker)"
+    )
+    parser.add_argument("--force", action="store_true", help="succeed even while the live group has members")
+    parser.set_defaults(func=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """`ccmeter replay plan`."""
+    from replay.plan import make_plan, plan_lines
+
+    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    from_ms = None if args.from_ts.strip().lower() in BEGINNING else parse_instant(args.from_ts, "--from")
+    group = args.group or os.environ.get("CCMETER_APP_ID") or DEFAULT_GROUP
+    plan = run_async(make_plan(broker, topic_names(prefix)[EVENTS], from_ms, group), broker)
+    print_plan(
+        f"replay {plan.topic} from {show_ms(from_ms) if from_ms is not None else 'the beginning'}", plan_lines(plan)
+    )
+    if plan.group.active and not args.force:
+        raise CliError(
+            f"consumer group {group} has {len(plan.group.members)} active members: rewinding or replaying into the "
+            "live version is unsafe while it consumes; stop its workers, or use `ccmeter replay run --into VERSION` "
+            "(a new group) and pass --force to this dry run"
+        )
+    state = "active (--force)" if plan.group.active else "idle"
+    print(f"ok: live group {group} is {state}; {plan.records} records from the start offsets to the end")
+    return 0
+
+
+# -- run ---------------------------------------------------------------------------------------------------------------
+
+
+def _run_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="rebuild into a new app version (own group, changelog and output topics) while the live one serves",
+        description="Start a worker of version VERSION: it reads the live PREFIX+events and writes PREFIX+VERSION.* "
+        "outputs, with app id (consumer group, changelog) ccmeter-worker-VERSION. Wait until its committed offsets "
+        "reach the end offsets captured at the start, then stop it (or keep it with --follow). Flags after `--` go "
+        "to the worker (same flags as `ccmeter worker`); CCMETER_* variables are passed on. Re-running resumes.",
+        epilog="Example: ccmeter replay run --broker 127.0.0.1:9092 --from beginning --into v2",
+    )
+    add_broker_arguments(parser)
+    parser.add_argument(
+        "--from", dest="from_ts", required=True, metavar="TS", help="'beginning', or an instant (needs --from-snapshot)"
+    )
+    parser.add_argument("--into", required=True, metavar="VERSION", help="the new version, e.g. v2")
+    parser.add_argument(
+        "--from-snapshot", default=None, metavar="FILE", help="fold state for --from TS from this snapshot's events"
+    )
+    parser.add_argument(
+        "--app-id",
+        default=None,
+        help="the new version's app id (default: the live one, $CCMETER_APP_ID or ccmeter-worker, plus -VERSION)",
+    )
+    parser.add_argument("--data-dir", default=None, help="the worker's data directory (default ccmeter-data-VERSION)")
+    parser.add_argument("--web-port", type=int, default=None, help="the worker's HTTP port (default: a free port)")
+    parser.add_argument("--log", default=None, metavar="FILE", help="worker log (default DATA_DIR/replay-worker.log)")
+    parser.add_argument("--follow", action="store_true", help="keep the worker running once caught up (Ctrl-C stops)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up after this long")
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="restart the worker when it is ready but applies nothing for this long (default 60; 0: never)",
+    )
+    _quiet(parser)
+    parser.add_argument("worker_args", nargs=argparse.REMAINDER, help="-- then flags for the worker")
+    parser.set_defaults(func=run_run)
+
+
+def _worker_config(broker: str, prefix: str, worker_args: list[str]) -> Any:
+    from processor.worker.config import WorkerConfig, add_arguments
+
+    parser = argparse.ArgumentParser(prog="worker flags after --", add_help=False)
+    add_arguments(parser)
+    try:
+        parsed = parser.parse_args(worker_args)
+        parsed.broker, parsed.prefix = broker, prefix
+        return WorkerConfig.from_args(parsed)
+    except (SystemExit, ValueError) as exc:
+        raise CliError(f"bad worker flags after --: {' '.join(worker_args)} ({exc})") from None
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """`ccmeter replay run`."""
+    from processor.brokers.common import free_port
+    from replay.run import RunConfig, make_plan, output_counts, plan_lines, worker_command
+
+    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    new_prefix = check_version(args.into, prefix)
+    worker_args = list(args.worker_args)
+    if worker_args[:1] == ["--"]:
+        worker_args = worker_args[1:]
+    worker = _worker_config(broker, new_prefix, worker_args)
+    from_ms = None if args.from_ts.strip().lower() in BEGINNING else parse_instant(args.from_ts, "--from")
+    if args.from_snapshot and from_ms is None:
+        raise CliError("--from-snapshot goes with --from TS (from the beginning no state is needed)")
+    data_dir = Path(args.data_dir or f"ccmeter-data-{args.into}").resolve()
+    config = RunConfig(
+        broker=broker,
+        prefix=prefix,
+        version=args.into,
+        from_ms=from_ms,
+        app_id=args.app_id or f"{os.environ.get('CCMETER_APP_ID') or DEFAULT_GROUP}-{args.into}",
+        data_dir=data_dir,
+        web_port=args.web_port or free_port(),
+        log=Path(args.log).resolve() if args.log else data_dir / "replay-worker.log",
+        snapshot=Path(args.from_snapshot) if args.from_snapshot else None,
+        follow=args.follow,
+        timeout_s=args.timeout,
+        stall_s=args.stall_timeout or None,
+        worker_args=tuple(worker_args),
+        settings=worker.settings,
+    )
+    plan = run_async(make_plan(config), broker)
+    print_plan(f"rebuild into {args.into} ({new_prefix}*)", plan_lines(config, plan))
+    if plan.seed is not None:
+        from replay.seed import seed
+
+        with progress(plan.seed.records, "seed from snapshot", enabled=not args.quiet) as bar:
+            seeded = run_async(seed(config, plan.seed, worker, bar), broker)
+        print(seeded)
+    if plan.records == 0 and not config.follow:
+        print(f"nothing to do: group {config.app_id} is already at the end offsets")
+        return 0
+    from replay.supervise import WorkerProcess, follow_progress
+
+    worker_process = WorkerProcess(worker_command(config, len(plan.ends)), config.log, config.web_port)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # a service manager's stop: stop the worker too
+    try:
+        with progress(plan.records, f"rebuild {args.into}", enabled=not args.quiet) as bar:
+            follow = follow_progress(
+                broker, config.app_id, config.events_topic, config.changelog, plan.starts, plan.ends,
+                worker_process, bar, poll_s=config.poll_s, stall_s=config.stall_s, timeout_s=config.timeout_s,
+            )  # fmt: skip
+            seconds = run_async(follow, broker)
+        restarts = f" ({worker_process.restarts} restarts after stalls)" if worker_process.restarts else ""
+        print(f"caught up with the end offsets captured at the start in {seconds:.1f}s{restarts}")
+        if config.follow:
+            print(f"following the live events topic as version {args.into} (Ctrl-C stops the worker)")
+            sys.stdout.flush()
+            return worker_process.wait() or 0
+    finally:
+        status = worker_process.stop()
+        signal.signal(signal.SIGTERM, previous)
+    counts = run_async(output_counts(config), broker)
+    print(
+        f"worker stopped (status {status}); outputs of {args.into}: " + ", ".join(f"{t} {n}" for t, n in counts.items())
+    )
+    return 0
+
+
+# -- restate -----------------------------------------------------------------------------------------------------------
+
+
+def _restate_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "restate",
+        help="recompute a period's report with the too-late events, and show the difference",
+        description="Recompute the report of ACCOUNT for PERIOD with the batch engine over the events the live worker "
+        "applied plus the too-late ones (from the snapshot's events and dead_letters table, and with --broker from "
+        "the dead-letter topic), write it as JSON and print its difference from the last report (the one the "
+        "snapshot's live outputs give) field by field and per day.",
+        epilog="Example: ccmeter replay restate --snapshot usage.duckdb --account acct-1 --period 2026-11",
+    )
+    parser.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
+    parser.add_argument("--account", required=True, metavar="ID", help="account_id")
+    parser.add_argument("--period", required=True, help="billing period: YYYY-MM, current or previous")
+    parser.add_argument("--broker", default=None, metavar="HOST:PORT", help="also read the dead-letter topic here")
+    parser.add_argument(
+        "--prefix", default=None, help="topic prefix of the dead-letter topic (default: the snapshot's)"
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="FILE", help="restated report JSON (default restated-ID-FROM.json)"
+    )
+    add_settings_arguments(parser)
+    _quiet(parser)
+    parser.set_defaults(func=run_restate)
+
+
+def run_restate(args: argparse.Namespace) -> int:
+    """`ccmeter replay restate`."""
+    from processor.snapshots.history import AccountHistory, load_histories, resolve_period
+    from replay.restate import LateEvents, differences, late_from_table, late_from_topic, restate, snapshot_prefix
+    from replay.source import open_snapshot_file
+
+    settings = settings_of(args)
+    con, watermark = open_snapshot_file(args.snapshot)
+    try:
+        history = load_histories(con, [args.account]).get(args.account) or AccountHistory(args.account)
+        known = con.execute(
+            "SELECT count(*) FROM events WHERE rejection IS NULL AND account_id = ?", [args.account]
+        ).fetchall()[0][0]
+        if not known and not history.changes:
+            raise CliError(f"account {args.account!r} has no events in snapshot {args.snapshot}")
+        try:
+            start, end = resolve_period(args.period, history.latest_plan, watermark)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        prefix = prefix_of(args.prefix) if args.prefix else snapshot_prefix(con)
+        events_topic = topic_names(prefix)[EVENTS]
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", args.account)
+        out = Path(args.out or f"restated-{safe}-{start}.json")
+        sources = ["the snapshot's events (partition clock)", "its dead_letters table (reason too_late)"]
+        if args.broker:
+            sources.append(f"the dead-letter topic {topic_names(prefix)[DEAD_LETTERS]} on {args.broker}")
+        print_plan(
+            f"restate {args.account} for {start}..{end} from {args.snapshot}",
+            [
+                f"{known} events of the account in the snapshot; too-late events from " + ", ".join(sources),
+                "recompute with the batch engine; compare with the report of the snapshot's live outputs",
+                f"write the restated report to {out}",
+            ],
+        )
+        last = history.report(start, end)
+        late = LateEvents()
+        late_from_table(con, args.account, events_topic, late)
+        if args.broker:
+            with progress(0, "dead-letter topic", unit="rec", enabled=not args.quiet) as bar:
+                run_async(late_from_topic(args.broker, prefix, args.account, late, bar), args.broker)
+        result = restate(con, args.account, start, end, settings, last, late, progress=not args.quiet)
+    finally:
+        con.close()
+    tmp = atomic_target(out)
+    tmp.write_text(json.dumps(result.restated.to_json_dict(), indent=2) + "\n")
+    install(tmp, out)
+    found = ", ".join(f"{n} from {source}" for source, n in sorted(result.found.items())) or "none found"
+    print(f"late events: {result.late_events} added to {result.base_events} applied ones ({found})")
+    print(
+        f"final below {show_ms(result.horizon_ms)} (the account's horizon in this snapshot); past it both reports "
+        "hold the last usage"
+    )
+    if result.beyond_horizon:
+        print(
+            f"note: {result.beyond_horizon} late events at or after the horizon are not final in this snapshot "
+            "(take a newer snapshot to restate them)"
+        )
+    if result.recomputed != result.last:
+        print(
+            "note: without the late events the recomputation already differs from the last report (live outputs "
+            "incomplete for this period, or wrong: run `ccmeter replay verify`); the difference below is against "
+            "the last report"
+        )
+    summary, days = differences(result.last, result.restated)
+    if not summary and not days:
+        print(f"no difference from the last report; wrote {out}")
+        return 0
+    print("summary (field, last, restated, change):")
+    for line in table(["field", "last", "restated", "change"], summary):
+        print(f"  {line}")
+    if days:
+        print("days (date, field, last, restated, change):")
+        for line in table(["date", "field", "last", "restated", "change"], days):
+            print(f"  {line}")
+    print(f"wrote {out}")
+    return 0
+
+
+# -- verify ------------------------------------------------------------------------------------------------------------
+
+
+def _verify_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "verify",
+        help="recompute a snapshot from its own event log and compare with its live outputs",
+        description="Fold the events the live worker applied (by the partition clocks) with the batch engine and "
+        "compare usage changes, closed peak windows, user intervals and plans with the snapshot's (or, with "
+        "--against, another snapshot's), below each account's horizon (watermark - allowed lateness, or --until). "
+        "Prints every difference; exits 1 if any.",
+        epilog="Example: ccmeter replay verify --snapshot usage.duckdb",
+    )
+    parser.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
+    parser.add_argument("--until", default=None, metavar="TS", help="compare only below this instant")
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="FILE",
+        help="compare the outputs of this other snapshot (e.g. of a rebuilt version) instead of the snapshot's own",
+    )
+    add_settings_arguments(parser)
+    _quiet(parser)
+    parser.set_defaults(func=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """`ccmeter replay verify`."""
+    from replay.source import open_snapshot_file
+    from replay.verify import verify
+
+    settings = settings_of(args)
+    until = parse_instant(args.until, "--until") if args.until else None
+    con, watermark = open_snapshot_file(args.snapshot)
+    other = open_snapshot_file(args.against)[0] if args.against else None
+    outputs = f"the outputs of {args.against}" if args.against else "the snapshot's outputs"
+    try:
+        events = con.execute("SELECT count(*) FROM events WHERE rejection IS NULL").fetchall()[0][0]
+        if not events:
+            raise CliError(
+                f"{args.snapshot} holds no events (the sink of a rebuilt version stores outputs only): verify a "
+                f"snapshot of the live prefix, or compare with --snapshot LIVE.duckdb --against {args.snapshot}"
+            )
+        print_plan(
+            f"verify {args.snapshot} (watermark {show_ms(watermark)})",
+            [
+                f"replay the partition clocks over the {events} valid events; fold those the live worker applied "
+                "with the batch engine",
+                f"compare {outputs}: usage changes, closed peak windows, user intervals and plans by id, field by "
+                "field, below each account's horizon" + (f" and {show_ms(until)}" if until is not None else ""),
+            ],
+        )
+        result = verify(con, settings, until, progress=not args.quiet, against=other)
+    finally:
+        con.close()
+        if other is not None:
+            other.close()
+    for note in result.notes:
+        print(f"note: {note}")
+    label = f"in {args.against}" if args.against else "live"
+    for name, count in result.compared.items():
+        print(f"{name}: {count} recomputed, {result.live.get(name, 0)} {label}")
+    for difference in result.differences:
+        print(difference.line())
+    if result.differences:
+        print(f"FAILED: {len(result.differences)} differences")
+        return EXIT_DIFFERENCES
+    print(f"OK: no differences ({len(result.horizons)} accounts)")
+    return 0

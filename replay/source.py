@@ -1,0 +1,136 @@
+"""Event logs of a snapshot as the live worker saw them, for recomputation with the batch engine.
+
+The snapshot's `events` table holds every record of the events topic (too-late ones included). The worker applied
+only some: per partition, in offset order, a valid event whose Kafka key is its account_id and that the partition
+clock admits (docs/semantics.md section 7). `classify` replays that clock (processor.core.fold.PartitionClock with the
+record timestamps, as the worker does) and gives each valid event its verdict: `ok`, `too_late`, `future_skew` or
+`key_mismatch`. `write_event_file` exports a selection as a Parquet event file (typed wire fields plus `arrival` in
+(partition, offset) order) that BatchEngine loads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from processor.batch.wire import FIELDS
+from processor.cli import CliError
+from processor.core.fold import PartitionClock
+from processor.core.model import Settings
+
+WIRE_COLUMNS = ", ".join(f'"{name}"' for name in FIELDS)
+
+
+def open_snapshot_file(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, int | None]:
+    """Open a snapshot read-only (CliError when it is not one); returns the connection and its watermark."""
+    from processor.snapshots.snapshot import SnapshotError, open_snapshot
+
+    try:
+        return open_snapshot(path)
+    except SnapshotError as exc:
+        raise CliError(str(exc)) from None
+
+
+@dataclass
+class Verdicts:
+    """The verdict of every valid event of the snapshot, and each partition's final watermark."""
+
+    table: pa.Table  # kafka_partition int32, kafka_offset int64, verdict string
+    watermarks: dict[int, int] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def horizon(self, partition: int, settings: Settings) -> int | None:
+        """Every instant below it is final on that partition (None: no event admitted there)."""
+        watermark = self.watermarks.get(partition)
+        return None if watermark is None else watermark - settings.allowed_lateness_ms
+
+
+def classify(con: duckdb.DuckDBPyConnection, settings: Settings, where: str = "", bar: Any = None) -> Verdicts:
+    """Replay each partition's clock over the valid events (optionally `AND <where>` on the events table)."""
+    result = con.sql(
+        "SELECT kafka_partition, kafka_offset, epoch_ms(kafka_ts) AS ts, epoch_ms(occurred_at) AS at, "
+        "coalesce(kafka_key = account_id, false) AS keyed FROM events WHERE rejection IS NULL "
+        f"{'AND ' + where if where else ''} ORDER BY kafka_partition, kafka_offset"
+    ).to_arrow_table()
+    partitions = result.column("kafka_partition").to_pylist()
+    stamps = result.column("ts").to_pylist()
+    times = result.column("at").to_pylist()
+    keyed = result.column("keyed").to_pylist()
+    verdicts: list[str] = []
+    clocks: dict[int, PartitionClock] = {}
+    counts: Counter[str] = Counter()
+    for index, partition in enumerate(partitions):
+        if not keyed[index]:
+            verdict = "key_mismatch"
+        else:
+            clock = clocks.get(partition)
+            if clock is None:
+                clock = clocks[partition] = PartitionClock(settings)
+            verdict = clock.admit(times[index], stamps[index])
+        verdicts.append(verdict)
+        counts[verdict] += 1
+        if bar is not None and index % 10_000 == 9_999:
+            bar.update(10_000)
+    if bar is not None:
+        bar.update(len(partitions) % 10_000)
+    table = pa.table(
+        {
+            "kafka_partition": result.column("kafka_partition"),
+            "kafka_offset": result.column("kafka_offset"),
+            "verdict": pa.array(verdicts, pa.string()),
+        }
+    )
+    watermarks = {p: c.watermark for p, c in clocks.items() if c.watermark is not None}
+    return Verdicts(table, watermarks, counts)
+
+
+def account_partitions(con: duckdb.DuckDBPyConnection) -> dict[str, list[int]]:
+    """The events partitions each account's valid events are on (one, unless keys were wrong)."""
+    rows = con.execute(
+        "SELECT account_id, list(DISTINCT kafka_partition ORDER BY kafka_partition) FROM events "
+        "WHERE rejection IS NULL GROUP BY account_id"
+    ).fetchall()
+    return {account: list(parts) for account, parts in rows}
+
+
+def write_event_file(
+    con: duckdb.DuckDBPyConnection,
+    verdicts: Verdicts,
+    out: Path,
+    *,
+    accounts: list[str] | None = None,
+    extra: pa.Table | None = None,
+) -> int:
+    """Write the `ok` events (of `accounts`, or all) plus the rows of `extra` (events-table columns) to `out`.
+
+    Rows are ordered by (kafka_partition, kafka_offset) and numbered by `arrival`. Returns the row count.
+    """
+    con.register("_replay_verdicts", verdicts.table)
+    sources = [
+        f"SELECT {WIRE_COLUMNS}, e.kafka_partition, e.kafka_offset FROM events AS e "
+        "JOIN _replay_verdicts AS v USING (kafka_partition, kafka_offset) WHERE v.verdict = 'ok'"
+        + (" AND e.account_id IN (SELECT unnest($accounts::VARCHAR[]))" if accounts is not None else "")
+    ]
+    if extra is not None and extra.num_rows:
+        con.register("_replay_extra", extra)
+        sources.append(f"SELECT {WIRE_COLUMNS}, kafka_partition, kafka_offset FROM _replay_extra")
+    union = " UNION ALL ".join(sources)
+    path = str(out).replace("'", "''")
+    try:
+        params = {"accounts": accounts} if accounts is not None else {}
+        con.execute(
+            f"COPY (SELECT {WIRE_COLUMNS}, kafka_partition, kafka_offset, "
+            "(row_number() OVER (ORDER BY kafka_partition, kafka_offset) - 1)::BIGINT AS arrival "
+            f"FROM ({union}) ORDER BY kafka_partition, kafka_offset) TO '{path}' (FORMAT parquet)",
+            params,
+        )
+        return int(con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0])
+    finally:
+        con.unregister("_replay_verdicts")
+        if extra is not None and extra.num_rows:
+            con.unregister("_replay_extra")
