@@ -90,6 +90,7 @@ class Worker:
             broker_rebalance_timeout=config.rebalance_timeout / 1000,
             broker_commit_interval=config.commit_interval / 1000,
             consumer_auto_offset_reset="earliest",
+            consumer_max_fetch_size=8 * 1024 * 1024,  # Faust's 1 MiB default halves throughput (docs/performance.md)
             stream_buffer_maxsize=max(4096, 2 * config.batch_size),
             producer_acks=-1,
             processing_guarantee="at_least_once",
@@ -293,6 +294,7 @@ def run_worker(config: WorkerConfig, partitions: int) -> int:
     """Build the app and run it until SIGINT/SIGTERM (blocks; returns the exit status)."""
     worker = Worker(config, partitions)
     faust_worker = faust.Worker(worker.app, loglevel=config.log_level, stdout=sys.stdout, stderr=sys.stderr)
+    faust_worker.spinner = None  # with a spinner, Faust sets the root logger to DEBUG below `info` (15 % slower)
     try:
         faust_worker.execute_from_commandline()
     except SystemExit as exc:
