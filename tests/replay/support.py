@@ -19,6 +19,7 @@ from processor.snapshots.sink import SinkWriter
 from processor.snapshots.snapshot import build_snapshot
 from processor.topics import EVENTS, topic_names
 from processor.worker.runner import StreamProcessor
+from processor.worker_commands import record_key as key_of
 from replay.seed import DictStore, output_records
 from schemas.events import Rejection, decode, format_ms
 
@@ -30,16 +31,6 @@ MINUTE = 60_000
 def partition_of(key: bytes | None, partitions: int) -> int:
     """Kafka's default partitioner for keyed records; partition 0 without a key."""
     return 0 if key is None else (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def key_of(line: bytes) -> bytes | None:
-    """The account_id of a wire line."""
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    account = value.get("account_id") if isinstance(value, dict) else None
-    return account.encode() if isinstance(account, str) else None
 
 
 def event(event_id: str, at_ms: int, account: str = "acct-r", **fields: object) -> bytes:
