@@ -16,8 +16,10 @@ below the stored applied offsets are dropped (processor/worker/partition.py).
 
 Faust itself does not guarantee that: around restarts and rebalances its stream drops records in flight and acks
 them, and it can commit offsets beyond what was processed. So offsets are applied strictly in sequence from the
-stored applied offset: at a hole the rest of the partition's batch is left out and the consumer seeks back to the
-first missing offset (again, at most once a second, until it arrives).
+stored applied offset. When a batch does not continue at `applied + 1`, the worker reads the missing range itself,
+outside Faust's stream (processor/worker/reader.py), and applies that instead; the records Faust delivers later are
+at or below the applied offset and are dropped. A hole at the end of a partition shows no later record: a timer
+compares each idle partition's applied offset with its end offset and fills such holes the same way.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import asyncio
 import logging
 import os
 import sys
-import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -39,6 +41,7 @@ from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDO
 from processor.worker import records as rec
 from processor.worker.config import WorkerConfig
 from processor.worker.partition import BatchResult
+from processor.worker.reader import RangeReader
 from processor.worker.runner import StreamProcessor
 from processor.worker.state import clock_key, decode_clock, is_clock_key
 from schemas.events import format_ms
@@ -47,7 +50,22 @@ log = logging.getLogger("ccmeter.worker")
 
 TABLE_NAME = "state"
 EXIT_CRASH = 70
-RESEEK_S = 1.0
+IDLE_CHECK_S = 1.0  # how often idle partitions are compared with their end offset
+IDLE_TICKS = 2  # checks without progress before a trailing hole is filled
+FILL_CHUNK = 10_000  # offsets read and committed at a time when filling a hole
+
+
+@dataclass(eq=False)
+class _Message:
+    topic: str
+    partition: int
+
+
+@dataclass(eq=False)
+class PartitionContext:
+    """Stand-in for Faust's current event: table writes take their changelog partition from `message.partition`."""
+
+    message: _Message
 
 
 class TableStore:
@@ -105,7 +123,10 @@ class Worker:
             TABLE_NAME, partitions=partitions, key_type=bytes, value_type=bytes, help="ccmeter account and clock state"
         )
         self.skipped = 0
-        self._seeks: dict[int, tuple[int, float]] = {}  # partition -> (offset sought, when)
+        self.filled = 0  # records read outside Faust's stream to fill holes
+        self.reader = RangeReader(config.broker, names[EVENTS])
+        self._lock = asyncio.Lock()  # one batch or hole fill at a time
+        self._idle: dict[int, tuple[int, int]] = {}  # partition -> (applied offset, checks without progress)
         self.processor = StreamProcessor(
             self.events_topic_name, config.settings, TableStore(self.table), share=config.near_capacity
         )
@@ -132,6 +153,20 @@ class Worker:
         app.on_partitions_revoked.connect(on_rebalance)
         app.on_partitions_assigned.connect(on_rebalance)
         app.on_rebalance_complete.connect(on_rebalance)  # after table recovery
+
+        @app.timer(IDLE_CHECK_S, name="ccmeter-fill-trailing-holes")
+        async def fill_trailing_holes() -> None:
+            try:
+                await worker.fill_trailing_holes()
+            except Exception:  # noqa: BLE001 - outputs may be out, state is not written: try again next time
+                log.exception("filling a trailing hole failed; retrying")
+
+        @app.service
+        class CloseReader(faust.Service):
+            """Stops the range reader's consumer with the app."""
+
+            async def on_stop(self) -> None:
+                await worker.reader.close()
 
         @app.page("/accounts/{account_id}/usage")
         class AccountUsage(faust.web.View):
@@ -163,51 +198,91 @@ class Worker:
         buffer = self.app.producer.buffer
         if buffer.max_messages < 4 * self.config.batch_size:  # else Faust warns on every event past 100 pending
             buffer.max_messages = 4 * self.config.batch_size
-        while self.app.in_recovery:  # never build partition state from a half-recovered table
-            await asyncio.sleep(0.05)
-        mine = self.assigned()
-        generation = self.app.consumer_generation_id
-        groups: dict[int, list[EventT]] = {}
-        skipped = 0
-        for event in batch:
-            message = event.message
-            # Events of partitions no longer ours, or fetched before the last rebalance, are skipped as Faust's own
-            # stream iterator does; if a partition is still ours, the hole they leave is re-read below.
-            if message.partition in mine and message.generation_id == generation:
-                groups.setdefault(message.partition, []).append(event)
-            else:
-                skipped += 1
-        if skipped:
-            self.skipped += skipped
-            log.warning("skipped %d records of an earlier generation or of revoked partitions", skipped)
-        results: list[tuple[EventT, BatchResult]] = []
-        for partition, events in groups.items():
-            tp = events[0].message.tp
+        async with self._lock:
+            while self.app.in_recovery:  # never build partition state from a half-recovered table
+                await asyncio.sleep(0.05)
+            mine = self.assigned()
+            generation = self.app.consumer_generation_id
+            groups: dict[int, list[EventT]] = {}
+            skipped = 0
+            for event in batch:
+                message = event.message
+                # Events of partitions no longer ours, or fetched before the last rebalance, are skipped as Faust's
+                # own stream iterator does; if a partition is still ours, the hole they leave is filled later.
+                if message.partition in mine and message.generation_id == generation:
+                    groups.setdefault(message.partition, []).append(event)
+                else:
+                    skipped += 1
+            if skipped:
+                self.skipped += skipped
+                log.warning("skipped %d records of an earlier generation or of revoked partitions", skipped)
+            results: list[BatchResult] = []
+            for partition, events in groups.items():
+                state = self.processor.partition(partition)
+                if not state.start_known:  # no stored clock: the partition starts at its log start offset
+                    tp = events[0].message.tp
+                    earliest = (await self.app.consumer.earliest_offsets(tp)).get(tp)
+                    state.applied = max(state.applied, (earliest or 0) - 1)
+                    state.start_known = True
+                raws = [(e.message.offset, e.message.key, e.message.value, _ms(e.message.timestamp)) for e in events]
+                expected = state.applied + 1
+                fresh = [raw[0] for raw in raws if raw[0] >= expected]
+                if not fresh or fresh == list(range(expected, expected + len(fresh))):
+                    results.append(self.processor.process(partition, raws))
+                    continue
+                last = raws[-1][0]
+                log.warning(
+                    "partition %d: the stream skipped records after offset %d; reading %d..%d directly",
+                    *(partition, expected - 1, expected, last),
+                )
+                await self._fill(partition, expected, last + 1)
+            await self._commit_results(results)
+
+    async def fill_trailing_holes(self) -> None:
+        """Apply records that Faust's stream skipped at the end of an idle partition (see the module docstring)."""
+        if self.app.in_recovery or self.app.rebalancing or self._lock.locked():
+            return
+        for partition in sorted(self.assigned()):
             state = self.processor.partition(partition)
-            if not state.start_known:  # no stored clock: the partition starts at its log start offset
-                earliest = (await self.app.consumer.earliest_offsets(tp)).get(tp)
-                state.applied = max(state.applied, (earliest or 0) - 1)
-                state.start_known = True
-            raws = [(e.message.offset, e.message.key, e.message.value, _ms(e.message.timestamp)) for e in events]
-            result = self.processor.process(partition, raws)
-            if result.resume_at is None:
-                self._seeks.pop(partition, None)
-            else:
-                # Faust's stream lost records (around restarts and rebalances, and it acks them): re-read them.
-                # Records fetched before the seek may still arrive and move Faust's read offset past the sought
-                # one again, so seek again (at most once a second) until the missing offset comes.
-                seek = self._seeks.get(partition)
-                now = time.monotonic()
-                if seek is None or seek[0] != result.resume_at or now - seek[1] >= RESEEK_S:
-                    self._seeks[partition] = (result.resume_at, now)
-                    await self.app.consumer.seek(tp, result.resume_at)
-            results.append((events[0], result))
-        futures = [future for _, result in results for future in self._send(result)]
+            if not state.start_known:
+                continue
+            applied = state.applied
+            before = self._idle.get(partition)
+            checks = before[1] + 1 if before and before[0] == applied else 0
+            self._idle[partition] = (applied, checks)
+            if checks < IDLE_TICKS:
+                continue
+            end = await self.reader.end_offset(partition)
+            if end <= applied + 1:
+                continue
+            async with self._lock:
+                if self.app.in_recovery or partition not in self.assigned():
+                    continue
+                if self.processor.partition(partition).applied != applied:  # a batch came meanwhile
+                    continue
+                first, last = applied + 1, end - 1
+                log.warning("partition %d: offsets %d..%d were never delivered; reading them", partition, first, last)
+                await self._fill(partition, applied + 1, end)
+
+    async def _fill(self, partition: int, start: int, end: int) -> None:
+        """Read offsets `[start, end)` directly, in chunks; process and commit each chunk."""
+        while start < end:
+            stop = min(end, start + FILL_CHUNK)
+            raws = await self.reader.read(partition, start, stop)
+            self.filled += len(raws)
+            # Offsets missing from a direct read do not exist (transaction markers, retention): accept the gaps.
+            await self._commit_results([self.processor.process(partition, raws, accept_gaps=True)])
+            start = stop
+
+    async def _commit_results(self, results: list[BatchResult]) -> None:
+        """Send the outputs, wait for their delivery, then write each partition's state entries."""
+        futures = [future for result in results for future in self._send(result)]
         if futures:
             await self._deliver(futures)
         table = self.table
-        for event, result in results:
-            token = _current_event.set(weakref.ref(event))
+        for result in results:
+            context = PartitionContext(_Message(self.events_topic_name, result.partition))
+            token = _current_event.set(weakref.ref(context))
             try:
                 for key, value in result.states.items():
                     table[key] = value
@@ -267,7 +342,7 @@ class Worker:
             "partitions": sorted(self.assigned()),
             "rebalancing": bool(self.app.rebalancing),
             "watermarks": watermarks,
-            "stats": {**self.processor.stats.as_dict(), "skipped_stale": self.skipped},
+            "stats": {**self.processor.stats.as_dict(), "skipped_stale": self.skipped, "filled": self.filled},
         }
 
 

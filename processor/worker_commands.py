@@ -97,9 +97,7 @@ async def publish_file(path: Path, broker: str, topic: str) -> int:
     """Send each line of `path` to `topic` (key = account_id), in order; return the number of records."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker, acks="all", linger_ms=5, max_batch_size=256 * 1024
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     count = 0
     try:

@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processor.simulate import SimConfig, iter_lines
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES, create_topics
@@ -158,6 +159,62 @@ def test_sigkill_mid_stream_and_restart(broker: str, topic_prefix: str, tmp_path
         worker.wait_ready()
         status, after = worker.get(f"/accounts/{account}/usage")
         assert status == 200 and after == before
+    finally:
+        worker.stop()
+
+
+async def _commit_group(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit `offsets` for `group` from outside (the group must have no members)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+    finally:
+        await consumer.stop()
+
+
+def test_records_the_stream_skips_are_read_directly(broker: str, topic_prefix: str, tmp_path: Path):
+    """Faust's stream may commit offsets it never delivered. Planted here: while the worker is down, the group's
+    offsets move past unprocessed records, to the middle of the new records on two partitions (a hole before the
+    next delivered record) and to the end on the other two (a trailing hole, nothing is delivered at all)."""
+    names = prepare(broker, topic_prefix)
+    lines = with_pushers(history(seed=4, accounts=8, agents=5), PARTITIONS)
+    path = write_jsonl(tmp_path / "events.jsonl", lines)
+    want_changes, want_windows, _ = expected(path)
+    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    third = len(lines) // 3
+    stamps = arrival_times(lines)
+    produce(broker, names[EVENTS], lines[:third], stamps[:third])
+    worker = start_worker(broker, topic_prefix, app_id, tmp_path / "a")
+    try:
+        worker.wait_ready()
+        deadline = time.monotonic() + 60
+        while (worker.health() or {}).get("stats", {}).get("records", 0) < third:
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        worker.stop()
+        before = asyncio.run(_end_offsets(broker, names[EVENTS], PARTITIONS))
+        produce(broker, names[EVENTS], lines[third:], stamps[third:])
+        after = asyncio.run(_end_offsets(broker, names[EVENTS], PARTITIONS))
+        planted = {tp: after[tp] if tp.partition < 2 else (before[tp] + after[tp]) // 2 for tp in after}
+        assert all(planted[tp] > before[tp] + 1 for tp in planted), (before, after)
+        asyncio.run(_commit_group(broker, app_id, planted))
+        worker = start_worker(broker, topic_prefix, app_id, tmp_path / "b")
+        worker.wait_ready()
+        got = outputs(broker, names, want_changes, want_windows)
+        check_equal(got, names, want_changes, want_windows)
+        health = worker.health()
+        assert health and health["stats"]["filled"] >= sum(planted[tp] - before[tp] for tp in planted) - PARTITIONS
     finally:
         worker.stop()
 

@@ -156,4 +156,3 @@ def test_incremental_equals_one_shot_and_pairs_match(raw_usage, raw_plans, cuts)
             open_ids[alert.kind] = alert.alert_id
         else:
             assert open_ids.pop(alert.kind) == alert.alert_id
-

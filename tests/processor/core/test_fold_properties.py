@@ -198,9 +198,7 @@ def account_oracle(account: str, events: list[Event], s: Settings) -> dict[str, 
         return ([lic for at, lic in plans if at <= t] or [0])[-1]
 
     points = sorted({a for _, a, _ in counted} | {b for _, _, b in counted} | {at for at, _ in plans})
-    changes = [
-        (t, usage(t), licenses(t)) for t in points if usage(t) != sum(1 for _, a, b in counted if a < t <= b)
-    ]
+    changes = [(t, usage(t), licenses(t)) for t in points if usage(t) != sum(1 for _, a, b in counted if a < t <= b)]
     windows: dict[tuple[str, int], list[int]] = {}
     for t, nxt in zip(points, points[1:], strict=False):
         u, lic = usage(t), licenses(t)
@@ -255,7 +253,6 @@ def per_account(out: FoldOutput) -> dict[str, FoldOutput]:
 
 
 # -- properties -------------------------------------------------------------------------------------------------------
-
 
 
 def structured(rnd: random.Random) -> list[Event]:

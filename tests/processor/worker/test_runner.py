@@ -40,9 +40,7 @@ def partition_of(key: bytes | None) -> int:
 def wire(seed: int) -> list[tuple[bytes | None, bytes]]:
     """(key, value) records in arrival order: a history, malformed lines, a too-late event and a pusher."""
     history = generate(seed, HistoryShape(accounts=5, users=4, devices=2, events=150, span_minutes=300))
-    out: list[tuple[bytes | None, bytes]] = [
-        (e["account_id"].encode(), json.dumps(e).encode()) for e in history
-    ]
+    out: list[tuple[bytes | None, bytes]] = [(e["account_id"].encode(), json.dumps(e).encode()) for e in history]
     rng = random.Random(seed)
     for bad in (b"not json", b'{"type": "nope"}', b"\xff\xfe", b"[1, 2]"):
         out.insert(rng.randrange(len(out)), (b"acct-0", bad))
