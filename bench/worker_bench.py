@@ -1,6 +1,6 @@
 """Worker throughput on real Kafka, one partition: naive Faust agent vs ccmeter worker vs raw consumer, on the same
 pre-loaded topic, with the worker's outputs checked against the batch engine; plus the rows that explain the gap:
-Faust floors (bench/naive_agent.py modes) and measured variants of the worker (bench/worker_variant.py)."""
+Faust floors (bench/naive_agent.py modes)."""
 
 from __future__ import annotations
 
@@ -199,8 +199,8 @@ def run_naive(loaded: Loaded, workdir: Path, limit: int, mode: str = "naive") ->
 
 
 def bench(bootstrap: str, dataset: SimDataset, quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    """Part 1: raw ceiling, the worker (checked against the batch engine), the naive agent, the Faust floors and
-    the measured variants of the worker; rows and details."""
+    """Part 1: raw ceiling, the worker (checked against the batch engine), the naive agent and the Faust floors;
+    rows and details."""
     workdir = OUT / "work"
     loaded = preload(bootstrap, dataset)
     details: dict[str, Any] = {"dataset": dataset.name, "records": loaded.records, "accounts": dataset.accounts}
@@ -218,17 +218,8 @@ def bench(bootstrap: str, dataset: SimDataset, quick: bool) -> tuple[list[Row], 
     if not quick:
         floors["take-send"] = run_naive(loaded, workdir, 60_000, "take-send")
         floors["take-batch"] = run_naive(loaded, workdir, 120_000, "take-batch")
-    variants: dict[str, WorkerRun] = {}
-    if not quick:
-        limit = min(loaded.records, 150_000)
-        fetch_env = {"CONSUMER_MAX_FETCH_SIZE": str(8 << 20)}
-        for label, env in (("variant-batch", None), ("variant-batch-fetch", fetch_env)):
-            run, proc = run_worker(loaded, workdir, limit, "bench.worker_variant", env, label)
-            proc.stop()
-            variants[label] = run
     details.update(raw=raw_runs, fetch_only=fetch, naive=naives, floors=floors, check=check)
     details["worker"] = _run_details(worker)
-    details["variants"] = {label: _run_details(run) for label, run in variants.items()}
     equal = check["usage_changes_equal"] and check["peak_windows_equal"]
     same, same_cpu = window_rate(worker, naive["events"])  # the worker over the stretch the naive agent read
     naive_ratio = same / naive["rate"]
@@ -262,16 +253,6 @@ def bench(bootstrap: str, dataset: SimDataset, quick: bool) -> tuple[list[Row], 
         rows.append(Row("worker", labels[mode], result["rate"], "events/s",
                         note=f"{result['events'] / result['cpu_seconds']:,.0f} events per CPU-s; first "
                         f"{result['events']:,} events"))  # fmt: skip
-    names = {
-        "variant-batch": "worker variant: outputs via aiokafka batches",
-        "variant-batch-fetch": "worker variant: + consumer_max_fetch_size 8 MiB",
-    }
-    for label, run in variants.items():
-        base, base_cpu = window_rate(worker, run.samples[-1][1])
-        rows.append(Row("worker", names[label], run.rate, "events/s",
-                        note=f"{run.cpu_rate:,.0f} events per CPU-s; first {run.records:,} events; "
-                        f"{run.rate / base:.2f}x the worker's wall rate ({run.cpu_rate / base_cpu:.2f}x per CPU-s) "
-                        "over the same events"))  # fmt: skip
     return rows, details
 
 

@@ -1,25 +1,26 @@
-"""The streaming worker as a Faust app: events topic in; usage changes, peak windows, alerts, intervals, dead letters
-out; live usage over HTTP.
+"""The streaming worker: a Faust app for group membership, the state table, live queries and health; the events
+themselves are read by the worker's own aiokafka consumer (processor/worker/feed.py).
 
-One agent (concurrency 1) takes batches from the events topic (`take_events`). Per batch and partition it runs
-`StreamProcessor.process` (processor/worker), then:
+Faust's consumer group assigns the events partitions (and with them the partitions of the `state` table and its
+changelog); Faust recovers the table after every rebalance and serves the HTTP views. A pump task then reads the
+owned partitions directly, each from its stored applied offset + 1, and per batch:
 
-1. sends every output record (`send_soon`, no await per record) and waits until the producer has delivered them;
-2. writes each touched account's state entry once, then the partition's clock entry, to the `state` table, whose
-   changelog partition is the events partition (the Faust current-event context is set to an event of that
-   partition, because table writes and the RocksDB store pick their partition from it);
-3. returns, and `take_events` acks the batch. Faust commits acked offsets only after flushing the producer.
+1. folds the records with `StreamProcessor.process` (processor/worker), one result per partition;
+2. sends every output record through its own producer in per-partition batches and waits until the broker has
+   acknowledged them all (processor/worker/sender.py);
+3. writes each touched account's state entry once, then the partition's clock entry, to the `state` table, whose
+   changelog partition is the events partition;
+4. every commit interval, commits `applied + 1` per partition for the consumer group (for lag monitoring only: the
+   applied offsets in the table are what the worker resumes from).
 
-So outputs are delivered before the state that says they were produced, and state before the offsets: after a
-crash, records are re-delivered and outputs may repeat (same ids), but none are lost. Re-delivered records at or
-below the stored applied offsets are dropped (processor/worker/partition.py).
+So outputs are delivered before the state that says they were produced: after a crash, records are read again from
+the stored applied offset and outputs may repeat (same ids), but none are lost. On a rebalance, Faust waits for the
+batch in flight (the revocation handler takes the pump's lock) before it hands partitions over.
 
-Faust itself does not guarantee that: around restarts and rebalances its stream drops records in flight and acks
-them, and it can commit offsets beyond what was processed. So offsets are applied strictly in sequence from the
-stored applied offset. When a batch does not continue at `applied + 1`, the worker reads the missing range itself,
-outside Faust's stream (processor/worker/reader.py), and applies that instead; the records Faust delivers later are
-at or below the applied offset and are dropped. A hole at the end of a partition shows no later record: a timer
-compares each idle partition's applied offset with its end offset and fills such holes the same way.
+Why not Faust's stream: it delivers about 7,000 events/s here whatever the agent does, and around restarts and
+rebalances it drops records in flight and commits offsets it never delivered (docs/performance.md,
+docs/semantics.md). An agent stays subscribed to the events topic so that Faust assigns it and co-partitions the
+table; the pump pauses those partitions in Faust's consumer, and records the agent still gets are ignored.
 """
 
 from __future__ import annotations
@@ -28,21 +29,21 @@ import asyncio
 import logging
 import os
 import sys
+import time
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import TP
 
-from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES, topic_names
-from processor.worker import records as rec
+from processor.topics import EVENTS, topic_names
 from processor.worker.config import WorkerConfig
+from processor.worker.feed import PartitionFeed
 from processor.worker.partition import BatchResult
-from processor.worker.reader import RangeReader
 from processor.worker.runner import StreamProcessor
+from processor.worker.sender import BatchSender, output_records
 from processor.worker.state import clock_key, decode_clock, is_clock_key
 from schemas.events import format_ms
 
@@ -50,9 +51,7 @@ log = logging.getLogger("ccmeter.worker")
 
 TABLE_NAME = "state"
 EXIT_CRASH = 70
-IDLE_CHECK_S = 1.0  # how often idle partitions are compared with their end offset
-IDLE_TICKS = 2  # checks without progress before a trailing hole is filled
-FILL_CHUNK = 10_000  # offsets read and committed at a time when filling a hole
+WAIT_S = 0.05  # pause of the pump while Faust rebalances or recovers the table
 
 
 @dataclass(eq=False)
@@ -82,12 +81,12 @@ class TableStore:
 
 
 class Worker:
-    """The app, its topics and table, and the batch handler."""
+    """The app, its table, the pump and the views."""
 
     def __init__(self, config: WorkerConfig, partitions: int) -> None:
         self.config = config
         self.partitions = partitions
-        names = topic_names(config.prefix)
+        self.names = names = topic_names(config.prefix)
         self.events_topic_name = names[EVENTS]
         self.app = app = faust.App(
             config.app_id,
@@ -108,25 +107,21 @@ class Worker:
             broker_rebalance_timeout=config.rebalance_timeout / 1000,
             broker_commit_interval=config.commit_interval / 1000,
             consumer_auto_offset_reset="earliest",
-            consumer_max_fetch_size=8 * 1024 * 1024,  # Faust's 1 MiB default halves throughput (docs/performance.md)
-            stream_buffer_maxsize=max(4096, 2 * config.batch_size),
             producer_acks=-1,
             processing_guarantee="at_least_once",
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw"}
         raw["value_serializer"] = "raw"
         self.events = app.topic(names[EVENTS], **raw)
-        self.out = {
-            key: app.topic(names[key], **raw) for key in (USAGE_CHANGES, PEAK_WINDOWS, ALERTS, DEAD_LETTERS, INTERVALS)
-        }
         self.table = app.Table(
             TABLE_NAME, partitions=partitions, key_type=bytes, value_type=bytes, help="ccmeter account and clock state"
         )
-        self.skipped = 0
-        self.filled = 0  # records read outside Faust's stream to fill holes
-        self.reader = RangeReader(config.broker, names[EVENTS])
-        self._lock = asyncio.Lock()  # one batch or hole fill at a time
-        self._idle: dict[int, tuple[int, int]] = {}  # partition -> (applied offset, checks without progress)
+        self.feed = PartitionFeed(config.broker, names[EVENTS])
+        self.sender = BatchSender(config.broker)
+        self.ignored = 0  # records Faust's stream delivered to the placeholder agent
+        self._lock = asyncio.Lock()  # held for a whole batch; the revocation handler takes it too
+        self._committed: dict[int, int] = {}
+        self._commit_due = 0.0
         self.processor = StreamProcessor(
             self.events_topic_name, config.settings, TableStore(self.table), share=config.near_capacity
         )
@@ -137,36 +132,45 @@ class Worker:
     def _register(self) -> None:
         app, worker = self.app, self
 
-        @app.agent(self.events, name="ccmeter-meter", concurrency=1)
-        async def meter(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(worker.config.batch_size, worker.config.batch_within / 1000):
-                try:
-                    await worker.handle(batch)
-                except Exception:  # noqa: BLE001 - state may be half updated: stop hard, offsets are not committed
-                    log.exception("batch failed; exiting so that the batch is re-delivered to a fresh worker")
-                    logging.shutdown()
-                    os._exit(EXIT_CRASH)
+        @app.agent(self.events, name="ccmeter-assignment", concurrency=1)
+        async def assignment(stream: faust.StreamT) -> None:
+            """Keeps the events topic in Faust's subscription (the pump reads it); ignores what it is given."""
+            async for _ in stream.events():
+                worker.ignored += 1
+
+        @app.task
+        async def pump() -> None:
+            try:
+                await worker.pump()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - state may be half updated: stop hard, the table knows what was applied
+                log.exception("processing failed; exiting so that a fresh worker resumes from the stored state")
+                logging.shutdown()
+                os._exit(EXIT_CRASH)
+
+        async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+            async with worker._lock:  # let the batch in flight finish before the partitions go elsewhere
+                worker.processor.reset()
+                worker._committed.clear()
+                await worker.flush_table_writes()
 
         async def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
             worker.processor.reset()
 
-        app.on_partitions_revoked.connect(on_rebalance)
+        app.on_partitions_revoked.connect(on_revoked)
         app.on_partitions_assigned.connect(on_rebalance)
         app.on_rebalance_complete.connect(on_rebalance)  # after table recovery
 
-        @app.timer(IDLE_CHECK_S, name="ccmeter-fill-trailing-holes")
-        async def fill_trailing_holes() -> None:
-            try:
-                await worker.fill_trailing_holes()
-            except Exception:  # noqa: BLE001 - outputs may be out, state is not written: try again next time
-                log.exception("filling a trailing hole failed; retrying")
-
         @app.service
-        class CloseReader(faust.Service):
-            """Stops the range reader's consumer with the app."""
+        class CloseClients(faust.Service):
+            """Stops the pump's consumer and producer with the app."""
 
             async def on_stop(self) -> None:
-                await worker.reader.close()
+                async with worker._lock:
+                    await worker.flush_table_writes()
+                    await worker.feed.close()
+                    await worker.sender.close()
 
         @app.page("/accounts/{account_id}/usage")
         class AccountUsage(faust.web.View):
@@ -186,99 +190,51 @@ class Worker:
             async def get(self, request: faust.web.Request) -> faust.web.Response:
                 return self.json(worker.health())
 
-    # -- batches ---------------------------------------------------------------------------------------------------
+    # -- the pump --------------------------------------------------------------------------------------------------
 
     def assigned(self) -> set[int]:
         """Events-topic partitions this worker owns now."""
         name = self.events_topic_name
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == name}
 
-    async def handle(self, batch: Sequence[EventT]) -> None:
-        """Process one `take_events` batch: outputs, wait for delivery, then state (see the module docstring)."""
-        buffer = self.app.producer.buffer
-        if buffer.max_messages < 4 * self.config.batch_size:  # else Faust warns on every event past 100 pending
-            buffer.max_messages = 4 * self.config.batch_size
-        async with self._lock:
-            while self.app.in_recovery:  # never build partition state from a half-recovered table
-                await asyncio.sleep(0.05)
-            mine = self.assigned()
-            generation = self.app.consumer_generation_id
-            groups: dict[int, list[EventT]] = {}
-            skipped = 0
-            for event in batch:
-                message = event.message
-                # Events of partitions no longer ours, or fetched before the last rebalance, are skipped as Faust's
-                # own stream iterator does; if a partition is still ours, the hole they leave is filled later.
-                if message.partition in mine and message.generation_id == generation:
-                    groups.setdefault(message.partition, []).append(event)
-                else:
-                    skipped += 1
-            if skipped:
-                self.skipped += skipped
-                log.warning("skipped %d records of an earlier generation or of revoked partitions", skipped)
-            results: list[BatchResult] = []
-            for partition, events in groups.items():
-                state = self.processor.partition(partition)
-                if not state.start_known:  # no stored clock: the partition starts at its log start offset
-                    tp = events[0].message.tp
-                    earliest = (await self.app.consumer.earliest_offsets(tp)).get(tp)
-                    state.applied = max(state.applied, (earliest or 0) - 1)
-                    state.start_known = True
-                raws = [(e.message.offset, e.message.key, e.message.value, _ms(e.message.timestamp)) for e in events]
-                expected = state.applied + 1
-                fresh = [raw[0] for raw in raws if raw[0] >= expected]
-                if not fresh or fresh == list(range(expected, expected + len(fresh))):
-                    results.append(self.processor.process(partition, raws))
-                    continue
-                last = raws[-1][0]
-                log.warning(
-                    "partition %d: the stream skipped records after offset %d; reading %d..%d directly",
-                    *(partition, expected - 1, expected, last),
-                )
-                await self._fill(partition, expected, last + 1)
-            await self._commit_results(results)
+    def ready(self) -> bool:
+        """Whether the assignment is settled and the table recovered."""
+        app = self.app
+        return not (app.rebalancing or app.in_recovery) and app.tables.recovery.completed.is_set()
 
-    async def fill_trailing_holes(self) -> None:
-        """Apply records that Faust's stream skipped at the end of an idle partition (see the module docstring)."""
-        if self.app.in_recovery or self.app.rebalancing or self._lock.locked():
-            return
-        for partition in sorted(self.assigned()):
-            state = self.processor.partition(partition)
-            if not state.start_known:
-                continue
-            applied = state.applied
-            before = self._idle.get(partition)
-            checks = before[1] + 1 if before and before[0] == applied else 0
-            self._idle[partition] = (applied, checks)
-            if checks < IDLE_TICKS:
-                continue
-            end = await self.reader.end_offset(partition)
-            if end <= applied + 1:
+    async def pump(self) -> None:
+        """Read, fold, send, store: until the app stops (see the module docstring)."""
+        config = self.config
+        while not self.app.should_stop:
+            if not self.ready():
+                await asyncio.sleep(WAIT_S)
                 continue
             async with self._lock:
-                if self.app.in_recovery or partition not in self.assigned():
+                mine = sorted(self.assigned()) if self.ready() else []
+                if not mine:
+                    await asyncio.sleep(WAIT_S)
                     continue
-                if self.processor.partition(partition).applied != applied:  # a batch came meanwhile
-                    continue
-                first, last = applied + 1, end - 1
-                log.warning("partition %d: offsets %d..%d were never delivered; reading them", partition, first, last)
-                await self._fill(partition, applied + 1, end)
+                tps = {TP(self.events_topic_name, p) for p in mine}
+                self.app.consumer.pause_partitions(tps)  # Faust resumes them after each recovery
+                positions = {p: await self._position(p) for p in mine}
+                fetched = await self.feed.fetch(positions, config.batch_size, config.batch_within)
+                if fetched:
+                    results = [self.processor.process(p, raws, accept_gaps=True) for p, raws in fetched.items()]
+                    await self.commit_results(results)
+                await self._commit_offsets(mine)
 
-    async def _fill(self, partition: int, start: int, end: int) -> None:
-        """Read offsets `[start, end)` directly, in chunks; process and commit each chunk."""
-        while start < end:
-            stop = min(end, start + FILL_CHUNK)
-            raws = await self.reader.read(partition, start, stop)
-            self.filled += len(raws)
-            # Offsets missing from a direct read do not exist (transaction markers, retention): accept the gaps.
-            await self._commit_results([self.processor.process(partition, raws, accept_gaps=True)])
-            start = stop
+    async def _position(self, partition: int) -> int:
+        """The next offset to read: the stored applied offset + 1, else the partition's log start."""
+        state = self.processor.partition(partition)
+        if not state.start_known:
+            state.applied = max(state.applied, await self.feed.log_start(partition) - 1)
+            state.start_known = True
+        return state.applied + 1
 
-    async def _commit_results(self, results: list[BatchResult]) -> None:
+    async def commit_results(self, results: list[BatchResult]) -> None:
         """Send the outputs, wait for their delivery, then write each partition's state entries."""
-        futures = [future for result in results for future in self._send(result)]
-        if futures:
-            await self._deliver(futures)
+        names = self.names
+        await self.sender.send(record for result in results for record in output_records(names, result))
         table = self.table
         for result in results:
             context = PartitionContext(_Message(self.events_topic_name, result.partition))
@@ -290,41 +246,33 @@ class Worker:
                 _current_event.reset(token)
             self.processor.trim(result.partition, keep=(k.decode() for k in result.states if not is_clock_key(k)))
 
-    def _send(self, result: BatchResult) -> list[asyncio.Future]:
-        out = result.output
-        dumps = rec.dumps
-        sent: list[asyncio.Future] = []
-        send = sent.append
-        topic = self.out[USAGE_CHANGES]
-        for change in out.usage_changes:
-            send(topic.send_soon(key=change.account_id.encode(), value=dumps(rec.usage_change(change))))
-        topic = self.out[PEAK_WINDOWS]
-        for window in out.windows:
-            send(topic.send_soon(key=window.account_id.encode(), value=dumps(rec.peak_window(window))))
-        topic = self.out[ALERTS]
-        for alert in result.alerts:
-            record = alert.to_record().model_dump(mode="json")
-            send(topic.send_soon(key=alert.account_id.encode(), value=dumps(record)))
-        topic = self.out[INTERVALS]
-        for interval in (*out.opened, *out.intervals):
-            send(topic.send_soon(key=interval.account_id.encode(), value=dumps(rec.user_interval(interval))))
-        for account_id, plan in out.plans:
-            send(topic.send_soon(key=account_id.encode(), value=dumps(rec.plan(account_id, plan))))
-        topic = self.out[DEAD_LETTERS]
-        for letter in result.dead_letters:
-            send(topic.send_soon(key=None, value=dumps(letter)))
-        return sent
-
-    async def _deliver(self, futures: list[asyncio.Future]) -> None:
-        """Wait until the producer has delivered everything sent so far; raise if a record failed."""
+    async def flush_table_writes(self) -> None:
+        """Wait until Faust's producer has delivered the table's changelog writes."""
         producer = self.app.producer
         while producer.buffer.size:  # Faust's buffer flush gives up after 0.1 s without progress: loop
             await producer.buffer.flush()
         await producer.flush()
-        await asyncio.sleep(0)  # let delivery callbacks resolve the futures
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise RuntimeError(f"an output record was not delivered: {future.exception()!r}")
+
+    async def _commit_offsets(self, partitions: list[int]) -> None:
+        """Every commit interval: commit `applied + 1` of each owned partition for the group (lag monitoring)."""
+        now = time.monotonic()
+        if now < self._commit_due:
+            return
+        self._commit_due = now + self.config.commit_interval / 1000
+        offsets = {}
+        for partition in partitions:
+            next_offset = self.processor.partition(partition).applied + 1
+            if next_offset > 0 and self._committed.get(partition) != next_offset:
+                offsets[TP(self.events_topic_name, partition)] = next_offset
+        if not offsets:
+            return
+        try:
+            # Faust's commit path: it flushes the producer (the table writes) first, then commits.
+            await self.app.consumer._commit_offsets(offsets)
+        except Exception as exc:  # noqa: BLE001 - monitoring only: the table holds the applied offsets
+            log.warning("committing offsets %s failed: %r", {tp.partition: o for tp, o in offsets.items()}, exc)
+            return
+        self._committed.update({tp.partition: offset for tp, offset in offsets.items()})
 
     # -- queries ---------------------------------------------------------------------------------------------------
 
@@ -342,7 +290,11 @@ class Worker:
             "partitions": sorted(self.assigned()),
             "rebalancing": bool(self.app.rebalancing),
             "watermarks": watermarks,
-            "stats": {**self.processor.stats.as_dict(), "skipped_stale": self.skipped, "filled": self.filled},
+            "stats": {
+                **self.processor.stats.as_dict(),
+                "ignored_stream_records": self.ignored,
+                "outputs": self.sender.sent,
+            },
         }
 
 

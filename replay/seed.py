@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError
-from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES, topic_names
-from processor.worker import records as rec
-from processor.worker.partition import BatchResult, Raw
+from processor.topics import EVENTS, topic_names
+from processor.worker.partition import Raw
+from processor.worker.sender import output_records
 from processor.worker.state import account_header, decode_clock, is_clock_key
 from replay import kafka
 from replay.source import open_snapshot_file
@@ -116,23 +116,6 @@ def _raws(con: Any, partition: int, begin: int, stop: int) -> Iterator[list[Raw]
         ]
 
 
-def output_records(result: BatchResult, names: dict[str, str]) -> list[tuple[str, bytes | None, bytes]]:
-    """(topic, key, value) of every output of a batch, as processor/app.py sends them."""
-    out = result.output
-    dumps = rec.dumps
-    found: list[tuple[str, bytes | None, bytes]] = []
-    found += [(names[USAGE_CHANGES], c.account_id.encode(), dumps(rec.usage_change(c))) for c in out.usage_changes]
-    found += [(names[PEAK_WINDOWS], w.account_id.encode(), dumps(rec.peak_window(w))) for w in out.windows]
-    found += [
-        (names[ALERTS], a.account_id.encode(), dumps(a.to_record().model_dump(mode="json"))) for a in result.alerts
-    ]
-    intervals = (*out.opened, *out.intervals)  # opened when they start, again with their end
-    found += [(names[INTERVALS], i.account_id.encode(), dumps(rec.user_interval(i))) for i in intervals]
-    found += [(names[INTERVALS], a.encode(), dumps(rec.plan(a, p))) for a, p in out.plans]
-    found += [(names[DEAD_LETTERS], None, dumps(letter)) for letter in result.dead_letters]
-    return found
-
-
 async def changelog_keys(broker: str, topic: str) -> dict[bytes, int]:
     """Keys (and their partition) that hold a value on a changelog topic now."""
     client = kafka.consumer(broker)
@@ -208,7 +191,7 @@ async def seed(config: Any, plan: SeedPlan, worker: Any, bar: Any) -> str:
                     result = processor.process(partition, raws, accept_gaps=False)
                     if result.resume_at is not None:
                         raise CliError(f"snapshot records of partition {partition} have a hole at {result.resume_at}")
-                    for topic, key, value in output_records(result, names):
+                    for topic, key, value in output_records(names, result):
                         pending.append(await producer.send(topic, value=value, key=key))
                     store.data.update(result.states)
                     bar.update(len(raws))

@@ -19,8 +19,9 @@ from processor.snapshots.sink import SinkWriter
 from processor.snapshots.snapshot import build_snapshot
 from processor.topics import EVENTS, topic_names
 from processor.worker.runner import StreamProcessor
+from processor.worker.sender import output_records
 from processor.worker_commands import record_key as key_of
-from replay.seed import DictStore, output_records
+from replay.seed import DictStore
 from schemas.events import Rejection, decode, format_ms
 
 PREFIX = "ccmeter."
@@ -93,7 +94,7 @@ def build_snapshot_of(
             result = processor.process(partition, raws)
             assert result.resume_at is None
             store.data.update(result.states)
-            for topic, key, value in output_records(result, topic_names(PREFIX)):
+            for topic, key, value in output_records(topic_names(PREFIX), result):
                 position = (names[topic], partition)
                 writer.add(names[topic], partition, offsets[position], T0, key, value)
                 offsets[position] += 1
