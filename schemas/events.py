@@ -6,6 +6,7 @@ reason; it never raises on bad input.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,7 +16,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PrivateAttr,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -61,16 +61,18 @@ def parse_timestamp(value: Any) -> datetime:
     text = value.strip()
     if len(text) < 20 or text[10] not in "Tt ":
         raise ValueError("must be an RFC 3339 timestamp like 2026-11-02T09:00:00.250Z")
-    if text[-1] in "zZ":
-        text = text[:-1] + "+00:00"
+    if text[-1] == "z":
+        text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ValueError("must be an RFC 3339 timestamp like 2026-11-02T09:00:00.250Z") from exc
     if parsed.tzinfo is None:
         raise ValueError("must carry a UTC offset")
-    utc = parsed.astimezone(UTC)
-    return utc.replace(microsecond=(utc.microsecond // 1000) * 1000)
+    if parsed.tzinfo is not UTC:
+        parsed = parsed.astimezone(UTC)
+    extra = parsed.microsecond % 1000
+    return parsed.replace(microsecond=parsed.microsecond - extra) if extra else parsed
 
 
 def to_ms(moment: datetime) -> int:
@@ -83,9 +85,16 @@ def from_ms(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
+@functools.lru_cache(maxsize=16_384)
+def _minute_text(minute: int) -> str:
+    return (EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:")
+
+
 def format_ms(ms: int) -> str:
-    """RFC 3339 UTC text with milliseconds, e.g. 2026-11-02T09:00:00.250Z."""
-    return from_ms(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """RFC 3339 UTC text with milliseconds, e.g. 2026-11-02T09:00:00.250Z (the text up to the minute is cached:
+    output records format many instants of the same minutes)."""
+    minute, rest = divmod(ms, 60_000)
+    return f"{_minute_text(minute)}{rest // 1000:02d}.{rest % 1000:03d}Z"
 
 
 Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
@@ -102,15 +111,10 @@ class EventBase(BaseModel):
     occurred_at: Timestamp = Field(description="RFC 3339 timestamp with offset; kept in UTC at millisecond precision")
     schema_version: StrictInt = Field(default=1, ge=1)
 
-    _at_ms: int = PrivateAttr(default=0)
-
-    def model_post_init(self, __context: Any) -> None:
-        self._at_ms = to_ms(self.occurred_at)
-
     @property
     def at_ms(self) -> int:
         """`occurred_at` in milliseconds since the Unix epoch (UTC)."""
-        return self._at_ms
+        return (self.occurred_at - EPOCH) // ONE_MS
 
 
 class DeviceEvent(EventBase):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.events import EventBase
+from schemas.events import EPOCH, ONE_MS, EventBase
 
 AT, ARRIVAL, SEQ, CODE, USER, KEY, PLAN, EVENT_ID = range(8)
 
@@ -38,11 +38,8 @@ Record = tuple[Any, ...]
 
 
 def at_ms_of(event: EventBase) -> int:
-    """`event.at_ms`, read straight from pydantic's private storage when possible (the property is slow)."""
-    try:
-        return event.__pydantic_private__["_at_ms"]  # type: ignore[index]
-    except (AttributeError, KeyError, TypeError):
-        return event.at_ms
+    """`event.at_ms`: milliseconds of `occurred_at` since the Unix epoch."""
+    return (event.occurred_at - EPOCH) // ONE_MS
 
 
 def to_record(event: EventBase, at_ms: int, arrival: int, seq: int) -> Record:
