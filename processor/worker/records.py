@@ -16,6 +16,7 @@ from processor.core.model import NEVER, PeakWindow, Plan, UsageChange, UserInter
 from schemas.events import format_ms
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_quote = json.encoder.encode_basestring  # a JSON string literal, as `_dumps` writes it (ensure_ascii=False)
 
 
 def dumps(record: dict[str, Any]) -> bytes:
@@ -47,6 +48,16 @@ def peak_window(window: PeakWindow) -> dict[str, Any]:
         "seconds_over_licenses": window.over_licenses_ms / 1000,
         "license_seconds": window.license_ms / 1000,
     }
+
+
+def peak_window_json(window: PeakWindow) -> bytes:
+    """`dumps(peak_window(window))`, written directly: peak windows are most of the worker's output records."""
+    return (
+        f'{{"window_id":"{window.window_id}","account_id":{_quote(window.account_id)},"kind":"{window.kind}",'
+        f'"start":"{format_ms(window.start_ms)}","end":"{format_ms(window.end_ms)}","max_usage":{window.max_usage},'
+        f'"max_at":"{format_ms(window.max_at_ms)}","seconds_over_licenses":{window.over_licenses_ms / 1000!r},'
+        f'"license_seconds":{window.license_ms / 1000!r}}}'
+    ).encode()
 
 
 def user_interval(interval: UserInterval) -> dict[str, Any]:

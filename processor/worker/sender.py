@@ -23,7 +23,7 @@ Record = tuple[str, bytes | None, bytes]  # topic, key, value
 
 def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
     """(topic, key, value) of every output record of a batch result."""
-    out, dumps = result.output, rec.dumps
+    out, dumps, peak_window_json = result.output, rec.dumps, rec.peak_window_json
     records: list[Record] = []
     add = records.append
     topic = names[USAGE_CHANGES]
@@ -31,7 +31,7 @@ def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
         add((topic, change.account_id.encode(), dumps(rec.usage_change(change))))
     topic = names[PEAK_WINDOWS]
     for window in out.windows:
-        add((topic, window.account_id.encode(), dumps(rec.peak_window(window))))
+        add((topic, window.account_id.encode(), peak_window_json(window)))
     topic = names[ALERTS]
     for alert in result.alerts:
         add((topic, alert.account_id.encode(), dumps(alert.to_record().model_dump(mode="json"))))

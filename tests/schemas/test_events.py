@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.events import (
     ApiRequest,
@@ -17,6 +19,7 @@ from schemas.events import (
     decode_mapping,
     fingerprint,
     format_ms,
+    from_ms,
 )
 
 BASE = {"event_id": "e1", "account_id": "acme", "occurred_at": "2026-11-02T09:00:00.250Z"}
@@ -168,3 +171,11 @@ def test_decoders_never_raise_on_odd_values(fields: dict) -> None:
     record = {**BASE, **fields}
     assert isinstance(decode(json.dumps(record)), Rejection)
     assert isinstance(decode_mapping(record), Rejection)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))
+def test_format_ms_equals_the_datetime_text(ms: int) -> None:
+    """The minute-cached `format_ms` writes what strftime of the full datetime writes, years 1 to 9999."""
+    moment = from_ms(ms)
+    assert format_ms(ms) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
