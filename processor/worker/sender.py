@@ -19,6 +19,7 @@ from processor.worker import records as rec
 from processor.worker.partition import BatchResult
 
 Record = tuple[str, bytes | None, bytes]  # topic, key, value
+PLACED_LIMIT = 1_000_000  # cached partitions of keys; the cache starts over beyond this
 
 
 def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
@@ -53,6 +54,7 @@ class BatchSender:
         self.bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
+        self._placed: dict[tuple[str, bytes], int] = {}  # (topic, key) -> partition: murmur2 in Python is slow
         self.sent = 0
 
     async def _ensure(self) -> AIOKafkaProducer:
@@ -74,12 +76,18 @@ class BatchSender:
         """Send `records` and wait for every acknowledgement; raises if one was not delivered."""
         producer = await self._ensure()
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        placed = self._placed
         for topic, key, value in records:
-            partitions = self._partitions.get(topic) or await self._partitions_of(producer, topic)
-            if key is None:
-                partition = random.choice(partitions)
-            else:
-                partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            partition = placed.get((topic, key)) if key is not None else None
+            if partition is None:
+                partitions = self._partitions.get(topic) or await self._partitions_of(producer, topic)
+                if key is None:
+                    partition = random.choice(partitions)
+                else:
+                    partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+                    if len(placed) >= PLACED_LIMIT:
+                        placed.clear()
+                    placed[(topic, key)] = partition
             groups.setdefault((topic, partition), []).append((key, value))
         pending = []
         count = 0
