@@ -113,7 +113,7 @@ def start_worker(
     module: str = "processor.cli",
     env: dict[str, str] | None = None,
 ) -> Proc:
-    """`ccmeter worker` with its real (default) settings: memory store, batch 5000 / 200 ms, commit every 2 s.
+    """`ccmeter worker` with its real (default) settings: memory store, batch 20,000 / 200 ms, commit every 2 s.
     Only the broker, names, web port and data directory are set. `module` runs a variant (bench.worker_variant),
     `env` adds environment variables."""
     port = free_port()

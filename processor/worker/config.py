@@ -85,7 +85,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("web_port", _port, 6066, "HTTP port of live queries and /health", "PORT"),
     Option("store", _store, "memory://", "table store: memory:// or rocksdb:// (needs rocksdict)", "URL"),
     Option("data_dir", str, "ccmeter-data", "directory for the worker's local data (RocksDB files)", "DIR"),
-    Option("batch_size", _positive_int, 5000, "events per processing batch (at most)", "N"),
+    Option("batch_size", _positive_int, 20_000, "events per processing batch (at most)", "N"),
     Option("batch_within", parse_duration_ms, 200, "wait at most this long to fill a batch", "DURATION"),
     Option("partitions", _positive_int, 4, "partitions of the topics when the worker has to create them", "N"),
     Option("replication", _positive_int, 1, "replication factor of topics the worker creates", "N"),
@@ -117,7 +117,7 @@ class WorkerConfig:
     web_port: int = 6066
     store: str = "memory://"
     data_dir: str = "ccmeter-data"
-    batch_size: int = 5000
+    batch_size: int = 20_000
     batch_within: int = 200
     partitions: int = 4
     replication: int = 1
