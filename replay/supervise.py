@@ -6,10 +6,10 @@ changelog topic. `ClockWatch` follows that topic, so "caught up" means applied, 
 
 `WorkerProcess` starts the worker (`python -m replay.launch`), stops it, and restarts it when it is ready (its
 /health answers, partitions assigned, no rebalance) but has applied nothing for `stall_s` while records remain.
-Seen with Faust after a restart: the stream skips records past the committed offset (and acknowledges them), the
-worker asks to re-read them, Faust does not deliver them again, and the partition stalls below its end. Before the
-restart the group's offsets are therefore set back to what the worker has applied (`rewind_group`); the worker's
-state is in its changelog, so it resumes exactly there.
+This was seen when the worker read through Faust's stream, which skipped records after restarts; the worker now
+reads the events itself from its applied offsets (processor/app.py), and the watchdog remains as a safety net. Before
+a restart the group's offsets are set back to what the worker has applied (`rewind_group`), which keeps the group's
+lag figures honest; the worker's state is in its changelog, so it resumes exactly there.
 """
 
 from __future__ import annotations
