@@ -12,6 +12,7 @@ records themselves are read here, each partition from its stored applied offset 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -58,8 +59,10 @@ class PartitionFeed:
         ends = await consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in ends.items()}
 
-    async def fetch(self, positions: dict[int, int], max_records: int, timeout_ms: int) -> dict[int, list[Raw]]:
-        """Records of the partitions in `positions`, each starting at its given offset, at most `max_records`.
+    async def fetch(self, positions: dict[int, int], max_records: int, within_ms: int) -> dict[int, list[Raw]]:
+        """Records of the partitions in `positions`, each starting at its given offset: at most `max_records`,
+        collected for at most `within_ms` after the first one arrives (fewer, larger batches cost less per event:
+        each batch writes the state of every account it touches). Empty if nothing came within `within_ms`.
 
         Offsets without a record (transaction markers, records removed by retention or compaction) are absent.
         """
@@ -72,16 +75,29 @@ class PartitionFeed:
             if self._next.get(partition) != offset:
                 consumer.seek(TopicPartition(self.topic, partition), offset)
                 self._next[partition] = offset
-        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        loop = asyncio.get_running_loop()
         out: dict[int, list[Raw]] = {}
-        for tp, records in batches.items():
-            raws: list[Raw] = [
-                (r.offset, r.key, r.value, r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
-                for r in records
-            ]
-            if raws:
+        count = 0
+        deadline: float | None = None
+        while count < max_records:
+            wait_ms = within_ms if deadline is None else round((deadline - loop.time()) * 1000)
+            if wait_ms <= 0 and deadline is not None:
+                break
+            batches = await consumer.getmany(timeout_ms=max(wait_ms, 0), max_records=max_records - count)
+            if not batches:
+                break
+            if deadline is None:
+                deadline = loop.time() + within_ms / 1000
+            for tp, records in batches.items():
+                if not records:
+                    continue
+                raws: list[Raw] = [
+                    (r.offset, r.key, r.value, r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
+                    for r in records
+                ]
                 self._next[tp.partition] = raws[-1][0] + 1
-                out[tp.partition] = raws
+                out.setdefault(tp.partition, []).extend(raws)
+                count += len(raws)
         return out
 
     async def close(self) -> None:

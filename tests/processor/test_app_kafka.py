@@ -64,6 +64,17 @@ def prepare(bootstrap: str, prefix: str) -> dict[str, str]:
     return names_of(prefix)
 
 
+def scenario(
+    bootstrap: str, prefix: str, tmp_path: Path, seed: int, **shape: int
+) -> tuple[dict[str, str], list[bytes], dict, dict, str]:
+    """Topics, a simulated history with pushers, the batch engine's usage changes and windows, a fresh app id."""
+    names = prepare(bootstrap, prefix)
+    lines = with_pushers(history(seed=seed, **shape), PARTITIONS)
+    want_changes, want_windows, source = expected(write_jsonl(tmp_path / "events.jsonl", lines))
+    assert want_changes and want_windows, source
+    return names, lines, want_changes, want_windows, f"app-{uuid.uuid4().hex[:8]}"
+
+
 def done_when(want_changes: dict, want_windows: dict, names: dict[str, str]):
     def done(got: dict[str, list[dict]]) -> bool:
         changes = {r["change_id"] for r in got[names[USAGE_CHANGES]]}
@@ -86,12 +97,8 @@ def outputs(bootstrap: str, names: dict[str, str], want_changes: dict, want_wind
 
 
 def test_outputs_equal_the_batch_engine_and_live_queries_answer(broker: str, topic_prefix: str, tmp_path: Path):
-    names = prepare(broker, topic_prefix)
-    lines = with_pushers(history(seed=1), PARTITIONS)
-    path = write_jsonl(tmp_path / "events.jsonl", lines)
-    want_changes, want_windows, source = expected(path)
-    assert want_changes and want_windows, source
-    worker = start_worker(broker, topic_prefix, f"app-{uuid.uuid4().hex[:8]}", tmp_path)
+    names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 1)
+    worker = start_worker(broker, topic_prefix, app_id, tmp_path)
     try:
         worker.wait_ready()
         accounts = sorted({key_of(line).decode() for line in lines if key_of(line)})
@@ -131,11 +138,7 @@ def test_outputs_equal_the_batch_engine_and_live_queries_answer(broker: str, top
 
 
 def test_sigkill_mid_stream_and_restart(broker: str, topic_prefix: str, tmp_path: Path):
-    names = prepare(broker, topic_prefix)
-    lines = with_pushers(history(seed=2, accounts=8, agents=6), PARTITIONS)
-    path = write_jsonl(tmp_path / "events.jsonl", lines)
-    want_changes, want_windows, _ = expected(path)
-    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 2, accounts=8, agents=6)
     half = len(lines) // 2
     worker = start_worker(broker, topic_prefix, app_id, tmp_path, "--batch-size", "300")
     try:
@@ -197,11 +200,7 @@ def test_the_table_not_the_group_offsets_says_where_processing_resumes(broker: s
     table. Planted here: while the worker is down, the group's offsets move past unprocessed records, to the middle
     of the new records on two partitions and to the end on the other two. The worker then commits, for monitoring,
     the offsets it has really applied."""
-    names = prepare(broker, topic_prefix)
-    lines = with_pushers(history(seed=4, accounts=8, agents=5), PARTITIONS)
-    path = write_jsonl(tmp_path / "events.jsonl", lines)
-    want_changes, want_windows, _ = expected(path)
-    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 4, accounts=8, agents=5)
     third = len(lines) // 3
     stamps = arrival_times(lines)
     produce(broker, names[EVENTS], lines[:third], stamps[:third])
@@ -234,11 +233,7 @@ def test_the_table_not_the_group_offsets_says_where_processing_resumes(broker: s
 
 
 def test_second_worker_joins_late(broker: str, topic_prefix: str, tmp_path: Path):
-    names = prepare(broker, topic_prefix)
-    lines = with_pushers(history(seed=3, accounts=8, agents=5), PARTITIONS)
-    path = write_jsonl(tmp_path / "events.jsonl", lines)
-    want_changes, want_windows, _ = expected(path)
-    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 3, accounts=8, agents=5)
     first = start_worker(broker, topic_prefix, app_id, tmp_path / "a", "--batch-size", "300")
     second = None
     try:
@@ -351,11 +346,7 @@ def test_rocksdb_store_survives_sigkill(broker: str, broker_kind: str, topic_pre
         # Tansu reports a changelog highwater one below the offset it acknowledged for the last write, so Faust
         # refuses the RocksDB files after an unclean stop (ConsistencyError: persisted offset > highwater).
         pytest.skip("RocksDB state with Tansu does not survive SIGKILL (Tansu highwater quirk)")
-    names = prepare(broker, topic_prefix)
-    lines = with_pushers(history(seed=5, accounts=4, agents=3), PARTITIONS)
-    path = write_jsonl(tmp_path / "events.jsonl", lines)
-    want_changes, want_windows, _ = expected(path)
-    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 5, accounts=4, agents=3)
     data = tmp_path / "rocks"
     options = ("--store", "rocksdb://", "--data-dir", str(data), "--batch-size", "300")
     stamps = arrival_times(lines)
