@@ -1,6 +1,6 @@
 """Memory of the worker's state per signed-in user, mid-shift.
 
-One simulated account with many agents is folded (arrival order, batches of 5,000, as the worker does) up to the
+One simulated account with many agents is folded (arrival order, batches of 20,000, as the worker does) up to the
 first instant of its peak usage of the day; the state is then measured:
 
 * `AccountFold.to_bytes()` (what the worker stores in its table, per account) and the whole table entry
@@ -25,8 +25,11 @@ from processor.core.alerts import AlertTracker
 from processor.core.fold import AccountFold, PartitionClock, fold_batch, fold_history
 from processor.core.model import Settings
 from processor.simulation import SimConfig, iter_lines
+from processor.worker.config import WorkerConfig
 from processor.worker.state import AccountEntry, encode_account
 from schemas.events import Rejection, decode
+
+BATCH = WorkerConfig.batch_size  # the worker's default
 
 
 def peak_instant(events: list[Any], settings: Settings) -> int:
@@ -37,14 +40,14 @@ def peak_instant(events: list[Any], settings: Settings) -> int:
 
 
 def feed_until(events: list[Any], until_ms: int, settings: Settings) -> tuple[AccountFold, int]:
-    """Fold the events in arrival order, in batches of 5,000, stopping before the first event at or after
+    """Fold the events in arrival order, in batches of 20,000, stopping before the first event at or after
     `until_ms`; returns the fold and how many events were fed."""
     states: dict[str, AccountFold] = {}
     clock = PartitionClock(settings)
     stop = next((i for i, event in enumerate(events) if event.at_ms >= until_ms), len(events))
     latest = 0
-    for begin in range(0, stop, 5000):
-        chunk = events[begin : min(stop, begin + 5000)]
+    for begin in range(0, stop, BATCH):
+        chunk = events[begin : min(stop, begin + BATCH)]
         stamps = []
         for event in chunk:
             latest = max(latest, event.at_ms)

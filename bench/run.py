@@ -1,7 +1,7 @@
 """`python -m bench.run [--quick] [--only NAME ...]` (`make bench`): every benchmark, one table, bench/out/results.json.
 
-Benchmarks (names for --only): worker (throughput on real Kafka: naive agent, worker, raw consumer, Faust floors,
-measured variants; output check), core (the worker's own work in-process), batch (batch engine and report
+Benchmarks (names for --only): worker (throughput on real Kafka: naive agent, worker, raw consumer, Faust floors;
+output check), core (the worker's own work in-process), batch (batch engine and report
 latency, snapshots), memory (state per signed-in user), latency (publish -> live usage). Starts its own Kafka
 (KafkaServer, free port) when worker or latency runs. The machine is shared: each row records the 1-minute load
 average, and docs/performance.md reads the numbers as ratios within one run.
