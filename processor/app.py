@@ -26,6 +26,7 @@ table; the pump pauses those partitions in Faust's consumer, and records the age
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -51,6 +52,7 @@ log = logging.getLogger("ccmeter.worker")
 
 TABLE_NAME = "state"
 EXIT_CRASH = 70
+GC_THRESHOLD = 50_000  # allocations between young-generation collections (docs/performance.md)
 WAIT_S = 0.05  # pause of the pump while Faust rebalances or recovers the table
 
 
@@ -320,6 +322,9 @@ def live_json(view: Any) -> dict[str, Any]:
 def run_worker(config: WorkerConfig, partitions: int) -> int:
     """Build the app and run it until SIGINT/SIGTERM (blocks; returns the exit status)."""
     worker = Worker(config, partitions)
+    # Every event allocates short-lived tuples and dicts; with Python's default threshold (700) the cyclic
+    # collector runs every few events. Fewer, larger young-generation collections: about 10% more events/s.
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
     faust_worker = faust.Worker(worker.app, loglevel=config.log_level, stdout=sys.stdout, stderr=sys.stderr)
     faust_worker.spinner = None  # with a spinner, Faust sets the root logger to DEBUG below `info` (15 % slower)
     try:
