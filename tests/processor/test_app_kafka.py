@@ -195,11 +195,15 @@ async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[Topi
         await consumer.stop()
 
 
-def test_the_table_not_the_group_offsets_says_where_processing_resumes(broker: str, topic_prefix: str, tmp_path: Path):
+def test_the_table_not_the_group_offsets_says_where_processing_resumes(
+    broker: str, broker_kind: str, topic_prefix: str, tmp_path: Path
+):
     """Faust's stream may commit offsets it never delivered; the worker resumes from the applied offsets in its
     table. Planted here: while the worker is down, the group's offsets move past unprocessed records, to the middle
     of the new records on two partitions and to the end on the other two. The worker then commits, for monitoring,
     the offsets it has really applied."""
+    if broker_kind == "tansu":
+        pytest.skip("Tansu refuses offset commits from outside a group's members, so the offsets cannot be planted")
     names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 4, accounts=8, agents=5)
     third = len(lines) // 3
     stamps = arrival_times(lines)
