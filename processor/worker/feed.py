@@ -40,6 +40,7 @@ class PartitionFeed:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                isolation_level="read_committed",  # records of aborted transactions are never folded
                 max_partition_fetch_bytes=FETCH_BYTES,
                 fetch_max_bytes=FETCH_BYTES,
             )

@@ -21,12 +21,12 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from processor.simulate import SimConfig, iter_lines
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES, create_topics
 from processor.topics import topic_names as names_of
-from schemas.events import format_ms
+from schemas.events import Rejection, decode, format_ms
 from tests.processor.worker.support import (
     arrival_times,
     by_id,
@@ -232,6 +232,56 @@ def test_the_table_not_the_group_offsets_says_where_processing_resumes(
         while (committed := asyncio.run(_committed(broker, app_id, list(after)))) != after:
             assert time.monotonic() < deadline, (committed, after)
             time.sleep(0.5)
+    finally:
+        worker.stop()
+
+
+async def _produce_in_transactions(
+    bootstrap: str, topic: str, lines: list[bytes], stamps: list[int], chunk: int
+) -> int:
+    """Publish `lines` in committed transactions of `chunk` records; between them, an aborted transaction with a
+    an API request of a ghost user that would change usage if it were counted. Returns how many were aborted."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    aborted = 0
+    try:
+        for begin in range(0, len(lines), chunk):
+            async with producer.transaction():
+                for line, stamp in zip(lines[begin : begin + chunk], stamps[begin : begin + chunk], strict=True):
+                    await producer.send(topic, line, key=key_of(line), timestamp_ms=stamp)
+            # At the chunk's latest event time (not too late for the worker), on that event's account.
+            latest = max(
+                (e for e in map(decode, lines[begin : begin + chunk]) if not isinstance(e, Rejection)),
+                key=lambda e: e.at_ms,
+                default=None,
+            )
+            if latest is not None:
+                ghost = {"account_id": latest.account_id, "occurred_at": format_ms(latest.at_ms)}
+                ghost.update(event_id=f"ghost-{begin}", type="api.request", user_id="ghost")  # counts for 5 min
+                await producer.begin_transaction()
+                await producer.send(topic, json.dumps(ghost).encode(), key=latest.account_id.encode())
+                await producer.abort_transaction()
+                aborted += 1
+    finally:
+        await producer.stop()
+    return aborted
+
+
+def test_aborted_transactions_are_not_counted(broker: str, broker_kind: str, topic_prefix: str, tmp_path: Path):
+    """Producers may write the events topic with transactions: only committed records count, and the offsets that
+    transaction markers and aborted records take do not stop the worker."""
+    if broker_kind == "tansu":
+        pytest.skip("Tansu has no transactions")
+    names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 6, accounts=6, agents=4)
+    aborted = asyncio.run(_produce_in_transactions(broker, names[EVENTS], lines, arrival_times(lines), 200))
+    assert aborted > 0
+    worker = start_worker(broker, topic_prefix, app_id, tmp_path)
+    try:
+        worker.wait_ready()
+        got = outputs(broker, names, want_changes, want_windows)
+        check_equal(got, names, want_changes, want_windows)
+        intervals = got[names[INTERVALS]]
+        assert not [r for r in intervals if r.get("user_id") == "ghost"]
     finally:
         worker.stop()
 
