@@ -88,7 +88,7 @@ class Worker:
     def __init__(self, config: WorkerConfig, partitions: int) -> None:
         self.config = config
         self.partitions = partitions
-        self.names = names = topic_names(config.prefix)
+        self.names = names = {**topic_names(config.prefix), EVENTS: config.events}
         self.events_topic_name = names[EVENTS]
         self.app = app = faust.App(
             config.app_id,

@@ -79,8 +79,10 @@ async def create_topics(
     replication: int = 1,
     *,
     timeout_ms: int = 30_000,
+    outputs_only: bool = False,
 ) -> list[str]:
     """Create ccmeter's topics under `prefix` on the cluster at `bootstrap`; return the names it created.
+    With `outputs_only`, every topic but the events topic (for a version that reads another prefix's events).
 
     Idempotent: topics that already exist are left untouched (their partition count and configs are not changed)
     and are simply not in the returned list, so the existing ones are `set(topic_names(prefix).values()) - created`.
@@ -96,7 +98,7 @@ async def create_topics(
         wanted = [
             NewTopic(names[spec.key], partitions, replication, topic_configs=dict(spec.config))
             for spec in TOPICS
-            if names[spec.key] not in existing
+            if names[spec.key] not in existing and not (outputs_only and spec.key == EVENTS)
         ]
         if not wanted:
             return []

@@ -20,8 +20,8 @@ def register(subparsers: Any) -> None:
     worker = subparsers.add_parser(
         "worker",
         help="run the streaming processor (a Faust worker) against Kafka",
-        description="Consume session events from PREFIX + 'events', keep per-account state in a Faust table and "
-        "publish usage changes, peak windows, alerts, intervals and dead letters; serve live usage at "
+        description="Consume session events from PREFIX + 'events' (or --events-topic), keep per-account state in a "
+        "Faust table and publish usage changes, peak windows, alerts, intervals and dead letters; serve live usage at "
         "GET /accounts/{id}/usage and GET /health on the web port. Creates missing topics first. "
         "Every flag can also be set by its CCMETER_* environment variable; flags win.",
         epilog="Example: ccmeter worker --broker 127.0.0.1:9092 --web-port 6066",
@@ -55,31 +55,40 @@ def run_worker_command(args: argparse.Namespace) -> int:
             import rocksdict  # noqa: F401
         except ImportError as exc:
             raise CliError("--store rocksdb:// needs rocksdict: pip install -e '.[rocksdb]'") from exc
-    partitions = asyncio.run(_prepare_topics(config))
+    partitions = asyncio.run(prepare_topics(config))
     from processor.app import run_worker
 
     return run_worker(config, partitions)
 
 
-async def _prepare_topics(config: WorkerConfig) -> int:
-    """Create missing topics; return the partition count of the events topic."""
+async def prepare_topics(config: WorkerConfig) -> int:
+    """Create missing topics; return the partition count of the events topic.
+
+    With `--events-topic` (another prefix's events, e.g. the live log read by a rebuilt version) that topic must
+    exist, and only the output topics are created, with its partition count."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    events = topic_names(config.prefix)[EVENTS]
+    events = config.events
     try:
-        await create_topics(config.broker, config.prefix, config.partitions, config.replication, timeout_ms=15_000)
+        if config.events_topic is None:
+            await create_topics(config.broker, config.prefix, config.partitions, config.replication, timeout_ms=15_000)
         admin = AIOKafkaAdminClient(bootstrap_servers=config.broker, request_timeout_ms=15_000)
         await admin.start()
         try:
             described = await admin.describe_topics([events])
         finally:
             await admin.close()
+        ok = described and not described[0].get("error_code") and described[0].get("partitions")
+        count = len(described[0]["partitions"]) if ok else 0
+        if count < 1:
+            raise CliError(f"topic {events} does not exist on {config.broker} (or has no partitions)")
+        if config.events_topic is not None:
+            await create_topics(
+                config.broker, config.prefix, count, config.replication, timeout_ms=15_000, outputs_only=True
+            )
     except (KafkaError, OSError) as exc:
         raise CliError(f"cannot prepare topics on {config.broker}: {exc!r}") from exc
-    count = len(described[0]["partitions"]) if described and described[0].get("partitions") else 0
-    if count < 1:
-        raise CliError(f"topic {events} has no partitions on {config.broker}")
     return count
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from processor.core.alerts import DEFAULT_SHARE, parse_share
 from processor.core.model import Settings
-from processor.topics import DEFAULT_PREFIX, validate_prefix
+from processor.topics import DEFAULT_PREFIX, EVENTS, topic_names, validate_prefix
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -50,6 +50,12 @@ def _store(text: str) -> str:
     return text
 
 
+def _topic(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", text):
+        raise ValueError(f"{text!r} is not a Kafka topic name (letters, digits, '.', '_', '-')")
+    return text
+
+
 def _broker(text: str) -> str:
     text = text.removeprefix("kafka://")
     if not all(re.fullmatch(r"[^\s:,]+:\d+", part) for part in text.split(",")):
@@ -79,6 +85,13 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("broker", _broker, "127.0.0.1:9092", "Kafka bootstrap servers", "HOST:PORT"),
     Option("prefix", validate_prefix, DEFAULT_PREFIX, "topic name prefix", "PREFIX"),
+    Option(
+        "events_topic",
+        _topic,
+        None,
+        "read events from this topic instead of PREFIX + events (a rebuilt version reading the live log)",
+        "TOPIC",
+    ),
     Option("app_id", str, "ccmeter-worker", "Faust app id: consumer group and changelog topic names", "ID"),
     Option("web_host", str, "127.0.0.1", "host name other workers use to reach this worker's HTTP port", "HOST"),
     Option("web_bind", str, "0.0.0.0", "address the HTTP server listens on", "ADDR"),
@@ -111,6 +124,7 @@ class WorkerConfig:
 
     broker: str = "127.0.0.1:9092"
     prefix: str = DEFAULT_PREFIX
+    events_topic: str | None = None
     app_id: str = "ccmeter-worker"
     web_host: str = "127.0.0.1"
     web_bind: str = "0.0.0.0"
@@ -160,6 +174,11 @@ class WorkerConfig:
             resolved[option.name] = option.default if value is None else value
         return cls(**resolved)
 
+    @property
+    def events(self) -> str:
+        """The events topic this worker reads."""
+        return self.events_topic or topic_names(self.prefix)[EVENTS]
+
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> WorkerConfig:
         """From parsed `add_arguments` flags plus the environment."""
@@ -188,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=_argparse_type(option),
             default=None,
             metavar=option.metavar or None,
-            help=f"{option.help} (${option.env}; default {shown})",
+            help=f"{option.help} (${option.env}" + ("" if default is None else f"; default {shown}") + ")",
         )
 
 
@@ -201,6 +220,8 @@ def settings_table() -> str:
             shown = f"{float(default):g}"
         elif option.parse is parse_duration_ms:
             shown = _show_ms(default)
+        elif default is None:
+            shown = "none"
         else:
             shown = str(default)
         rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")

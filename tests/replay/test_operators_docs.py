@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from processor.cli import build_parser
-from processor.worker.config import add_arguments
+from replay import launch
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operators.md"
 BLOCKS = re.findall(r"^ *```sh\n(.*?)^ *```", DOC.read_text(), re.S | re.M)
@@ -34,8 +33,5 @@ def test_ccmeter_line_parses(line: str) -> None:
 
 @pytest.mark.parametrize("line", LAUNCH)
 def test_launch_line_parses(line: str) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events-topic", required=True)
-    add_arguments(parser)
-    parsed = parser.parse_args(shlex.split(line)[3:])
+    parsed = launch.build_parser().parse_args(shlex.split(line)[3:])
     assert parsed.events_topic == "ccmeter.events" and parsed.prefix == "ccmeter.v2."

@@ -64,3 +64,13 @@ def test_worker_and_publish_are_registered():
 
 def test_settings_table_in_docs_is_current():
     assert settings_table() in (ROOT / "docs" / "running.md").read_text()
+
+
+def test_events_topic_defaults_to_the_prefix_and_can_be_another_topic() -> None:
+    assert parse([], {}).events == "ccmeter.events"
+    assert parse(["--prefix", "ccmeter.v2."], {}).events == "ccmeter.v2.events"
+    config = parse(["--prefix", "ccmeter.v2.", "--events-topic", "ccmeter.events"], {})
+    assert (config.events_topic, config.events) == ("ccmeter.events", "ccmeter.events")
+    assert parse([], {"CCMETER_EVENTS_TOPIC": "live.events"}).events == "live.events"
+    with pytest.raises(SystemExit):
+        parse(["--events-topic", "no spaces allowed"], {})
