@@ -4,7 +4,6 @@ and committed offsets of a consumer group."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import Rejection, decode
+from tests.processor.worker.support import consume
 
 
 async def _produce(bootstrap: str, topic: str, lines: Sequence[bytes], stamps: Sequence[int]) -> float:
@@ -98,47 +98,10 @@ def raw_consume(bootstrap: str, topic: str, count: int, decode_events: bool = Tr
     return asyncio.run(_raw_consume(bootstrap, topic, count, decode_events))
 
 
-async def _read_all(bootstrap: str, topics: Sequence[str], done: Callable[[dict[str, list[dict]]], bool],
-                    timeout: float, quiet: float) -> dict[str, list[dict]]:  # fmt: skip
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=16 << 20
-    )
-    await consumer.start()
-    got: dict[str, list[dict]] = {topic: [] for topic in topics}
-    try:
-        parts = []
-        for topic in topics:
-            found = None
-            for _ in range(50):
-                found = consumer.partitions_for_topic(topic)
-                if found:
-                    break
-                await consumer._client.force_metadata_update()
-                await asyncio.sleep(0.1)
-            parts.extend(TopicPartition(topic, p) for p in sorted(found or ()))
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        deadline = time.monotonic() + timeout
-        last_new = time.monotonic()
-        finished: float | None = None
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
-            for tp, messages in batches.items():
-                got[tp.topic].extend(json.loads(m.value) for m in messages)
-                last_new = time.monotonic()
-            if finished is None and done(got):
-                finished = time.monotonic()
-            if finished is not None and time.monotonic() - max(finished, last_new) >= quiet:
-                break
-    finally:
-        await consumer.stop()
-    return got
-
-
 def read_all(bootstrap: str, topics: Sequence[str], done: Callable[[dict[str, list[dict]]], bool],
              timeout: float = 120.0, quiet: float = 1.0) -> dict[str, list[dict]]:  # fmt: skip
     """Every JSON record of `topics` from the start, until `done(records)` and `quiet` seconds without news."""
-    return asyncio.run(_read_all(bootstrap, topics, done, timeout, quiet))
+    return consume(bootstrap, list(topics), done, timeout, quiet, max_records=50_000, fetch_max_bytes=16 << 20)
 
 
 async def _committed(bootstrap: str, group: str, topic: str) -> int | None:

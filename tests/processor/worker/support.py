@@ -190,9 +190,20 @@ def produce(bootstrap: str, topic: str, lines: list[bytes], timestamps: list[int
 
 
 async def _consume(
-    bootstrap: str, topics: list[str], done: Callable[[dict[str, list[dict]]], bool], timeout: float, quiet: float
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[dict[str, list[dict]]], bool],
+    timeout: float,
+    quiet: float,
+    max_records: int,
+    fetch_max_bytes: int,
 ) -> dict[str, list[dict]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=fetch_max_bytes,
+    )
     await consumer.start()
     got: dict[str, list[dict]] = {topic: [] for topic in topics}
     try:
@@ -211,7 +222,7 @@ async def _consume(
         last_new = time.monotonic()
         finished_at: float | None = None
         while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             for tp, messages in batches.items():
                 got[tp.topic].extend(json.loads(m.value) for m in messages)
                 last_new = time.monotonic()
@@ -230,9 +241,12 @@ def consume(
     done: Callable[[dict[str, list[dict]]], bool],
     timeout: float = 90.0,
     quiet: float = 1.5,
+    max_records: int = 10_000,
+    fetch_max_bytes: int = 50 * 1024 * 1024,
 ) -> dict[str, list[dict]]:
-    """Read the topics from the start until `done(records)` holds and nothing new came for `quiet` seconds."""
-    return asyncio.run(_consume(bootstrap, topics, done, timeout, quiet))
+    """Read the topics from the start until `done(records)` holds and nothing new came for `quiet` seconds (every
+    value a JSON document). The benchmarks use it too, with larger reads."""
+    return asyncio.run(_consume(bootstrap, topics, done, timeout, quiet, max_records, fetch_max_bytes))
 
 
 def by_id(records: Iterable[dict], key: str) -> dict[str, dict]:
