@@ -29,6 +29,7 @@ from processor.snapshots.tables import TABLES, TS, Table
 from processor.snapshots.views import create_views
 from processor.topics import topic_names
 from schemas.events import from_ms, to_ms
+from schemas.outputs import DAY_KEYS, SUMMARY_KEYS
 
 _DUCK_TYPES: dict[str, str] = {
     "int32": "INTEGER",
@@ -162,28 +163,9 @@ def _snapshot_info(con: duckdb.DuckDBPyConnection, data_dir: Path, manifest: Man
     con.unregister("_info")
 
 
-_PERIOD_COLUMNS = (
-    "timezone",
-    "licenses",
-    "overage_allowance",
-    "peak_usage",
-    "peak_at",
-    "billable_overage",
-    "over_allowance",
-    "seconds_over_licenses",
-    "license_hours",
-    "distinct_users",
-)
-_DAY_COLUMNS = (
-    "peak_usage",
-    "peak_at",
-    "licenses",
-    "overage_allowance",
-    "seconds_over_licenses",
-    "max_excess",
-    "license_hours",
-    "distinct_users",
-)
+# The report's own keys, without those the billing tables hold in columns of their own.
+_PERIOD_COLUMNS = tuple(key for key in SUMMARY_KEYS if key not in ("account_id", "from", "to"))
+_DAY_COLUMNS = tuple(key for key in DAY_KEYS if key != "date")
 
 
 def _billing_tables(con: duckdb.DuckDBPyConnection, watermark_ms: int | None) -> None:
