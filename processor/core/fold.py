@@ -109,6 +109,7 @@ class LiveView:
     today_peak: int
     today_peak_at_ms: int | None
     as_of_ms: int | None
+    data_through_ms: int | None = None  # the account's horizon (SPEC 4): nothing after it is known yet
 
 
 class AccountFold:

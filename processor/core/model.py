@@ -25,7 +25,16 @@ class Settings:
     portal_idle_timeout_ms: int = 15 * 60_000
     api_activity_window_ms: int = 5 * 60_000
     allowed_lateness_ms: int = 10 * 60_000
+    account_idle_lateness_ms: int = 2 * 60 * 60_000
     max_future_skew_ms: int = 5 * 60_000
+
+    def horizon(self, account_watermark: int | None, partition_watermark: int | None) -> int:
+        """An account's horizon (SPEC 2): `max(W_a - allowed_lateness, W_p - account_idle_lateness)`.
+
+        Every instant below it is final for that account; -NEVER before any event."""
+        own = -NEVER if account_watermark is None else account_watermark - self.allowed_lateness_ms
+        idle = -NEVER if partition_watermark is None else partition_watermark - self.account_idle_lateness_ms
+        return own if own > idle else idle
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,23 @@ class UserInterval:
     end_ms: int
 
 
+PresenceKind = Literal["desktop", "portal", "api"]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceInterval:
+    """One presence of a user was active during `[start_ms, end_ms)` (end NEVER while still open).
+
+    `kind` is desktop, portal or api; `device_id` names the device of a desktop presence (None otherwise)."""
+
+    account_id: str
+    user_id: str
+    kind: PresenceKind
+    device_id: str | None
+    start_ms: int
+    end_ms: int
+
+
 @dataclass(slots=True)
 class Metrics:
     """Counters of what the fold saw (SPEC: orphans, duplicates, conflicts, lateness)."""
@@ -118,6 +144,10 @@ class FoldOutput:
     plans: list[tuple[str, Plan]] = field(default_factory=list)
     # Counted intervals as they start (end_ms = NEVER); the same interval comes again in `intervals` when it closes.
     opened: list[UserInterval] = field(default_factory=list)
+    # Presence intervals, as they open (end NEVER) and again when they close (same account, user, kind, device, start).
+    presences: list[PresenceInterval] = field(default_factory=list)
+    # account_id -> its horizon (`data_through`, SPEC 4) after this step, for the accounts the step advanced.
+    horizons: dict[str, int] = field(default_factory=dict)
 
     def extend(self, other: FoldOutput) -> None:
         """Append another output to this one."""
@@ -126,3 +156,5 @@ class FoldOutput:
         self.intervals.extend(other.intervals)
         self.plans.extend(other.plans)
         self.opened.extend(other.opened)
+        self.presences.extend(other.presences)
+        self.horizons.update(other.horizons)
