@@ -26,6 +26,8 @@ from processor.core.model import (
     FoldOutput,
     Metrics,
     Plan,
+    PresenceInterval,
+    PresenceKind,
     Settings,
     UsageChange,
     UserInterval,
@@ -52,14 +54,21 @@ from schemas.events import CONTACT_CENTER_PAGES, Event
 
 Verdict = Literal["accepted", "duplicate", "duplicate_conflict", "too_late", "future_skew"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: presence starts and the account watermark; 1 is still read
 _METRIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Metrics))
 _DESKTOP, _PORTAL, _API = 0, 1, 2  # timer kinds
+_KIND_NAMES: tuple[PresenceKind, ...] = ("desktop", "portal", "api")
+
+
+def _presence_order(item: tuple[tuple[int, str, str | None], int | None]) -> tuple[int, str, str]:
+    """Presences changed at one instant are reported in (kind, user, device) order, whatever applied them first."""
+    kind, user, device = item[0]
+    return kind, user, device or ""
 _TICK_EVERY_MS = 60_000
 
 
 class PartitionClock:
-    """Event-time watermark of one partition."""
+    """Event-time watermark `W_p` of one partition: the largest `occurred_at` admitted on it (SPEC section 2)."""
 
     __slots__ = ("settings", "watermark")
 
@@ -67,34 +76,38 @@ class PartitionClock:
         self.settings = settings
         self.watermark = watermark
 
-    def admit(self, at_ms: int, record_ms: int | None = None) -> Literal["ok", "too_late", "future_skew"]:
-        """Verdict of the clock on an event at `at_ms`; advances the watermark on "ok".
+    def skewed(self, at_ms: int, record_ms: int | None = None) -> bool:
+        """True if an event at `at_ms` lies more than `max_future_skew` ahead of `max(watermark, record_ms)`.
 
-        Future skew is measured against `max(watermark, record_ms)`, where `record_ms` is the record's arrival time
-        (the Kafka record timestamp): after a quiet stretch longer than the skew, the watermark alone would reject
-        every honest event (docs/semantics.md section 7).
+        `record_ms` is the record's arrival time (the Kafka record timestamp): after a quiet stretch longer than the
+        skew, the watermark alone would reject every honest event (docs/semantics.md section 7).
         """
         watermark = self.watermark
-        if watermark is None:
-            if record_ms is not None and at_ms > record_ms + self.settings.max_future_skew_ms:
-                return "future_skew"
+        reference = watermark if record_ms is None or (watermark is not None and record_ms < watermark) else record_ms
+        return reference is not None and at_ms > reference + self.settings.max_future_skew_ms
+
+    def observe(self, at_ms: int) -> None:
+        """An event at `at_ms` was admitted: advance the watermark."""
+        if self.watermark is None or at_ms > self.watermark:
             self.watermark = at_ms
-            return "ok"
-        reference = watermark if record_ms is None or record_ms < watermark else record_ms
-        if at_ms > reference + self.settings.max_future_skew_ms:
+
+    def admit(self, at_ms: int, record_ms: int | None = None) -> Literal["ok", "future_skew"]:
+        """`skewed`, else `observe`: the verdict of the partition on an event (lateness is per account)."""
+        if self.skewed(at_ms, record_ms):
             return "future_skew"
-        if at_ms < watermark - self.settings.allowed_lateness_ms:
-            return "too_late"
-        if at_ms > watermark:
-            self.watermark = at_ms
+        self.observe(at_ms)
         return "ok"
 
     @property
-    def horizon(self) -> int:
-        """Every instant below the horizon is final: `watermark - allowed_lateness` (-NEVER before any event)."""
+    def idle_floor(self) -> int:
+        """`W_p - account_idle_lateness`: no account of the partition has a horizon below it (-NEVER before events)."""
         if self.watermark is None:
             return -NEVER
-        return self.watermark - self.settings.allowed_lateness_ms
+        return self.watermark - self.settings.account_idle_lateness_ms
+
+    def horizon_of(self, fold: AccountFold) -> int:
+        """The account's horizon `H_a` on this partition."""
+        return fold.horizon(self.watermark, self.settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +133,7 @@ class AccountFold:
         "metrics",
         "_plan",
         "_applied_to",
+        "_watermark",
         "_usage",
         "_seg_start",
         "_last",
@@ -129,6 +143,7 @@ class AccountFold:
         "_api",
         "_users",
         "_touched",
+        "_presence_touched",
         "_buf",
         "_seen",
         "_timers",
@@ -141,16 +156,19 @@ class AccountFold:
         self.metrics = Metrics()
         self._plan: Plan = DEFAULT_PLAN
         self._applied_to = -NEVER  # every instant below it is applied (the last horizon advanced to)
+        self._watermark: int | None = None  # W_a: the largest occurred_at admitted for this account
         self._usage = 0
         self._seg_start = -NEVER  # start of the running constant piece of usage, not yet fed to the windows
         self._last: int | None = None  # last applied instant
         self._seq = 0
         # State exists only while the presence is on (desktop: while signed in); the last item is `armed`.
-        self._devices: dict[tuple[str, str], list[Any]] = {}  # [session, last_seen, armed]
-        self._portal: dict[str, list[int]] = {}  # [last_cc_view, armed]
-        self._api: dict[str, list[int]] = {}  # [last_request, armed]
+        self._devices: dict[tuple[str, str], list[Any]] = {}  # [session, last_seen, session_since, armed]
+        self._portal: dict[str, list[int]] = {}  # [last_cc_view, since, armed]
+        self._api: dict[str, list[int]] = {}  # [last_request, since, armed]
         self._users: dict[str, list[int]] = {}  # [active presences, counted since]
         self._touched: dict[str, bool] = {}  # users changed during the current instant -> counted before it
+        # presences changed during the current instant -> their start before it (None: off before it)
+        self._presence_touched: dict[tuple[int, str, str | None], int | None] = {}
         self._buf: list[Record] = []  # heap of records in application order
         self._seen: dict[str, Record] = {}  # event_id -> record, for every buffered record
         self._timers: list[tuple[int, int, Any]] = []  # heap of (due, kind, key)
@@ -159,9 +177,21 @@ class AccountFold:
 
     # -- input ---------------------------------------------------------------------------------------------------
 
-    def offer(self, event: Event, arrival: int, horizon: int) -> Verdict:
-        """Deduplicate and buffer one event (applied by a later `advance`). `horizon` is the partition's horizon."""
-        return self._offer(event, at_ms_of(event), arrival, horizon)
+    def offer(self, event: Event, arrival: int, horizon: int, at_ms: int | None = None) -> Verdict:
+        """Deduplicate and buffer one event (applied by a later `advance`). `horizon` is the account's horizon;
+        `at_ms` is `event.at_ms` if the caller has it already (it is slow to read)."""
+        return self._offer(event, at_ms_of(event) if at_ms is None else at_ms, arrival, horizon)
+
+    def horizon(self, partition_watermark: int | None, settings: Settings) -> int:
+        """`H_a = max(W_a - allowed_lateness, W_p - account_idle_lateness)` (SPEC 2), never below what is applied."""
+        horizon = settings.horizon(self._watermark, partition_watermark)
+        applied = self._applied_to
+        return applied if applied > horizon and applied < NEVER else horizon
+
+    @property
+    def watermark(self) -> int | None:
+        """`W_a`: the largest `occurred_at` admitted for this account (None before any)."""
+        return self._watermark
 
     def _offer(self, event: Event, at_ms: int, arrival: int, horizon: int) -> Verdict:
         if event.account_id != self.account_id:
@@ -169,6 +199,8 @@ class AccountFold:
         if at_ms < horizon or at_ms < self._applied_to:
             self.metrics.too_late += 1
             return "too_late"
+        if self._watermark is None or at_ms > self._watermark:
+            self._watermark = at_ms
         record = to_record(event, at_ms, arrival, self._seq)
         self._seq += 1
         event_id = record[EVENT_ID]
@@ -265,6 +297,8 @@ class AccountFold:
                 self._last = t
             if self._touched:
                 self._settle(t, out)
+            if self._presence_touched:
+                self._settle_presences(t, out)
             if self._usage != usage_before:
                 out.usage_changes.append(UsageChange(self.account_id, t, self._usage, self._plan.licenses))
                 self._feed(t, usage_before, plan_before, out)
@@ -288,7 +322,7 @@ class AccountFold:
             if kind == _DESKTOP:
                 table: dict[Any, list[Any]] = self._devices
                 state = table.get(key)
-                if state is None or state[2] != due:
+                if state is None or state[-1] != due:
                     continue
                 actual = state[1] + settings.device_timeout_ms
                 user = key[0]
@@ -296,7 +330,7 @@ class AccountFold:
             else:
                 table = self._portal if kind == _PORTAL else self._api
                 state = table.get(key)
-                if state is None or state[1] != due:
+                if state is None or state[-1] != due:
                     continue
                 actual = state[0] + (
                     settings.portal_idle_timeout_ms if kind == _PORTAL else settings.api_activity_window_ms
@@ -307,10 +341,13 @@ class AccountFold:
                 state[-1] = actual
                 heappush(timers, (actual, kind, key))
                 continue
-            del table[key]
             fired += 1
             if active:
+                self._mark(kind, user, key[1] if kind == _DESKTOP else None)
+                del table[key]
                 self._off(user)
+            else:
+                del table[key]
         return fired
 
     def _apply(self, record: Record, t: int, settings: Settings, out: FoldOutput) -> None:
@@ -324,7 +361,7 @@ class AccountFold:
                 state = devices.get(key)
                 if state is None:
                     due = t + settings.device_timeout_ms
-                    devices[key] = [False, t, due]
+                    devices[key] = [False, t, t, due]
                     heappush(self._timers, (due, _DESKTOP, key))
                 else:
                     state[1] = t
@@ -335,7 +372,9 @@ class AccountFold:
                 else:
                     state[1] = t
                     if not state[0]:
+                        self._mark(_DESKTOP, user, key[1])
                         state[0] = True
+                        state[2] = t
                         self._on(user)
             elif code == SESSION_ENDED:
                 state = devices.get(key)
@@ -344,42 +383,53 @@ class AccountFold:
                 else:
                     state[1] = t
                     if state[0]:
+                        self._mark(_DESKTOP, user, key[1])
                         state[0] = False
                         self._off(user)
                     else:
                         self.metrics.orphan += 1
             elif code == SIGNED_OUT:
-                state = devices.pop(key, None)
+                state = devices.get(key)
                 if state is None:
                     self.metrics.orphan += 1
                 elif state[0]:
+                    self._mark(_DESKTOP, user, key[1])
+                    del devices[key]
                     self._off(user)
+                else:
+                    del devices[key]
             # HEARTBEAT of a signed-out device: no effect.
         elif code == PAGE_VIEWED:
             if record[5] in CONTACT_CENTER_PAGES:
                 state = self._portal.get(user)
                 if state is None:
                     due = t + settings.portal_idle_timeout_ms
-                    self._portal[user] = [t, due]
+                    self._mark(_PORTAL, user, None)
+                    self._portal[user] = [t, t, due]
                     heappush(self._timers, (due, _PORTAL, user))
                     self._on(user)
                 else:
                     state[0] = t
-            elif self._portal.pop(user, None) is not None:
+            elif user in self._portal:
+                self._mark(_PORTAL, user, None)
+                del self._portal[user]
                 self._off(user)
         elif code == API_REQUEST:
             state = self._api.get(user)
             if state is None:
                 due = t + settings.api_activity_window_ms
-                self._api[user] = [t, due]
+                self._mark(_API, user, None)
+                self._api[user] = [t, t, due]
                 heappush(self._timers, (due, _API, user))
                 self._on(user)
             else:
                 state[0] = t
         elif code == PORTAL_SIGNED_OUT:
-            if self._portal.pop(user, None) is None:
+            if user not in self._portal:
                 self.metrics.orphan += 1
             else:
+                self._mark(_PORTAL, user, None)
+                del self._portal[user]
                 self._off(user)
         elif code == PLAN_CHANGED:
             plan = Plan(t, *record[PLAN])
@@ -419,10 +469,43 @@ class AccountFold:
                 del users[user]
         self._touched.clear()
 
+    def _presence_since(self, kind: int, user: str, device: str | None) -> int | None:
+        """Start of the presence if it is on now, else None."""
+        if kind == _DESKTOP:
+            state = self._devices.get((user, device))  # type: ignore[arg-type]
+            return state[2] if state is not None and state[0] else None
+        state = (self._portal if kind == _PORTAL else self._api).get(user)
+        return state[1] if state is not None else None
+
+    def _mark(self, kind: int, user: str, device: str | None) -> None:
+        """A presence is about to change during the current instant: remember how it was before the instant."""
+        key = (kind, user, device)
+        if key not in self._presence_touched:
+            self._presence_touched[key] = self._presence_since(kind, user, device)
+
+    def _settle_presences(self, t: int, out: FoldOutput) -> None:
+        """End of instant `t`: report the presences it opened and closed (an off-and-on within it changes nothing)."""
+        touched = self._presence_touched
+        items = sorted(touched.items(), key=_presence_order) if len(touched) > 1 else touched.items()
+        for (kind, user, device), before in items:
+            now = self._presence_since(kind, user, device)
+            if before is None:
+                if now is not None:
+                    out.presences.append(PresenceInterval(self.account_id, user, _KIND_NAMES[kind], device, t, NEVER))
+            elif now is None:
+                out.presences.append(PresenceInterval(self.account_id, user, _KIND_NAMES[kind], device, before, t))
+            elif now != before:  # ended and started again at t: one unbroken presence
+                if kind == _DESKTOP:
+                    self._devices[(user, device)][2] = before  # type: ignore[index]
+                else:
+                    (self._portal if kind == _PORTAL else self._api)[user][1] = before
+        self._presence_touched.clear()
+
     # -- queries -------------------------------------------------------------------------------------------------
 
-    def live_view(self, settings: Settings) -> LiveView:
-        """Provisional view: as if every buffered event were applied now (self is not changed)."""
+    def live_view(self, settings: Settings, partition_watermark: int | None = None) -> LiveView:
+        """Provisional view: as if every buffered event were applied now (self is not changed); `data_through` is
+        the account's horizon on a partition whose watermark is `partition_watermark`."""
         fold = self
         if self._buf:
             fold = AccountFold.from_bytes(self.to_bytes())
@@ -441,6 +524,7 @@ class AccountFold:
             today_peak=peak,
             today_peak_at_ms=peak_at,
             as_of_ms=as_of,
+            data_through_ms=None if self._watermark is None else self.horizon(partition_watermark, settings),
         )
 
     @property
@@ -484,6 +568,7 @@ class AccountFold:
             [[user, *counter] for user, counter in self._users.items()],
             self._buf,
             self._windows.dump(),
+            self._watermark,
         ]
         return msgpack.packb(data, use_bin_type=True)
 
@@ -491,8 +576,9 @@ class AccountFold:
     def from_bytes(cls, data: bytes) -> AccountFold:
         """Inverse of `to_bytes`."""
         items = msgpack.unpackb(data, use_list=False, raw=False)
-        if not items or items[0] != FORMAT_VERSION:
-            raise ValueError(f"unsupported AccountFold format {items[0] if items else None!r}")
+        version = items[0] if items else None
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"unsupported AccountFold format {version!r}")
         (_, account_id, metrics, plan, applied_to, usage, seg_start, last, seq) = items[:9]
         devices, portal, api, users, buf, windows = items[9:15]
         fold = cls(account_id)
@@ -500,20 +586,27 @@ class AccountFold:
             setattr(fold.metrics, name, value)
         fold._plan = DEFAULT_PLAN if plan is None else Plan(*plan)
         fold._applied_to, fold._usage, fold._seg_start, fold._last, fold._seq = applied_to, usage, seg_start, last, seq
-        timers = fold._timers
-        for user, device, session, last_seen, armed in devices:
-            key = (user, device)
-            fold._devices[key] = [session, last_seen, armed]
-            timers.append((armed, _DESKTOP, key))
-        for user, last_view, armed in portal:
-            fold._portal[user] = [last_view, armed]
-            timers.append((armed, _PORTAL, user))
-        for user, last_request, armed in api:
-            fold._api[user] = [last_request, armed]
-            timers.append((armed, _API, user))
-        heapify(timers)
         for user, count, since in users:
             fold._users[user] = [count, since]
+        if version == 1:  # no presence starts were kept: the user's counted-since is the best lower bound
+            since = {user: counter[1] for user, counter in fold._users.items()}
+            devices = [(u, d, on, seen, since.get(u, applied_to), armed) for u, d, on, seen, armed in devices]
+            portal = [(u, last, since.get(u, applied_to), armed) for u, last, armed in portal]
+            api = [(u, last, since.get(u, applied_to), armed) for u, last, armed in api]
+        else:
+            fold._watermark = items[15]
+        timers = fold._timers
+        for user, device, session, last_seen, since, armed in devices:
+            key = (user, device)
+            fold._devices[key] = [session, last_seen, since, armed]
+            timers.append((armed, _DESKTOP, key))
+        for user, last_view, since, armed in portal:
+            fold._portal[user] = [last_view, since, armed]
+            timers.append((armed, _PORTAL, user))
+        for user, last_request, since, armed in api:
+            fold._api[user] = [last_request, since, armed]
+            timers.append((armed, _API, user))
+        heapify(timers)
         fold._buf = list(buf)  # stored in heap order
         fold._seen = {record[EVENT_ID]: record for record in fold._buf}
         fold._windows = PeakWindows.load(account_id, windows)
@@ -530,9 +623,10 @@ def fold_batch(
     settings: Settings,
     record_ms: Sequence[int | None] | None = None,
 ) -> tuple[FoldOutput, list[tuple[int, Event, Verdict]]]:
-    """Admit each (arrival, event) with the clock, offer it to its account, then advance every touched account
-    once to the new horizon. `record_ms[i]` is the arrival time of `batch[i]` (Kafka record timestamp) for the
-    future-skew check. Returns the outputs and the non-accepted verdicts."""
+    """Admit each (arrival, event): future skew by the partition's clock, lateness by its account's horizon; offer it
+    to its account, then advance every touched account once to its new horizon. `record_ms[i]` is the arrival time
+    of `batch[i]` (Kafka record timestamp) for the future-skew check. Returns the outputs and the non-accepted
+    verdicts."""
     rejected: list[tuple[int, Event, Verdict]] = []
     touched: dict[str, AccountFold] = {}
     for index, (arrival, event) in enumerate(batch):
@@ -541,33 +635,34 @@ def fold_batch(
         if fold is None:
             fold = states[account_id] = AccountFold(account_id)
         at_ms = at_ms_of(event)
-        admitted = clock.admit(at_ms, record_ms[index] if record_ms is not None else None)
-        if admitted == "ok":
-            verdict = fold._offer(event, at_ms, arrival, clock.horizon)
+        if clock.skewed(at_ms, record_ms[index] if record_ms is not None else None):
+            fold.metrics.future_skew += 1
+            rejected.append((arrival, event, "future_skew"))
+            continue
+        verdict = fold._offer(event, at_ms, arrival, clock.horizon_of(fold))
+        if verdict != "too_late":
+            clock.observe(at_ms)
             touched[account_id] = fold
             if verdict == "accepted":
                 continue
-        else:
-            verdict = admitted
-            if verdict == "too_late":
-                fold.metrics.too_late += 1
-            else:
-                fold.metrics.future_skew += 1
         rejected.append((arrival, event, verdict))
     out = FoldOutput()
-    horizon = clock.horizon
-    for fold in touched.values():
+    for account_id, fold in touched.items():
+        horizon = clock.horizon_of(fold)
         fold.advance_into(horizon, settings, out)
+        out.horizons[account_id] = horizon
     return out, rejected
 
 
 def tick(states: dict[str, AccountFold], clock: PartitionClock, settings: Settings) -> FoldOutput:
-    """Advance the accounts that have work below the partition's horizon (the engine calls this periodically)."""
+    """Advance the accounts that have work below their horizon (the engine calls this periodically)."""
     out = FoldOutput()
-    horizon = clock.horizon
-    for fold in states.values():
-        if fold.pending_until() < horizon:
+    floor = clock.idle_floor
+    for account_id, fold in states.items():
+        if fold.pending_until() < floor:
+            horizon = clock.horizon_of(fold)
             fold.advance_into(horizon, settings, out)
+            out.horizons[account_id] = horizon
     return out
 
 
@@ -579,32 +674,67 @@ def flush(states: dict[str, AccountFold], settings: Settings) -> FoldOutput:
     return out
 
 
+LateEvents = Literal["count", "drop"]
+
+
+def _restated_order(
+    states: dict[str, AccountFold], events: Iterable[Event]
+) -> tuple[list[tuple[int, Event]], list[tuple[int, Event, Verdict]]]:
+    """A file read as the restated view: copies dropped in arrival order (first arrival wins), then the rest in
+    application order `(occurred_at, arrival)`, so that no event is too late."""
+    first: dict[tuple[str, str], Record] = {}
+    kept: list[tuple[int, int, Event]] = []
+    rejected: list[tuple[int, Event, Verdict]] = []
+    for arrival, event in enumerate(events):
+        at_ms = at_ms_of(event)
+        record = to_record(event, at_ms, arrival, 0)
+        key = (event.account_id, record[EVENT_ID])
+        previous = first.get(key)
+        if previous is None:
+            first[key] = record
+            kept.append((at_ms, arrival, event))
+            continue
+        fold = states.get(event.account_id)
+        if fold is None:
+            fold = states[event.account_id] = AccountFold(event.account_id)
+        verdict: Verdict = "duplicate" if same_payload(previous, record) else "duplicate_conflict"
+        setattr(fold.metrics, verdict, getattr(fold.metrics, verdict) + 1)
+        rejected.append((arrival, event, verdict))
+    kept.sort(key=lambda item: (item[0], item[1]))
+    return [(arrival, event) for _, arrival, event in kept], rejected
+
+
 def fold_history(
-    events: Iterable[Event], settings: Settings = Settings(), batch_size: int = 1000
+    events: Iterable[Event],
+    settings: Settings = Settings(),
+    batch_size: int = 1000,
+    late_events: LateEvents = "count",
 ) -> tuple[FoldOutput, dict[str, Metrics], list[tuple[int, Event, Verdict]]]:
     """Run a whole single-partition history in arrival order (arrival = position), in batches, then flush.
 
-    A file has no arrival times, so there is no reference for future skew: it is not checked (like the batch engine).
+    `late_events="count"` reads it as a file (SPEC 2: the restated view, every event counts however late it
+    arrived); `"drop"` as the stream would, with too-late events rejected. Either way `output.horizons` holds each
+    account's `data_through` at the end of the input (before the flush). A file has no arrival times, so there is no
+    reference for future skew: it is not checked (like the batch engine).
     """
     states: dict[str, AccountFold] = {}
     clock = PartitionClock(replace(settings, max_future_skew_ms=NEVER))
     out = FoldOutput()
     rejected: list[tuple[int, Event, Verdict]] = []
-    batch: list[tuple[int, Event]] = []
+    if late_events == "count":
+        ordered, rejected = _restated_order(states, events)
+    else:
+        ordered = list(enumerate(events))
     ticked = -NEVER
-    for arrival, event in enumerate(events):
-        batch.append((arrival, event))
-        if len(batch) >= batch_size:
-            step, bad = fold_batch(states, clock, batch, settings)
-            out.extend(step)
-            rejected.extend(bad)
-            batch = []
-            if clock.horizon >= ticked + _TICK_EVERY_MS:  # idle accounts: at most once a minute of event time
-                ticked = clock.horizon
-                out.extend(tick(states, clock, settings))
-    if batch:
-        step, bad = fold_batch(states, clock, batch, settings)
+    for start in range(0, len(ordered), batch_size):
+        step, bad = fold_batch(states, clock, ordered[start : start + batch_size], settings)
         out.extend(step)
         rejected.extend(bad)
+        if clock.idle_floor >= ticked + _TICK_EVERY_MS:  # idle accounts: at most once a minute of event time
+            ticked = clock.idle_floor
+            out.extend(tick(states, clock, settings))
+    horizons = {account_id: clock.horizon_of(fold) for account_id, fold in states.items() if fold.watermark is not None}
     out.extend(flush(states, settings))
+    out.horizons = horizons
+    rejected.sort(key=lambda item: item[0])
     return out, {account_id: fold.metrics for account_id, fold in states.items()}, rejected

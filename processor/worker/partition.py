@@ -1,7 +1,9 @@
 """Processing of one events-topic partition, without Faust: raw records in, outputs and state entries out.
 
-Per partition the worker keeps a `PartitionClock`, the last fully applied offset, a cache of account folds and a
-heap of `(wake_at, account)` so that only accounts with work below the new horizon are advanced (no scan).
+Per partition the worker keeps a `PartitionClock` (the partition watermark `W_p`), the last fully applied offset, a
+cache of account folds and a heap of `(wake_at, account)`. Each account has its own horizon (SPEC 2:
+`max(W_a - allowed_lateness, W_p - account_idle_lateness)`): the accounts of a batch advance to theirs, and an idle
+account only when the partition's idle floor passes its next due work, found on the heap (no scan).
 
 Idempotence against re-delivery (Kafka is at-least-once): a record whose offset is at or below the partition's
 applied offset is dropped (`redelivered`). State entries of one batch are written account by account, then the
@@ -38,7 +40,7 @@ from processor.worker.state import (
     encode_clock,
     is_clock_key,
 )
-from schemas.events import Rejection, decode
+from schemas.events import Rejection, decode, format_ms
 
 log = logging.getLogger("ccmeter.worker")
 
@@ -71,6 +73,8 @@ class BatchResult:
     applied: int = 0
     gaps: int = 0
     resume_at: int | None = None  # records are missing before the rest of the batch: re-read from this offset
+    idle_floor: int | None = None  # W_p - account_idle_lateness after the batch (None before any event)
+    watermarks: dict[str, int | None] = field(default_factory=dict)  # W_a of the accounts in `output.horizons`
 
 
 class PartitionState:
@@ -171,22 +175,32 @@ class PartitionState:
                 continue
             slot = touched.get(account_id) or self.slot(account_id)
             touched[account_id] = slot
-            verdict = clock.admit(at_ms_of(event), record_ms)
+            at_ms = at_ms_of(event)
             fresh = offset > slot.applied
             if fresh:
                 slot.applied = offset
-            if verdict == "ok":
+            fold = slot.fold
+            horizon = clock.horizon_of(fold)
+            if clock.skewed(at_ms, record_ms):
+                verdict = "future_skew"
+            elif at_ms < horizon:
+                verdict = "too_late"
+            else:
+                clock.observe(at_ms)
                 if fresh:
                     result.applied += 1
-                    slot.fold.offer(event, offset, clock.horizon)
+                    fold.offer(event, offset, horizon, at_ms)
                 continue
             if fresh:
-                metrics = slot.fold.metrics
                 if verdict == "too_late":
-                    metrics.too_late += 1
+                    fold.metrics.too_late += 1
                 else:
-                    metrics.future_skew += 1
-            detail = f"occurred_at {event.occurred_at.isoformat()}, partition watermark {clock.watermark} ms"
+                    fold.metrics.future_skew += 1
+            detail = (
+                f"occurred_at {format_ms(at_ms)}, account horizon {format_ms(horizon)}"
+                if verdict == "too_late"
+                else f"occurred_at {format_ms(at_ms)}, partition watermark {clock.watermark} ms"
+            )
             dead.append(rec.dead_letter(verdict, detail, value, self.topic, self.partition, offset))
         self._advance(touched, result)
         result.states[clock_key(self.partition)] = encode_clock(
@@ -195,10 +209,13 @@ class PartitionState:
         return result
 
     def _advance(self, touched: dict[str, Slot], result: BatchResult) -> None:
-        horizon = self.clock.horizon
+        clock = self.clock
+        floor = clock.idle_floor
+        result.idle_floor = None if clock.watermark is None else floor
         heap, wakes = self._heap, self.wakes
         due = dict(touched)
-        while heap and heap[0][0] < horizon:
+        # An untouched account's own horizon did not move: it is due only when the idle floor passes its work.
+        while heap and heap[0][0] < floor:
             wake, account_id = heapq.heappop(heap)
             if wakes.get(account_id) == wake:
                 del wakes[account_id]
@@ -207,7 +224,10 @@ class PartitionState:
         settings, out = self.settings, result.output
         for account_id, slot in due.items():
             step = FoldOutput()
+            horizon = clock.horizon_of(slot.fold)
             slot.fold.advance_into(horizon, settings, step)
+            step.horizons[account_id] = horizon
+            result.watermarks[account_id] = slot.fold.watermark
             plans = [plan for _, plan in step.plans]
             result.alerts.extend(slot.alerts.advance(account_id, step.usage_changes, plans, horizon))
             out.extend(step)
@@ -235,7 +255,7 @@ class PartitionState:
             if raw is None:
                 return None
             fold = AccountFold.from_bytes(decode_account(raw).fold)
-        return fold.live_view(self.settings)
+        return fold.live_view(self.settings, self.clock.watermark)
 
     def metrics(self) -> Metrics:
         """Sum of the cached accounts' fold metrics."""

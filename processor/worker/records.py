@@ -12,7 +12,7 @@ from dataclasses import astuple
 from hashlib import sha256
 from typing import Any
 
-from processor.core.model import NEVER, PeakWindow, Plan, UsageChange, UserInterval
+from processor.core.model import NEVER, PeakWindow, Plan, PresenceInterval, UsageChange, UserInterval
 from schemas.events import format_ms
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -71,6 +71,38 @@ def user_interval(interval: UserInterval) -> dict[str, Any]:
         "start": format_ms(interval.start_ms),
         "end": None if interval.end_ms >= NEVER else format_ms(interval.end_ms),  # None: still open
     }
+
+
+def presence_interval(interval: PresenceInterval) -> dict[str, Any]:
+    """One presence of a user (intervals topic, `record` = "presence_interval"); `end` None while it is open."""
+    device = interval.device_id or ""
+    ident = f"{interval.account_id}|{interval.user_id}|{interval.kind}|{device}|{interval.start_ms}"
+    return {
+        "record": "presence_interval",
+        "interval_id": sha256(ident.encode()).hexdigest()[:16],
+        "account_id": interval.account_id,
+        "user_id": interval.user_id,
+        "kind": interval.kind,
+        "device_id": interval.device_id,
+        "start": format_ms(interval.start_ms),
+        "end": None if interval.end_ms >= NEVER else format_ms(interval.end_ms),
+    }
+
+
+def horizon(account_id: str, partition: int, data_through_ms: int, watermark_ms: int | None) -> dict[str, Any]:
+    """What is known of an account (intervals topic, `record` = "horizon"): its `data_through` (SPEC 4)."""
+    return {
+        "record": "horizon",
+        "account_id": account_id,
+        "partition": partition,
+        "data_through": format_ms(data_through_ms),
+        "watermark": None if watermark_ms is None else format_ms(watermark_ms),
+    }
+
+
+def partition_horizon(partition: int, idle_floor_ms: int) -> dict[str, Any]:
+    """The floor of every horizon on an events partition (intervals topic, `record` = "partition_horizon")."""
+    return {"record": "partition_horizon", "partition": partition, "idle_floor": format_ms(idle_floor_ms)}
 
 
 def plan(account_id: str, value: Plan) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from processor.core.model import NEVER
 from processor.topics import ALERTS, DEAD_LETTERS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
 from processor.worker import records as rec
 from processor.worker.partition import BatchResult
@@ -41,6 +42,16 @@ def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
         add((topic, interval.account_id.encode(), dumps(rec.user_interval(interval))))
     for account_id, plan in out.plans:
         add((topic, account_id.encode(), dumps(rec.plan(account_id, plan))))
+    for presence in out.presences:
+        add((topic, presence.account_id.encode(), dumps(rec.presence_interval(presence))))
+    # What is known comes after what it covers (same topic and key as the account's intervals and plans).
+    partition, watermarks = result.partition, result.watermarks
+    for account_id, horizon in out.horizons.items():
+        if horizon > -NEVER:
+            record = rec.horizon(account_id, partition, horizon, watermarks.get(account_id))
+            add((topic, account_id.encode(), dumps(record)))
+    if result.idle_floor is not None:
+        add((topic, f"partition-{partition}".encode(), dumps(rec.partition_horizon(partition, result.idle_floor))))
     topic = names[DEAD_LETTERS]
     for letter in result.dead_letters:
         add((topic, None, dumps(letter)))

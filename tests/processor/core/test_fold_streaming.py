@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from processor.core.fold import AccountFold, PartitionClock, fold_batch, fold_history, tick
@@ -23,16 +25,25 @@ from tests.processor.core.test_fold import (
 )
 
 
-def test_partition_clock_verdicts_and_horizon() -> None:
-    clock = PartitionClock(Settings())  # lateness 600 s, future skew 300 s
-    assert clock.watermark is None and clock.horizon == -NEVER
+def test_partition_clock_skew_verdicts_and_idle_floor() -> None:
+    clock = PartitionClock(Settings())  # future skew 300 s, account idle lateness 2 h
+    assert clock.watermark is None and clock.idle_floor == -NEVER
     assert clock.admit(s(0)) == "ok"
     assert clock.admit(s(300.001)) == "future_skew" and clock.watermark == s(0)
     assert clock.admit(s(300)) == "ok" and clock.watermark == s(300)
-    assert clock.admit(s(600)) == "ok" and clock.horizon == s(0)
-    assert clock.admit(s(0)) == "ok"  # exactly at the horizon: still accepted
-    assert clock.admit(s(-0.001)) == "too_late"
-    assert clock.admit(s(500)) == "ok" and clock.watermark == s(600)  # late but in time: watermark stays
+    assert clock.admit(s(-9000)) == "ok" and clock.watermark == s(300)  # lateness is the account's business
+    assert clock.idle_floor == s(300 - 7200)
+
+
+def test_account_horizon_is_its_own_watermark_or_the_partition_idle_floor() -> None:
+    settings = Settings()  # lateness 600 s, idle lateness 7200 s
+    clock = PartitionClock(settings, s(10_000))
+    fold = AccountFold(ACCOUNT)
+    assert clock.horizon_of(fold) == s(10_000 - 7200)  # no own events yet: the idle floor
+    fold.offer(api(s(9000), "u1"), 0, clock.horizon_of(fold))
+    assert fold.watermark == s(9000) and clock.horizon_of(fold) == s(9000 - 600)
+    clock.observe(s(20_000))
+    assert clock.horizon_of(fold) == s(20_000 - 7200)
 
 
 def run_stream(events: list, record_ms: list[int], settings: Settings = Settings()) -> tuple[FoldOutput, list, dict]:
@@ -95,25 +106,56 @@ def test_out_of_order_within_lateness_gives_the_sorted_result() -> None:
     assert changes(expected) == [(s(0), 1), (s(60), 2), (s(100), 3), (s(300), 2), (s(650), 1), (s(1000), 0)]
 
 
-def test_fold_batch_advances_touched_accounts_and_tick_the_others() -> None:
-    settings = Settings()
+def test_fold_batch_advances_touched_accounts_and_tick_the_idle_ones() -> None:
+    settings = Settings()  # lateness 600 s, idle lateness 7200 s
     states: dict[str, AccountFold] = {}
     clock = PartitionClock(settings)
     out, rejected = fold_batch(states, clock, [(0, api(s(0), account="a"))], settings)
-    assert out == FoldOutput() and rejected == []
-    assert states["a"].pending_until() == s(0)  # buffered, not applied (horizon is -600 s)
+    assert out.usage_changes == [] and rejected == [] and out.horizons == {"a": s(-600)}
+    assert states["a"].pending_until() == s(0)  # buffered, not applied (its horizon is -600 s)
     batch = [(i + 1, api(s(t), account="b")) for i, t in enumerate((250, 500, 750, 901))]
     out, _ = fold_batch(states, clock, batch, settings)
-    assert clock.horizon == s(301)
+    assert clock.horizon_of(states["b"]) == s(301)
+    assert clock.horizon_of(states["a"]) == s(-600)  # "a" may still be catching up: its own watermark rules
     assert [(c.account_id, c.at_ms, c.usage) for c in out.usage_changes] == [("b", s(250), 1)]
+    assert tick(states, clock, settings) == FoldOutput()
+    fold_batch(states, clock, [(5, api(s(7501), account="b"))], settings, record_ms=[s(7501)])  # idle floor: 301 s
     ticked = tick(states, clock, settings)
-    # Account "a": request at 0 s, window ends at 300 s < horizon 301 s.
+    # Account "a": request at 0 s, window ends at 300 s < its horizon 301 s.
     assert [(c.account_id, c.at_ms, c.usage) for c in ticked.usage_changes] == [("a", s(0), 1), ("a", s(300), 0)]
+    assert ticked.horizons == {"a": s(301)}
     assert {(w.account_id, w.kind) for w in ticked.windows} == {("a", "1m")}
     assert len(ticked.windows) == 5
-    # What is left of "a": its 15 m window [0, 900 s), which closes once the horizon reaches 900 s.
+    # What is left of "a": its 15 m window [0, 900 s), which closes once its horizon reaches 900 s.
     assert states["a"].pending_until() == s(900) - 1
     assert tick(states, clock, settings) == FoldOutput()  # nothing new below the horizon
+
+
+def test_a_lagging_tenant_loses_no_events_within_the_idle_lateness() -> None:
+    """Two accounts on one partition; "late" publishes 30 minutes behind "live": nothing of it is too late."""
+    settings = Settings()
+    history = []
+    for minute in range(0, 120, 5):
+        history.append(api(s(minute * 60), "u1", account="live"))
+        if minute >= 30:
+            history.append(api(s((minute - 30) * 60), "u2", account="late"))
+    _, metrics, rejected = fold_history(history, settings, batch_size=3, late_events="drop")
+    assert rejected == [] and metrics["late"].too_late == 0
+    # Beyond the idle lateness the lagging account's events are too late, and only its own.
+    slow = [api(s(0), "u1", account="live"), api(s(3 * 3600), "u1", account="live"), api(s(0), "u2", account="late")]
+    _, metrics, rejected = fold_history(slow, settings, batch_size=1, late_events="drop")
+    assert [(arrival, verdict) for arrival, _, verdict in rejected] == [(2, "too_late")]
+    assert metrics["live"].too_late == 0 and metrics["late"].too_late == 1
+
+
+def test_a_file_counts_every_event_and_says_what_is_known() -> None:
+    late = [api(s(3600), "u1"), api(s(0), "u2")]  # the second is an hour behind: too late on a stream
+    out, _, rejected = fold_history(late, Settings(), late_events="count")
+    assert rejected == []
+    assert changes(out) == [(s(0), 1), (s(300), 0), (s(3600), 1), (s(3900), 0)]
+    assert out.horizons == {ACCOUNT: s(3600 - 600)}
+    _, _, rejected = fold_history(late, Settings(), late_events="drop")
+    assert [verdict for _, _, verdict in rejected] == ["too_late"]
 
 
 def test_pending_until_follows_buffer_timers_and_open_windows() -> None:
@@ -232,4 +274,4 @@ def test_zero_timeouts_make_zero_length_presences() -> None:
     out, metrics, _ = fold_history([api(s(0)), signin(s(10)), start(s(10)), api(s(20))], zero)
     # Each presence ends at the instant it starts: timers due during an instant fire at its end (the start at
     # 10 s still finds the device signed in, so it is no orphan).
-    assert out == FoldOutput() and metrics[ACCOUNT].orphan == 0
+    assert replace(out, horizons={}) == FoldOutput() and metrics[ACCOUNT].orphan == 0

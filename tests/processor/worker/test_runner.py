@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processor.core.alerts import alerts_for
-from processor.core.fold import PartitionClock, fold_history
+from processor.core.fold import fold_history
 from processor.core.model import Settings
 from processor.worker import records as rec
 from processor.worker.partition import BatchResult
@@ -61,20 +61,25 @@ def split(records: list[tuple[bytes | None, bytes]]) -> dict[int, list[tuple[int
     return parts
 
 
-def reference(parts) -> tuple[dict[str, dict], dict[str, dict], dict[int, int]]:
+def reference(parts) -> tuple[dict[str, dict], dict[str, dict], dict[int, int], dict[str, int]]:
+    """The fold of each partition as the stream sees it (too-late events dropped), cut at each account's horizon;
+    the partition watermarks and the accounts' horizons."""
     changes: dict[str, dict] = {}
     windows: dict[str, dict] = {}
-    horizons: dict[int, int] = {}
+    watermarks: dict[int, int] = {}
+    horizons: dict[str, int] = {}
     for p, batch in parts.items():
         events: list[Event] = [e for _, _, v, _ in batch if not hasattr(e := decode(v), "reason")]
-        clock = PartitionClock(SETTINGS)
-        for event in events:
-            clock.admit(event.at_ms, ARRIVAL_MS)
-        horizons[p] = clock.horizon
-        out, _, _ = fold_history(events, SETTINGS)
-        changes.update((c.change_id, rec.usage_change(c)) for c in out.usage_changes if c.at_ms < clock.horizon)
-        windows.update((w.window_id, rec.peak_window(w)) for w in out.windows if w.end_ms <= clock.horizon)
-    return changes, windows, horizons
+        watermarks[p] = max(event.at_ms for event in events)
+        out, _, _ = fold_history(events, SETTINGS, late_events="drop")
+        horizons.update(out.horizons)
+        changes.update(
+            (c.change_id, rec.usage_change(c)) for c in out.usage_changes if c.at_ms < out.horizons[c.account_id]
+        )
+        windows.update(
+            (w.window_id, rec.peak_window(w)) for w in out.windows if w.end_ms <= out.horizons[w.account_id]
+        )
+    return changes, windows, watermarks, horizons
 
 
 class Collector:
@@ -83,6 +88,7 @@ class Collector:
         self.windows: dict[str, dict] = {}
         self.alerts: list[dict] = []
         self.dead: list[dict] = []
+        self.horizons: dict[str, int] = {}
 
     def take(self, result: BatchResult) -> None:
         for change in result.output.usage_changes:
@@ -92,6 +98,8 @@ class Collector:
             record = rec.peak_window(window)
             assert self.windows.setdefault(record["window_id"], record) == record
         self.alerts.extend(a.to_record().model_dump() for a in result.alerts)
+        for account, horizon in result.output.horizons.items():  # never moves back, even after a crash
+            self.horizons[account] = max(horizon, self.horizons.get(account, horizon))
         self.dead.extend(result.dead_letters)
 
 
@@ -127,14 +135,15 @@ def run(parts, store: dict[bytes, bytes], rng: random.Random, crashes: int) -> C
 @given(st.integers(0, 2**31), st.integers(0, 4))
 def test_batches_and_crashes_give_the_fold_outputs(seed, crashes):
     parts = split(wire(seed))
-    want_changes, want_windows, horizons = reference(parts)
+    want_changes, want_windows, watermarks, horizons = reference(parts)
     store: dict[bytes, bytes] = {}
     got = run(parts, store, random.Random(seed), crashes)
     assert got.changes == want_changes
     assert got.windows == want_windows
-    for p, horizon in horizons.items():
+    assert got.horizons == horizons
+    for p, watermark in watermarks.items():
         assert decode_clock(store[clock_key(p)]).applied == len(parts[p]) - 1
-        assert PartitionClock(SETTINGS, decode_clock(store[clock_key(p)]).watermark).horizon == horizon
+        assert decode_clock(store[clock_key(p)]).watermark == watermark
     reasons = {letter["reason"] for letter in got.dead}
     assert {"invalid_json", "unknown_type", "invalid_utf8", "not_an_object", "too_late"} <= reasons
     # Alerts: after dropping re-deliveries, the pure rules over the reference usage changes and the plans.
@@ -179,9 +188,11 @@ def test_alerts_equal_the_pure_rules_on_the_whole_history():
                 changes[change.account_id].append(change)
             for account, plan in result.output.plans:
                 plans[account].append(plan)
-        horizons[p] = processor.partition(p).clock.horizon
+        state = processor.partition(p)
+        mine = [account for account in changes if partition_of(account.encode()) == p]
+        horizons.update((account, state.clock.horizon_of(state.slot(account).fold)) for account in mine)
     for account in changes:
-        horizon = horizons[partition_of(account.encode())]
+        horizon = horizons[account]
         assert got[account] == alerts_for(account, changes[account], plans[account], horizon)
 
 
