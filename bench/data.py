@@ -55,7 +55,7 @@ def _ms(column: pa.ChunkedArray) -> np.ndarray:
 
 def pusher_time(last_ms: int, settings: Settings = Settings()) -> int:
     """An instant far enough past `last_ms` that every instant before it is final and every window closed."""
-    return last_ms + DAY_MS + settings.allowed_lateness_ms + 60_000
+    return last_ms + DAY_MS + settings.account_idle_lateness_ms + 60_000
 
 
 def pusher_line(at_ms: int) -> bytes:

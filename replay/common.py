@@ -22,7 +22,14 @@ DEFAULT_BROKER = "127.0.0.1:9092"
 DEFAULT_GROUP = "ccmeter-worker"
 BEGINNING = ("beginning", "earliest")
 VERSION_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
-SETTING_FLAGS = ("device_timeout", "portal_idle_timeout", "api_activity_window", "allowed_lateness", "max_future_skew")
+SETTING_FLAGS = (
+    "device_timeout",
+    "portal_idle_timeout",
+    "api_activity_window",
+    "allowed_lateness",
+    "account_idle_lateness",
+    "max_future_skew",
+)
 
 
 def broker_of(value: str | None) -> str:

@@ -141,6 +141,8 @@ class Restatement:
 
 def report_below(engine: Any, account: str, start: date, end: date, horizon_ms: int) -> Report:
     """The report built, like the last report, from outputs final below the horizon (here the batch engine's)."""
+    import dataclasses
+
     from processor.core.billing import build_report
 
     changes = [c for c in engine.usage_changes(account) if c.at_ms < horizon_ms]
@@ -150,7 +152,14 @@ def report_below(engine: Any, account: str, start: date, end: date, horizon_ms: 
         if i.start_ms < horizon_ms
     ]
     plans = [p for p in engine.plans(account) if p.at_ms < horizon_ms]
-    return build_report(account, start, end, changes, intervals, plans)
+    presences = [  # the same for presence intervals (peak_users); nothing after the horizon counts (data_through)
+        p if p.end_ms < horizon_ms else dataclasses.replace(p, end_ms=NEVER)
+        for p in engine.presence_intervals(account)
+        if p.start_ms < horizon_ms
+    ]
+    return build_report(
+        account, start, end, changes, intervals, plans, presences=presences, data_through_ms=horizon_ms
+    )
 
 
 def restate(
@@ -181,7 +190,7 @@ def restate(
         "SELECT kafka_partition, kafka_offset FROM events WHERE rejection IS NULL AND account_id = ?", [account]
     ).fetchall()
     mine = {(p, o) for p, o in positions}
-    horizons = [verdicts.horizon(p, settings) for p in {p for p, _ in mine}]
+    horizons = [verdicts.horizon(p, settings, account) for p in {p for p, _ in mine}]
     if not horizons or None in horizons:
         raise CliError(f"account {account!r}: no applied events in the snapshot, nothing to restate")
     horizon = min(h for h in horizons if h is not None)

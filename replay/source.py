@@ -1,9 +1,10 @@
 """Event logs of a snapshot as the live worker saw them, for recomputation with the batch engine.
 
 The snapshot's `events` table holds every record of the events topic (too-late ones included). The worker applied
-only some: per partition, in offset order, a valid event whose Kafka key is its account_id and that the partition
-clock admits (docs/semantics.md section 7). `classify` replays that clock (processor.core.fold.PartitionClock with the
-record timestamps, as the worker does) and gives each valid event its verdict: `ok`, `too_late`, `future_skew` or
+only some: per partition, in offset order, a valid event whose Kafka key is its account_id, that the partition clock
+does not reject for future skew and that is not below its account's horizon (SPEC 2, docs/semantics.md section 7).
+`classify` replays both (processor.core.fold.PartitionClock with the record timestamps, and each account's
+watermark, as the worker does) and gives each valid event its verdict: `ok`, `too_late`, `future_skew` or
 `key_mismatch`. `write_event_file` exports a selection as a Parquet event file (typed wire fields plus `arrival` in
 (partition, offset) order) that BatchEngine loads.
 """
@@ -43,17 +44,20 @@ class Verdicts:
     table: pa.Table  # kafka_partition int32, kafka_offset int64, verdict string
     watermarks: dict[int, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    account_watermarks: dict[tuple[int, str], int] = field(default_factory=dict)
 
-    def horizon(self, partition: int, settings: Settings) -> int | None:
-        """Every instant below it is final on that partition (None: no event admitted there)."""
+    def horizon(self, partition: int, settings: Settings, account: str) -> int | None:
+        """Every instant below it is final for `account` on that partition (SPEC 2; None: nothing admitted there)."""
         watermark = self.watermarks.get(partition)
-        return None if watermark is None else watermark - settings.allowed_lateness_ms
+        if watermark is None:
+            return None
+        return settings.horizon(self.account_watermarks.get((partition, account)), watermark)
 
 
 def classify(con: duckdb.DuckDBPyConnection, settings: Settings, where: str = "", bar: Any = None) -> Verdicts:
     """Replay each partition's clock over the valid events (optionally `AND <where>` on the events table)."""
     result = con.sql(
-        "SELECT kafka_partition, kafka_offset, epoch_ms(kafka_ts) AS ts, epoch_ms(occurred_at) AS at, "
+        "SELECT kafka_partition, kafka_offset, epoch_ms(kafka_ts) AS ts, epoch_ms(occurred_at) AS at, account_id, "
         "coalesce(kafka_key = account_id, false) AS keyed FROM events WHERE rejection IS NULL "
         f"{'AND ' + where if where else ''} ORDER BY kafka_partition, kafka_offset"
     ).to_arrow_table()
@@ -61,8 +65,10 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, where: str = ""
     stamps = result.column("ts").to_pylist()
     times = result.column("at").to_pylist()
     keyed = result.column("keyed").to_pylist()
+    accounts = result.column("account_id").to_pylist()
     verdicts: list[str] = []
     clocks: dict[int, PartitionClock] = {}
+    marks: dict[tuple[int, str], int] = {}  # each account's watermark on each partition
     counts: Counter[str] = Counter()
     for index, partition in enumerate(partitions):
         if not keyed[index]:
@@ -71,7 +77,17 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, where: str = ""
             clock = clocks.get(partition)
             if clock is None:
                 clock = clocks[partition] = PartitionClock(settings)
-            verdict = clock.admit(times[index], stamps[index])
+            at, key = times[index], (partition, accounts[index])
+            own = marks.get(key)
+            if clock.skewed(at, stamps[index]):
+                verdict = "future_skew"
+            elif at < settings.horizon(own, clock.watermark):
+                verdict = "too_late"
+            else:
+                verdict = "ok"
+                clock.observe(at)
+                if own is None or at > own:
+                    marks[key] = at
         verdicts.append(verdict)
         counts[verdict] += 1
         if bar is not None and index % 10_000 == 9_999:
@@ -86,7 +102,7 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, where: str = ""
         }
     )
     watermarks = {p: c.watermark for p, c in clocks.items() if c.watermark is not None}
-    return Verdicts(table, watermarks, counts)
+    return Verdicts(table, watermarks, counts, marks)
 
 
 def account_partitions(con: duckdb.DuckDBPyConnection) -> dict[str, list[int]]:

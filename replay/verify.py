@@ -61,7 +61,7 @@ def account_horizons(
     """Per account, the instant below which its outputs are final (the lowest over its partitions)."""
     out: dict[str, int] = {}
     for account, partitions in account_partitions(con).items():
-        horizons = [verdicts.horizon(p, settings) for p in partitions]
+        horizons = [verdicts.horizon(p, settings, account) for p in partitions]
         if not horizons or any(h is None for h in horizons):
             continue
         horizon = min(h for h in horizons if h is not None)

@@ -35,15 +35,20 @@ class HistoryShape:
     span_minutes: int = 240
     grid_ms: int = 30_000  # coarse grid: many events share an instant
     lateness_ms: int = 9 * MINUTE  # arrival shuffle bound, below the default allowed lateness (10 min)
+    start_ms: int = T0  # first instant of the history
+    lag_minutes: tuple[int, ...] = ()  # per account (by index): how far its producer runs behind the others
+    too_late: int = 0  # events delivered far later than the lateness bound (too late on a stream)
+    zones: tuple[str, ...] = ()  # time zones to pick from (default ZONES)
 
 
 def generate(seed: int, shape: HistoryShape = HistoryShape()) -> list[dict]:
     """A history in arrival order, with duplicates and shuffling within the lateness bound."""
     rng = random.Random(seed)
     events: list[dict] = []
+    t0 = shape.start_ms
     for a in range(shape.accounts):
         account = f"acct-{a}"
-        zone = rng.choice(ZONES)
+        zone = rng.choice(shape.zones or ZONES)
         counter = 0
 
         def next_id(account: str = account) -> str:
@@ -52,7 +57,7 @@ def generate(seed: int, shape: HistoryShape = HistoryShape()) -> list[dict]:
             return f"{account}-e{counter}"
 
         for _ in range(rng.randint(0, 3)):
-            at = T0 + rng.randrange(0, shape.span_minutes * MINUTE, shape.grid_ms)
+            at = t0 + rng.randrange(0, shape.span_minutes * MINUTE, shape.grid_ms)
             events.append(
                 {
                     "event_id": next_id(),
@@ -71,7 +76,7 @@ def generate(seed: int, shape: HistoryShape = HistoryShape()) -> list[dict]:
         for _ in range(shape.events // 10):
             user = f"u{rng.randrange(shape.users)}"
             device = f"d{rng.randrange(shape.devices)}"
-            at = T0 + rng.randrange(0, shape.span_minutes * MINUTE, shape.grid_ms)
+            at = t0 + rng.randrange(0, shape.span_minutes * MINUTE, shape.grid_ms)
             base = {"account_id": account, "user_id": user, "device_id": device}
             events.append({**base, "event_id": next_id(), "type": "desktop.signed_in", "occurred_at": at})
             events.append({**base, "event_id": next_id(), "type": "work_session.started", "occurred_at": at})
@@ -86,7 +91,7 @@ def generate(seed: int, shape: HistoryShape = HistoryShape()) -> list[dict]:
                 events.append({**base, "event_id": next_id(), "type": "desktop.signed_out", "occurred_at": at})
         for _ in range(shape.events):
             user = f"u{rng.randrange(shape.users)}"
-            at = T0 + rng.randrange(0, shape.span_minutes * MINUTE, shape.grid_ms) + rng.choice((0, 0, 0, 1, 250))
+            at = t0 + rng.randrange(0, shape.span_minutes * MINUTE, shape.grid_ms) + rng.choice((0, 0, 0, 1, 250))
             kind = rng.choice(
                 (*DEVICE_TYPES, "portal.page_viewed", "portal.page_viewed", "portal.signed_out", "api.request")
             )
@@ -102,8 +107,21 @@ def generate(seed: int, shape: HistoryShape = HistoryShape()) -> list[dict]:
         if rng.random() < 0.3 and "user_id" in copy:
             copy["user_id"] = copy["user_id"] + "x"
         events.append(copy)
-    # Arrival order: sort by event time plus a jitter below the lateness bound.
-    keyed = [(event["occurred_at"] + rng.randrange(shape.lateness_ms), i, event) for i, event in enumerate(events)]
+    # Arrival order: sort by event time plus a jitter below the lateness bound, plus the account's producer lag; a few
+    # events arrive hours late.
+    lags = {f"acct-{a}": minutes * MINUTE for a, minutes in enumerate(shape.lag_minutes)}
+    late = set(rng.sample(range(len(events)), k=min(shape.too_late, len(events))))
+    keyed = [
+        (
+            event["occurred_at"]
+            + rng.randrange(shape.lateness_ms)
+            + lags.get(event["account_id"], 0)
+            + (rng.randrange(3 * 60, 6 * 60) * MINUTE if i in late else 0),
+            i,
+            event,
+        )
+        for i, event in enumerate(events)
+    ]
     keyed.sort(key=lambda item: (item[0], item[1]))
     return [{**event, "occurred_at": format_ms(event["occurred_at"])} for _, _, event in keyed]
 

@@ -111,7 +111,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("device_timeout", parse_duration_ms, 180_000, "desktop liveness timeout", "DURATION"),
     Option("portal_idle_timeout", parse_duration_ms, 900_000, "portal idle timeout", "DURATION"),
     Option("api_activity_window", parse_duration_ms, 300_000, "API activity window", "DURATION"),
-    Option("allowed_lateness", parse_duration_ms, 600_000, "older than watermark - this: too late", "DURATION"),
+    Option(
+        "allowed_lateness",
+        parse_duration_ms,
+        600_000,
+        "an account's events older than its own watermark - this are too late",
+        "DURATION",
+    ),
+    Option(
+        "account_idle_lateness",
+        parse_duration_ms,
+        7_200_000,
+        "how far an account may lag the busiest account of its partition before its events are too late",
+        "DURATION",
+    ),
     Option("max_future_skew", parse_duration_ms, 300_000, "newer than watermark + this: rejected", "DURATION"),
     Option("log_level", str, "info", "log level: debug, info, warning, error", "LEVEL"),
 )
@@ -145,6 +158,7 @@ class WorkerConfig:
     portal_idle_timeout: int = 900_000
     api_activity_window: int = 300_000
     allowed_lateness: int = 600_000
+    account_idle_lateness: int = 7_200_000
     max_future_skew: int = 300_000
     log_level: str = "info"
 
@@ -156,6 +170,7 @@ class WorkerConfig:
             portal_idle_timeout_ms=self.portal_idle_timeout,
             api_activity_window_ms=self.api_activity_window,
             allowed_lateness_ms=self.allowed_lateness,
+            account_idle_lateness_ms=self.account_idle_lateness,
             max_future_skew_ms=self.max_future_skew,
         )
 

@@ -145,7 +145,7 @@ def last_time(lines: Iterable[bytes]) -> int:
 
 def with_pushers(lines: list[bytes], partitions: int, settings: Settings = SETTINGS) -> list[bytes]:
     """`lines` plus watermark pushers far enough ahead that every instant of the real accounts is final."""
-    return lines + pushers(last_time(lines) + DAY_MS + settings.allowed_lateness_ms + 60_000, partitions, settings)
+    return lines + pushers(last_time(lines) + DAY_MS + settings.account_idle_lateness_ms + 60_000, partitions, settings)
 
 
 def write_jsonl(path: Path, lines: Iterable[bytes]) -> Path:
