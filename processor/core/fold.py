@@ -24,6 +24,7 @@ from processor.core.model import (
     DEFAULT_PLAN,
     NEVER,
     FoldOutput,
+    LateEvents,
     Metrics,
     Plan,
     PresenceInterval,
@@ -484,7 +485,8 @@ class AccountFold:
             self._presence_touched[key] = self._presence_since(kind, user, device)
 
     def _settle_presences(self, t: int, out: FoldOutput) -> None:
-        """End of instant `t`: report the presences it opened and closed (an off-and-on within it changes nothing)."""
+        """End of instant `t`: report the presences it opened and closed (one that ended and started again at `t` as
+        two intervals that touch; one that started and ended at `t` not at all)."""
         touched = self._presence_touched
         items = sorted(touched.items(), key=_presence_order) if len(touched) > 1 else touched.items()
         for (kind, user, device), before in items:
@@ -494,11 +496,10 @@ class AccountFold:
                     out.presences.append(PresenceInterval(self.account_id, user, _KIND_NAMES[kind], device, t, NEVER))
             elif now is None:
                 out.presences.append(PresenceInterval(self.account_id, user, _KIND_NAMES[kind], device, before, t))
-            elif now != before:  # ended and started again at t: one unbroken presence
-                if kind == _DESKTOP:
-                    self._devices[(user, device)][2] = before  # type: ignore[index]
-                else:
-                    (self._portal if kind == _PORTAL else self._api)[user][1] = before
+            elif now != before:  # ended and started again at t: two presences that touch
+                name = _KIND_NAMES[kind]
+                out.presences.append(PresenceInterval(self.account_id, user, name, device, before, t))
+                out.presences.append(PresenceInterval(self.account_id, user, name, device, t, NEVER))
         self._presence_touched.clear()
 
     # -- queries -------------------------------------------------------------------------------------------------
@@ -672,9 +673,6 @@ def flush(states: dict[str, AccountFold], settings: Settings) -> FoldOutput:
     for fold in states.values():
         fold.advance_into(NEVER, settings, out)
     return out
-
-
-LateEvents = Literal["count", "drop"]
 
 
 def _restated_order(

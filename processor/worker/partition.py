@@ -75,6 +75,7 @@ class BatchResult:
     resume_at: int | None = None  # records are missing before the rest of the batch: re-read from this offset
     idle_floor: int | None = None  # W_p - account_idle_lateness after the batch (None before any event)
     watermarks: dict[str, int | None] = field(default_factory=dict)  # W_a of the accounts in `output.horizons`
+    offered: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)  # accepted (offset, value)s
 
 
 class PartitionState:
@@ -164,86 +165,133 @@ class PartitionState:
                     break
                 log.warning("partition %d: no records between %d and %d", self.partition, self.applied, offset)
             self.applied = offset
-            event = decode(value) if value is not None else Rejection(reason="invalid_json", detail="empty record")
-            if isinstance(event, Rejection):
-                dead.append(rec.dead_letter(event.reason, event.detail, value, self.topic, self.partition, offset))
-                continue
-            account_id = event.account_id
-            if key != account_id.encode():
-                detail = f"record key {key!r} is not the event's account_id"
-                dead.append(rec.dead_letter("key_mismatch", detail, value, self.topic, self.partition, offset))
-                continue
-            slot = touched.get(account_id) or self.slot(account_id)
-            touched[account_id] = slot
-            at_ms = at_ms_of(event)
-            fresh = offset > slot.applied
-            if fresh:
-                slot.applied = offset
-            fold = slot.fold
-            horizon = clock.horizon_of(fold)
-            if clock.skewed(at_ms, record_ms):
-                verdict = "future_skew"
-            elif at_ms < horizon:
-                verdict = "too_late"
-            else:
-                clock.observe(at_ms)
-                if fresh:
-                    result.applied += 1
-                    fold.offer(event, offset, horizon, at_ms)
-                continue
-            if fresh:
-                if verdict == "too_late":
-                    fold.metrics.too_late += 1
-                else:
-                    fold.metrics.future_skew += 1
-            detail = (
-                f"occurred_at {format_ms(at_ms)}, account horizon {format_ms(horizon)}"
-                if verdict == "too_late"
-                else f"occurred_at {format_ms(at_ms)}, partition watermark {clock.watermark} ms"
-            )
-            dead.append(rec.dead_letter(verdict, detail, value, self.topic, self.partition, offset))
+            try:
+                self._admit(offset, key, value, record_ms, touched, result)
+            except Exception as exc:  # noqa: BLE001 - one record never stops the partition (SPEC 2)
+                log.exception("partition %d offset %d: processing failed; dead-lettered", self.partition, offset)
+                letter = rec.dead_letter("processing_error", _describe(exc), value, self.topic, self.partition, offset)
+                dead.append(letter)
         self._advance(touched, result)
         result.states[clock_key(self.partition)] = encode_clock(
             ClockEntry(self.partition, clock.watermark, self.applied)
         )
         return result
 
+    def _admit(
+        self,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        record_ms: int | None,
+        touched: dict[str, Slot],
+        result: BatchResult,
+    ) -> None:
+        """Decode one record and offer it to its account, or dead-letter it with the reason."""
+        clock, dead = self.clock, result.dead_letters
+        event = decode(value) if value is not None else Rejection(reason="invalid_json", detail="empty record")
+        if isinstance(event, Rejection):
+            dead.append(rec.dead_letter(event.reason, event.detail, value, self.topic, self.partition, offset))
+            return
+        account_id = event.account_id
+        if key != account_id.encode():
+            detail = f"record key {key!r} is not the event's account_id"
+            dead.append(rec.dead_letter("key_mismatch", detail, value, self.topic, self.partition, offset))
+            return
+        slot = touched.get(account_id) or self.slot(account_id)
+        touched[account_id] = slot
+        at_ms = at_ms_of(event)
+        fresh = offset > slot.applied
+        if fresh:
+            slot.applied = offset
+        fold = slot.fold
+        horizon = clock.horizon_of(fold)
+        if clock.skewed(at_ms, record_ms):
+            verdict = "future_skew"
+        elif at_ms < horizon:
+            verdict = "too_late"
+        else:
+            clock.observe(at_ms)
+            if fresh:
+                result.applied += 1
+                fold.offer(event, offset, horizon, at_ms)
+                offered = result.offered.get(account_id)
+                if offered is None:
+                    offered = result.offered[account_id] = []
+                offered.append((offset, value))
+            return
+        if fresh:
+            if verdict == "too_late":
+                fold.metrics.too_late += 1
+            else:
+                fold.metrics.future_skew += 1
+        detail = (
+            f"occurred_at {format_ms(at_ms)}, account horizon {format_ms(horizon)}"
+            if verdict == "too_late"
+            else f"occurred_at {format_ms(at_ms)}, partition watermark {clock.watermark} ms"
+        )
+        dead.append(rec.dead_letter(verdict, detail, value, self.topic, self.partition, offset))
+
     def _advance(self, touched: dict[str, Slot], result: BatchResult) -> None:
         clock = self.clock
         floor = clock.idle_floor
         result.idle_floor = None if clock.watermark is None else floor
         heap, wakes = self._heap, self.wakes
-        due = dict(touched)
+        due: dict[str, Slot | None] = dict(touched)
         # An untouched account's own horizon did not move: it is due only when the idle floor passes its work.
         while heap and heap[0][0] < floor:
             wake, account_id = heapq.heappop(heap)
             if wakes.get(account_id) == wake:
                 del wakes[account_id]
-                if account_id not in due:
-                    due[account_id] = self.slot(account_id)
-        settings, out = self.settings, result.output
+                due.setdefault(account_id, None)
         for account_id, slot in due.items():
-            step = FoldOutput()
-            horizon = clock.horizon_of(slot.fold)
-            slot.fold.advance_into(horizon, settings, step)
-            step.horizons[account_id] = horizon
-            result.watermarks[account_id] = slot.fold.watermark
-            plans = [plan for _, plan in step.plans]
-            result.alerts.extend(slot.alerts.advance(account_id, step.usage_changes, plans, horizon))
-            out.extend(step)
-            grace_due = slot.alerts.grace_due
-            wake = slot.fold.pending_until()
-            if grace_due is not None and grace_due < wake:
-                wake = grace_due
-            slot.wake = wake
-            if wake < NEVER:
-                if wakes.get(account_id) != wake:
-                    wakes[account_id] = wake
-                    heapq.heappush(heap, (wake, account_id))
-            else:
-                wakes.pop(account_id, None)
-            entry = AccountEntry(self.partition, slot.applied, wake, slot.alerts.to_state(), slot.fold.to_bytes())
-            result.states[account_key(account_id)] = encode_account(entry)
+            try:
+                self._advance_account(account_id, slot or self.slot(account_id), result)
+            except Exception as exc:  # noqa: BLE001 - one account never stops the partition
+                self._quarantine(account_id, exc, result)
+
+    def _advance_account(self, account_id: str, slot: Slot, result: BatchResult) -> None:
+        """Advance one account to its horizon; its outputs, alerts, wake time and state entry go into `result`
+        only once all of them were computed (a failure leaves `result` as it was)."""
+        step = FoldOutput()
+        horizon = self.clock.horizon_of(slot.fold)
+        slot.fold.advance_into(horizon, self.settings, step)
+        step.horizons[account_id] = horizon
+        alerts = slot.alerts.advance(account_id, step.usage_changes, [plan for _, plan in step.plans], horizon)
+        grace_due = slot.alerts.grace_due
+        wake = slot.fold.pending_until()
+        if grace_due is not None and grace_due < wake:
+            wake = grace_due
+        entry = encode_account(
+            AccountEntry(self.partition, slot.applied, wake, slot.alerts.to_state(), slot.fold.to_bytes())
+        )
+        slot.wake = wake
+        wakes = self.wakes
+        if wake < NEVER:
+            if wakes.get(account_id) != wake:
+                wakes[account_id] = wake
+                heapq.heappush(self._heap, (wake, account_id))
+        else:
+            wakes.pop(account_id, None)
+        result.watermarks[account_id] = slot.fold.watermark
+        result.alerts.extend(alerts)
+        result.output.extend(step)
+        result.states[account_key(account_id)] = entry
+
+    def _quarantine(self, account_id: str, exc: Exception, result: BatchResult) -> None:
+        """Advancing the account failed: forget what this batch did to it (back to its stored state) and turn the
+        records it accepted in this batch into `processing_error` dead letters, so that the partition goes on."""
+        log.error(
+            "partition %d: account %r failed to advance (%s); its %d records of this batch are dead letters",
+            self.partition,
+            account_id,
+            _describe(exc),
+            len(result.offered.get(account_id, ())),
+            exc_info=exc,
+        )
+        self.slots.pop(account_id, None)
+        for offset, value in result.offered.pop(account_id, ()):
+            letter = rec.dead_letter("processing_error", _describe(exc), value, self.topic, self.partition, offset)
+            result.dead_letters.append(letter)
 
     # -- queries ---------------------------------------------------------------------------------------------------
 
@@ -263,6 +311,11 @@ class PartitionState:
         for slot in self.slots.values():
             total.add(slot.fold.metrics)
         return total
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message` of an exception, at most 300 characters."""
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def scan_entries(items: Iterable[tuple[bytes, bytes]]) -> tuple[dict[int, ClockEntry], dict[int, dict[str, int]]]:

@@ -13,7 +13,7 @@ from processor.core.alerts import DEFAULT_SHARE
 from processor.core.fold import AccountFold, LiveView
 from processor.core.model import Metrics, Settings
 from processor.worker.partition import BatchResult, PartitionState, Raw, scan_entries
-from processor.worker.state import ClockEntry, account_key, decode_account
+from processor.worker.state import ClockEntry, account_key, clock_key, decode_account, decode_clock
 
 log = logging.getLogger("ccmeter.worker")
 
@@ -138,11 +138,20 @@ class StreamProcessor:
             for state in self._partitions.values():
                 fold = state.cached_fold(account_id)
                 if fold is not None:
-                    return fold.live_view(self.settings)
+                    return fold.live_view(self.settings, state.clock.watermark)
         raw = self.store.get(account_key(account_id))
         if raw is None:
             return None
-        return AccountFold.from_bytes(decode_account(raw).fold).live_view(self.settings)
+        entry = decode_account(raw)
+        return AccountFold.from_bytes(entry.fold).live_view(self.settings, self._watermark(entry.partition))
+
+    def _watermark(self, partition: int) -> int | None:
+        """The partition's watermark: in memory, else stored (None before any event)."""
+        state = (self._partitions or {}).get(partition)
+        if state is not None:
+            return state.clock.watermark
+        raw = self.store.get(clock_key(partition))
+        return decode_clock(raw).watermark if raw is not None else None
 
     def metrics(self) -> Metrics:
         """Fold metrics summed over the cached accounts."""

@@ -23,7 +23,7 @@ from processor.core.model import Settings
 from processor.worker import records as rec
 from processor.worker.partition import BatchResult
 from processor.worker.runner import StreamProcessor
-from processor.worker.state import account_header, clock_key, decode_clock
+from processor.worker.state import account_header, account_key, clock_key, decode_clock
 from schemas.events import Event, decode, format_ms
 from schemas.outputs import AlertRecord, DeadLetterRecord, PeakWindowRecord, UsageChangeRecord
 from tests.histories import T0, HistoryShape, generate
@@ -252,3 +252,51 @@ def test_a_hole_in_the_offsets_stops_the_batch_until_re_read():
     assert (real_hole.resume_at, real_hole.gaps, processor.partition(0).applied) == (None, 1, 8)
     fresh = StreamProcessor(TOPIC, SETTINGS, {})
     assert fresh.process(1, [(n, b"a", api(n), None) for n in (5, 6)]).resume_at is None  # start unknown
+
+
+def _api_record(offset: int, account: str, seconds: int, event_id: str | None = None) -> tuple:
+    event = {
+        "event_id": event_id or f"{account}-{offset}",
+        "type": "api.request",
+        "account_id": account,
+        "user_id": "u",
+        "occurred_at": format_ms(T0 + seconds * 1000),
+    }
+    return (offset, account.encode(), json.dumps(event).encode(), T0 + seconds * 1000)  # published at once
+
+
+def test_a_record_whose_processing_fails_is_a_dead_letter_and_the_partition_goes_on():
+    """An unreadable stored state makes every record of that account fail; the others are applied."""
+    store = {account_key("broken"): b"\x93not a state"}
+    processor = StreamProcessor(TOPIC, SETTINGS, store)
+    batch = [_api_record(0, "ok", 0), _api_record(1, "broken", 1), _api_record(2, "ok", 2)]
+    result = processor.process(0, batch)
+    assert [(d["reason"], d["offset"]) for d in result.dead_letters] == [("processing_error", 1)]
+    assert result.dead_letters[0]["detail"].split(":")[0] in {"ValueError", "TypeError", "ExtraData"}
+    assert base64.b64decode(result.dead_letters[0]["original_base64"]) == batch[1][2]
+    assert decode_clock(result.states[clock_key(0)]).applied == 2
+    assert processor.stats.dead_letters["processing_error"] == 1
+
+
+def test_an_account_that_fails_to_advance_is_quarantined_for_the_batch(monkeypatch):
+    from processor.core.fold import AccountFold
+
+    real = AccountFold.advance_into
+
+    def advance_into(self, horizon, settings, out):
+        if self.account_id == "poison":
+            raise OverflowError("date value out of range")
+        return real(self, horizon, settings, out)
+
+    monkeypatch.setattr(AccountFold, "advance_into", advance_into)
+    processor = StreamProcessor(TOPIC, SETTINGS, {})
+    batch = [_api_record(0, "ok", 0), _api_record(1, "poison", 1), _api_record(2, "poison", 2)]
+    batch += [_api_record(3, "ok", 1200)]  # moves the horizon of "ok" past its first request
+    result = processor.process(0, batch)
+    letters = [(d["reason"], d["offset"]) for d in result.dead_letters]
+    assert letters == [("processing_error", 1), ("processing_error", 2)]
+    assert result.dead_letters[0]["detail"] == "OverflowError: date value out of range"
+    assert account_key("poison") not in result.states and account_key("ok") in result.states
+    assert [c.account_id for c in result.output.usage_changes] == ["ok", "ok"]
+    following = processor.process(0, [_api_record(4, "ok", 1300)])  # the partition goes on
+    assert following.dead_letters == [] and decode_clock(following.states[clock_key(0)]).applied == 4
