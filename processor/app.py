@@ -39,13 +39,15 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP
 
+from processor.core.fold import LiveView
 from processor.topics import EVENTS, topic_names
 from processor.worker.config import WorkerConfig
 from processor.worker.feed import PartitionFeed
 from processor.worker.partition import BatchResult
+from processor.worker.peers import FORWARDED_HEADER, RETRY_AFTER_S, Answer, Local, PeerRouter, peer_urls
 from processor.worker.runner import StreamProcessor
 from processor.worker.sender import BatchSender, output_records
-from processor.worker.state import clock_key, decode_clock, is_clock_key
+from processor.worker.state import account_header, account_key, clock_key, decode_clock, is_clock_key
 from schemas.events import format_ms
 
 log = logging.getLogger("ccmeter.worker")
@@ -127,6 +129,7 @@ class Worker:
         self.processor = StreamProcessor(
             self.events_topic_name, config.settings, TableStore(self.table), share=config.near_capacity
         )
+        self.router = PeerRouter()
         self._register()
 
     # -- wiring ----------------------------------------------------------------------------------------------------
@@ -173,17 +176,17 @@ class Worker:
                     await worker.flush_table_writes()
                     await worker.feed.close()
                     await worker.sender.close()
+                await worker.router.close()
 
         @app.page("/accounts/{account_id}/usage")
         class AccountUsage(faust.web.View):
-            """Live usage of one account (served by the worker that owns it)."""
+            """Live usage of one account, answered by any worker (this one or a peer: processor/worker/peers.py)."""
 
-            @app.table_route(table=worker.table, match_info="account_id")
             async def get(self, request: faust.web.Request, account_id: str) -> faust.web.Response:
-                view = worker.processor.live_view(account_id)
-                if view is None:
-                    return self.json({"error": "unknown account", "account_id": account_id}, status=404)
-                return self.json(live_json(view))
+                forwarded = FORWARDED_HEADER in request.headers
+                answer = await worker.live_answer(account_id, str(request.rel_url), forwarded)
+                headers = {"Retry-After": str(RETRY_AFTER_S)} if answer.status == 503 else None
+                return self.json(answer.body, status=answer.status, headers=headers)
 
         @app.page("/health")
         class Health(faust.web.View):
@@ -278,6 +281,32 @@ class Worker:
 
     # -- queries ---------------------------------------------------------------------------------------------------
 
+    async def live_answer(self, account_id: str, path: str, forwarded: bool) -> Answer:
+        """Status and body of GET /accounts/{account_id}/usage (`path`: the request's encoded path and query)."""
+        local = self.local_live(account_id)
+        peers = [] if forwarded or local.body is not None else self.peer_urls()
+        return await self.router.answer(account_id, path, forwarded, local, peers, self.all_partitions())
+
+    def local_live(self, account_id: str) -> Local:
+        """This worker's part of a live query: settled or not, its partitions, its answer if it holds the account."""
+        if not self.ready():
+            return Local(False, frozenset())
+        mine = frozenset(self.assigned())
+        view = own_view(self.processor, account_id, mine)
+        return Local(True, mine, live_json(view) if view is not None else None)
+
+    def peer_urls(self) -> list[str]:
+        """Web URLs of the other members of the group that own partitions (from the last assignment)."""
+        # Faust's router (public API): {member canonical_url: {changelog topic: [active partitions]}}.
+        members = self.app.router.table_metadata(TABLE_NAME)
+        return peer_urls(members, str(self.app.conf.canonical_url))
+
+    def all_partitions(self) -> range:
+        """Every partition of the events topic (a 404 needs all of them checked)."""
+        # Faust's consumer (public ConsumerT method): the partition count from the group's metadata.
+        count = self.app.consumer.topic_partitions(self.events_topic_name)
+        return range(count or self.partitions)
+
     def health(self) -> dict[str, Any]:
         """Status of this worker (GET /health)."""
         watermarks: dict[str, str | None] = {}
@@ -305,6 +334,21 @@ def _ms(timestamp: float | None) -> int | None:
     return None if timestamp is None or timestamp < 0 else round(timestamp * 1000)
 
 
+def own_view(processor: StreamProcessor, account_id: str, mine: frozenset[int]) -> LiveView | None:
+    """The account's live view if one of the partitions `mine` holds it, else None. The table may also hold copies of
+    other partitions (standby replicas, entries written before a rebalance moved a partition away): not ours."""
+    try:
+        key = account_key(account_id)
+    except UnicodeError:  # e.g. a lone surrogate from a percent-encoded path
+        return None
+    if is_clock_key(key):
+        return None
+    raw = processor.store.get(key)
+    if raw is not None and account_header(raw)[0] not in mine:
+        return None
+    return processor.live_view(account_id)
+
+
 def live_json(view: Any) -> dict[str, Any]:
     """The JSON body of GET /accounts/{id}/usage."""
     return {
@@ -316,6 +360,7 @@ def live_json(view: Any) -> dict[str, Any]:
         "today_peak": view.today_peak,
         "today_peak_at": format_ms(view.today_peak_at_ms) if view.today_peak_at_ms is not None else None,
         "as_of": format_ms(view.as_of_ms) if view.as_of_ms is not None else None,
+        "data_through": format_ms(view.data_through_ms) if view.data_through_ms is not None else None,
     }
 
 

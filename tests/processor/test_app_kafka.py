@@ -116,7 +116,7 @@ def test_outputs_equal_the_batch_engine_and_live_queries_answer(broker: str, top
                     assert body["account_id"] == account
                     assert set(body) == {
                         "account_id", "usage", "licenses", "overage_allowance", "headroom", "today_peak",
-                        "today_peak_at", "as_of",
+                        "today_peak_at", "as_of", "data_through",
                     }  # fmt: skip
                     assert body["headroom"] == body["licenses"] - body["usage"]
                     assert body["as_of"] is None or body["as_of"].endswith("Z")
