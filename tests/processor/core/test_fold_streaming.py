@@ -275,3 +275,30 @@ def test_zero_timeouts_make_zero_length_presences() -> None:
     # Each presence ends at the instant it starts: timers due during an instant fire at its end (the start at
     # 10 s still finds the device signed in, so it is no orphan).
     assert replace(out, horizons={}) == FoldOutput() and metrics[ACCOUNT].orphan == 0
+
+
+def test_presence_intervals_open_and_close_per_device_portal_and_api() -> None:
+    from processor.core.model import PresenceInterval
+
+    events = [signin(s(0), "u1", "d1"), start(s(0), "u1", "d1"), signin(s(10), "u1", "d2"), start(s(20), "u1", "d2")]
+    events += [page(s(30), "u1"), api(s(40), "u1"), end(s(50), "u1", "d1"), start(s(50), "u1", "d1")]
+    events += [portal_out(s(60), "u1"), signout(s(70), "u1", "d2")]
+    out, _, _ = fold_history(events, Settings())
+
+    def p(kind: str, device: str | None, a: float, b: float | None) -> PresenceInterval:
+        return PresenceInterval(ACCOUNT, "u1", kind, device, s(a), NEVER if b is None else s(b))
+
+    # Opened, then closed (same start); d1's session ended and started again at 50 s: two touching intervals.
+    assert out.presences == [
+        p("desktop", "d1", 0, None),
+        p("desktop", "d2", 20, None),
+        p("portal", None, 30, None),
+        p("api", None, 40, None),
+        p("desktop", "d1", 0, 50),
+        p("desktop", "d1", 50, None),
+        p("portal", None, 30, 60),
+        p("desktop", "d2", 20, 70),
+        p("desktop", "d1", 50, 230),  # liveness: last seen at 50 s, device timeout 180 s
+        p("api", None, 40, 340),  # activity window 300 s
+    ]
+    assert changes(out) == [(s(0), 1), (s(340), 0)]  # one user, however many presences
