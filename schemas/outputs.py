@@ -68,17 +68,29 @@ class DeadLetterRecord(_Output):
 
 
 class ReportDay(_Output):
-    """One account-local day of the licenses usage report."""
+    """One account-local day of the licenses usage report.
+
+    Metrics cover the day up to the account's `data_through`; a day that starts at or after it has null metrics."""
 
     date: str
-    peak_usage: int
+    peak_usage: int | None
     peak_at: str | None
     licenses: int
     overage_allowance: int
-    seconds_over_licenses: float
-    max_excess: int
-    license_hours: float
-    distinct_users: int
+    seconds_over_licenses: float | None
+    max_excess: int | None
+    license_hours: float | None
+    distinct_users: int | None
+    complete: bool = Field(description="data_through is at or after the day's end")
+
+
+class PeakUser(_Output):
+    """A user counted at the report's `peak_at`, with the presences active at that instant."""
+
+    user_id: str
+    devices: list[str] = Field(description="device ids of the active desktop presences, sorted")
+    portal: bool = Field(description="a Contact Center portal presence was active")
+    api: bool = Field(description="an API presence was active")
 
 
 class Report(_Output):
@@ -92,11 +104,14 @@ class Report(_Output):
     overage_allowance: int
     peak_usage: int
     peak_at: str | None
+    peak_users: list[PeakUser] = Field(description="the users counted at peak_at, sorted by user_id")
     billable_overage: int
     over_allowance: int
     seconds_over_licenses: float
     license_hours: float
     distinct_users: int
+    data_through: str | None = Field(description="the account's horizon at the cut (UTC); null without data")
+    complete: bool = Field(description="data_through is at or after the period's end")
     days: list[ReportDay]
 
     def to_json_dict(self) -> dict:
@@ -113,10 +128,13 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "overage_allowance",
     "peak_usage",
     "peak_at",
+    "peak_users",
     "billable_overage",
     "over_allowance",
     "seconds_over_licenses",
     "license_hours",
     "distinct_users",
+    "data_through",
+    "complete",
 )
 DAY_KEYS: tuple[str, ...] = tuple(ReportDay.model_fields)

@@ -24,16 +24,32 @@ PAYLOAD = (
     "'grace_mode': grace_mode}"
 )
 
+# Too late as a stream would judge it (SPEC 2), for engines that drop late events: below the account's horizon
+# `max(W_a - allowed_lateness, W_p - account_idle_lateness)`, where W_a and W_p are the largest occurred_at of the
+# account's and of all valid records that arrived before (a too-late record never raises either, so the records
+# before need no verdict of their own). The file is one partition. Empty when every event counts (a file's default).
+LATE_SQL = """
+CREATE OR REPLACE TABLE late_rows AS
+SELECT seq, arrival FROM (
+  SELECT seq, arrival, at_ms,
+         max(at_ms) OVER (PARTITION BY account_id ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS wa,
+         max(at_ms) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS wp
+  FROM parsed WHERE reason IS NULL AND {enabled}
+) WHERE at_ms < greatest(wa - {lateness}, wp - {idle_lateness})
+"""
+
 # Copies are rare: only keys whose hash repeats go through the (string-partitioned) window.
 RANKED_SQL = f"""
 CREATE OR REPLACE TABLE copies AS
-WITH repeated AS (
-  SELECT h FROM (SELECT hash(account_id, event_id) AS h FROM parsed WHERE reason IS NULL)
+WITH admitted AS (
+  SELECT * FROM parsed AS p ANTI JOIN late_rows AS l ON p.seq = l.seq WHERE p.reason IS NULL
+), repeated AS (
+  SELECT h FROM (SELECT hash(account_id, event_id) AS h FROM admitted)
   GROUP BY h HAVING count(*) > 1
 )
 SELECT seq, account_id, event_id, row_number() OVER w AS copy,
        first_value({PAYLOAD}) OVER w IS DISTINCT FROM {PAYLOAD} AS conflict
-FROM parsed WHERE reason IS NULL AND hash(account_id, event_id) IN (SELECT h FROM repeated)
+FROM admitted WHERE hash(account_id, event_id) IN (SELECT h FROM repeated)
 WINDOW w AS (PARTITION BY account_id, event_id ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 """
 
@@ -42,7 +58,8 @@ CREATE OR REPLACE VIEW events AS
 SELECT p.seq, p.arrival, p.account_id, p.event_id, p.type, p.at_ms, p.user_id, p.device_id, p.page, p.endpoint,
        p.licenses, p.overage_allowance, p.billing_anchor_day, p.timezone, p.grace_minutes, p.grace_mode,
        p.schema_version
-FROM parsed AS p ANTI JOIN (SELECT seq FROM copies WHERE copy > 1) AS r ON p.seq = r.seq
+FROM parsed AS p ANTI JOIN (SELECT seq FROM copies WHERE copy > 1 UNION ALL SELECT seq FROM late_rows) AS r
+  ON p.seq = r.seq
 WHERE p.reason IS NULL
 """
 
@@ -91,7 +108,7 @@ WITH buckets AS (
   WINDOW w AS (PARTITION BY account_id, user_id, device_id ORDER BY at_ms, prio, seq
                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 )
-SELECT s.account_id, s.user_id, s.start_ms, e.at_ms AS end_ms
+SELECT s.account_id, s.user_id, s.device_id, s.start_ms, e.at_ms AS end_ms
 FROM (SELECT account_id, user_id, device_id, grp, min(at_ms) AS start_ms
       FROM walked WHERE kind = 'start' AND si = 1 GROUP BY ALL) AS s
 JOIN (SELECT account_id, user_id, device_id, grp - 1 AS grp, at_ms
@@ -162,6 +179,17 @@ FROM (SELECT *, sum(fresh) OVER (PARTITION BY account_id, user_id ORDER BY start
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS isl FROM flagged)
 GROUP BY account_id, user_id, isl
 ORDER BY account_id, user_id, start_ms
+"""
+
+# Every presence interval, by kind (device_id for desktop only): who was present how, for a report's peak_users.
+PRESENCE_INTERVALS_SQL = """
+CREATE OR REPLACE TABLE presence_intervals AS
+SELECT * FROM (
+  SELECT account_id, user_id, 'desktop' AS kind, device_id, start_ms, end_ms FROM desktop_iv
+  UNION ALL SELECT account_id, user_id, 'portal', NULL::VARCHAR, start_ms, end_ms FROM portal_iv
+  UNION ALL SELECT account_id, user_id, 'api', NULL::VARCHAR, start_ms, end_ms FROM api_iv
+)
+ORDER BY account_id, user_id, start_ms, kind, device_id
 """
 
 # Usage after each instant where it changes, with the licenses of the plan in effect then.
@@ -236,9 +264,19 @@ ORDER BY account_id, kind, start_ms, end_ms
 """
 
 
-def derive_statements(device_timeout_ms: int, portal_idle_timeout_ms: int, api_activity_window_ms: int) -> list[str]:
-    """The statements, in order, that rebuild everything after `parsed` changed (calendar excepted)."""
+def derive_statements(
+    device_timeout_ms: int,
+    portal_idle_timeout_ms: int,
+    api_activity_window_ms: int,
+    late: tuple[int, int] | None = None,
+) -> list[str]:
+    """The statements, in order, that rebuild everything after `parsed` changed (calendar excepted).
+
+    `late` = `(allowed_lateness_ms, account_idle_lateness_ms)` drops too-late events as a stream would; None counts
+    every valid event (a file is the restated view)."""
+    lateness, idle = late if late is not None else (0, 0)
     return [
+        LATE_SQL.format(enabled="true" if late is not None else "false", lateness=lateness, idle_lateness=idle),
         RANKED_SQL,
         EVENTS_SQL,
         PLANS_SQL,
@@ -246,6 +284,7 @@ def derive_statements(device_timeout_ms: int, portal_idle_timeout_ms: int, api_a
         PORTAL_SQL.format(cc_pages=CC_PAGES, idle=portal_idle_timeout_ms),
         API_SQL.format(window=api_activity_window_ms),
         USER_INTERVALS_SQL,
+        PRESENCE_INTERVALS_SQL,
         USAGE_SQL,
         SEGMENTS_SQL,
     ]

@@ -2,15 +2,16 @@
 
 It is ccmeter's correctness oracle: it follows docs/semantics.md without sharing code with the pure fold
 (`processor/core/fold.py`); property tests compare the two. Only `schemas/` and the plain value types of
-`processor/core/model.py` are shared. There is no watermark: every valid event counts however late it arrived.
+`processor/core/model.py` are shared. By default a file is the restated view: every valid event counts however late
+it arrived; with `late_events="drop"` the events a stream would find too late are dropped (derive.LATE_SQL).
 
 Pipeline: wire validation (wire.py) -> `parsed`; duplicates -> `copies`, view `events`; presences, counted
 intervals, usage, segments (derive.py); a zoneinfo calendar of local days -> `peak_windows`; reports on demand
 (report.py). Tables (in `self.con`, usable for snapshot views; `TABLES`, `relation(name)`): `parsed` (every input
 record, `reason` NULL when valid), `copies` (records whose key repeats: copy number, conflict flag), `events`
 (view: valid first copies), `plans` (every plan change), `plan_at` (the winning plan per instant),
-`user_intervals`, `usage_changes`, `segments` (usage > 0 pieces of the step function with their plan),
-`calendar` and `peak_windows`.
+`user_intervals`, `presence_intervals` (account, user, kind, device_id, start, end), `usage_changes`,
+`segments` (usage > 0 pieces of the step function with their plan), `calendar` and `peak_windows`.
 
 Decisions beyond docs/semantics.md:
 * Arrival: `seq` orders records (line number; Parquet `arrival` column, then row order, nulls by row number);
@@ -37,12 +38,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from processor.core.model import PeakWindow, Plan, Settings, UsageChange, UserInterval
+from processor.core.model import LateEvents, PeakWindow, Plan, PresenceInterval, Settings, UsageChange, UserInterval
 from schemas.outputs import Report
 
 from . import derive, wire
 from .calendar import calendar_rows
-from .report import build_report
+from .report import build_report, data_through
 
 TABLES: tuple[str, ...] = (
     "parsed",
@@ -51,6 +52,7 @@ TABLES: tuple[str, ...] = (
     "plans",
     "plan_at",
     "user_intervals",
+    "presence_intervals",
     "usage_changes",
     "segments",
     "calendar",
@@ -128,8 +130,14 @@ def _line_batches(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[
 class BatchEngine:
     """Load event files, then query usage changes, peak windows, user intervals, plans and reports."""
 
-    def __init__(self, settings: Settings = Settings(), database: str = ":memory:") -> None:
-        """`database`: ':memory:' or a DuckDB file; records already in a file's `parsed` table are kept."""
+    def __init__(
+        self, settings: Settings = Settings(), database: str = ":memory:", late_events: LateEvents = "count"
+    ) -> None:
+        """`database`: ':memory:' or a DuckDB file; records already in a file's `parsed` table are kept.
+
+        `late_events`: "count" reads a file as the restated view (every valid event counts, SPEC 2); "drop" drops
+        the events a stream would find too late (below their account's horizon at arrival), like the worker."""
+        self.late_events = late_events
         for name in ("device_timeout_ms", "portal_idle_timeout_ms", "api_activity_window_ms"):
             if getattr(settings, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -254,8 +262,9 @@ FROM {source}
     def _derive(self, bar: _Bar | None = None) -> None:
         con = self.con
         s = self.settings
+        late = (s.allowed_lateness_ms, s.account_idle_lateness_ms) if self.late_events == "drop" else None
         for statement in derive.derive_statements(
-            s.device_timeout_ms, s.portal_idle_timeout_ms, s.api_activity_window_ms
+            s.device_timeout_ms, s.portal_idle_timeout_ms, s.api_activity_window_ms, late
         ):
             con.execute(statement)
         days: dict[str, list[int]] = {}
@@ -316,9 +325,28 @@ FROM {source}
         )
         return [UserInterval(*row) for row in rows]
 
+    def presence_intervals(self, account_id: str | None = None) -> list[PresenceInterval]:
+        """Presence intervals ordered by account, user, start, kind and device."""
+        rows = self._select(
+            "SELECT account_id, user_id, kind, device_id, start_ms, end_ms FROM presence_intervals",
+            account_id,
+            "user_id, start_ms, kind, device_id",
+        )
+        return [PresenceInterval(*row) for row in rows]
+
+    def data_through(self, account_id: str) -> int | None:
+        """The account's data_through (SPEC 4) by the file rule: `settings.horizon(W_a, W_p)` with `W_a` the account's
+        and `W_p` the input's largest valid occurred_at; None when the account has no valid record."""
+        s = self.settings
+        return data_through(self.con, account_id, s.allowed_lateness_ms, s.account_idle_lateness_ms)
+
     def report(self, account_id: str, from_date: date, to_date: date) -> Report:
-        """The licenses usage report for the account-local dates from..to (inclusive)."""
-        return build_report(self.con, account_id, from_date, to_date)
+        """The licenses usage report for the account-local dates from..to (inclusive), up to its data_through."""
+        return build_report(self.con, account_id, from_date, to_date, self.data_through(account_id))
+
+    def too_late(self) -> list[int]:
+        """Arrivals of the valid records dropped as too late (only with `late_events="drop"`), in arrival order."""
+        return [int(row[0]) for row in self.con.execute("SELECT arrival FROM late_rows ORDER BY seq").fetchall()]
 
     def rejected(self) -> list[tuple[int, str]]:
         """(arrival, reason) of every rejected input record, in arrival order."""

@@ -1,6 +1,8 @@
 """`ccmeter report` and `ccmeter timeline`: licenses usage reports and usage change points from an event file.
 
-Both read the whole file with the DuckDB batch engine, so a report covers every event in it, however late it arrived.
+Both read the whole file with the DuckDB batch engine, so a report covers every event in it, however late it arrived,
+up to the account's data_through (the file rule: `max(W_a - allowed_lateness, W_p - account_idle_lateness)` with the
+account's and the file's largest occurred_at); a period that runs past it is reported as partial.
 `ccmeter report --snapshot FILE` reports from a DuckDB snapshot instead (processor/snapshots/commands.py).
 """
 
@@ -35,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="licenses usage report of one account for a date range",
         description=(
             "Compute the licenses usage report (SPEC section 4) of one account: peak usage, billable overage "
-            "(grace-aware), over allowance, license hours and distinct users, with one row per account-local day. "
+            "(grace-aware), over allowance, license hours and distinct users, with one row per account-local day, "
+            "the users counted at the peak, and data_through: nothing after it is counted, and a day or period "
+            "that ends after it is partial (complete false; a day that starts at or after it has null metrics). "
             "With --snapshot it reads a DuckDB snapshot and takes --period (current, previous, YYYY-MM); --all then "
             "prints one summary row per account for a billing run."
         ),
@@ -52,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--period",
         metavar="PERIOD",
-        help="billing period (needs --snapshot): current, previous or YYYY-MM; current is taken from the "
-        "snapshot's event-time watermark",
+        help="billing period (needs --snapshot): current, previous or YYYY-MM (the billing period that starts in "
+        "that month); current is the period containing the account's data_through",
     )
     report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     report.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")

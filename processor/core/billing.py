@@ -1,7 +1,8 @@
 """Billing math of the licenses usage report (SPEC section 4, docs/semantics.md section 6).
 
-Pure functions over an account's usage step function (its `UsageChange`s), its counted user intervals and its plans.
-All instants are integer milliseconds since the Unix epoch (UTC).
+Pure functions over an account's usage step function (its `UsageChange`s), its counted user intervals, its presence
+intervals and its plans, up to its `data_through` (nothing after it is counted). All instants are integer milliseconds
+since the Unix epoch (UTC).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import NamedTuple
 
-from processor.core.model import DEFAULT_PLAN, Plan, UsageChange, UserInterval
+from processor.core.model import DEFAULT_PLAN, NEVER, Plan, PresenceInterval, UsageChange, UserInterval
 from processor.core.periods import local_midnight_ms, report_timezone
 from schemas.events import format_ms
-from schemas.outputs import Report, ReportDay
+from schemas.outputs import PeakUser, Report, ReportDay
 
 MS_PER_MINUTE = 60_000
 MS_PER_HOUR = 3_600_000
@@ -38,6 +39,15 @@ class Segment(NamedTuple):
     def duration_ms(self) -> int:
         """Length of the piece in ms."""
         return self.end_ms - self.start_ms
+
+
+def known_plans(plans: Sequence[Plan], data_through_ms: int | None) -> Sequence[Plan]:
+    """The plans that took effect before `data_through_ms` (a later one is not known yet; None: none is)."""
+    if data_through_ms is None:
+        return ()
+    if not plans or plans[-1].at_ms < data_through_ms:
+        return plans
+    return [plan for plan in plans if plan.at_ms < data_through_ms]
 
 
 def plan_at(plans: Sequence[Plan], at_ms: int) -> Plan:
@@ -176,6 +186,65 @@ class _Tally:
         self.license_ms += usage * length
 
 
+def known_end_ms(period_start: int, period_end: int, data_through_ms: int | None) -> int:
+    """End of the known part `[period_start, known_end)` of a period: `min(end, data_through)`, never before start
+    (the start itself when nothing is known)."""
+    if data_through_ms is None:
+        return period_start
+    return max(period_start, min(period_end, data_through_ms))
+
+
+def _format_data_through(data_through_ms: int | None) -> str | None:
+    if data_through_ms is None:
+        return None
+    try:
+        return format_ms(data_through_ms)
+    except (OverflowError, ValueError):
+        raise ValueError(f"data_through_ms {data_through_ms} is not an instant between years 1 and 9999") from None
+
+
+def peak_users(
+    at_ms: int | None, intervals: Sequence[UserInterval], presences: Sequence[PresenceInterval]
+) -> list[PeakUser]:
+    """The users counted at `at_ms` (a counted interval contains it), sorted, each with the presences active then.
+
+    A presence given twice (open with end NEVER, then closed) counts with its earliest end (the closed copy)."""
+    if at_ms is None:
+        return []
+    users = sorted({i.user_id for i in intervals if i.start_ms <= at_ms < i.end_ms})
+    ends: dict[tuple[str, str, str | None, int], int] = {}
+    for p in presences:
+        key = (p.user_id, p.kind, p.device_id, p.start_ms)
+        ends[key] = min(p.end_ms, ends.get(key, p.end_ms))
+    active: dict[str, list[tuple[str, str | None]]] = {}
+    for (user, kind, device, start), end in ends.items():
+        if start <= at_ms < end:
+            active.setdefault(user, []).append((kind, device))
+    result = []
+    for user in users:
+        mine = active.get(user, [])
+        devices = sorted({device for kind, device in mine if kind == "desktop" and device is not None})
+        kinds = {kind for kind, _ in mine}
+        result.append(PeakUser(user_id=user, devices=devices, portal="portal" in kinds, api="api" in kinds))
+    return result
+
+
+def _day_row(day: date, tally: _Tally, users: int, plan: Plan, known: bool, complete: bool) -> ReportDay:
+    """One day's row: its metrics, or nulls when nothing of the day is known (it starts at or after data_through)."""
+    return ReportDay(
+        date=day.isoformat(),
+        peak_usage=tally.peak if known else None,
+        peak_at=format_ms(tally.peak_at) if known and tally.peak_at is not None else None,
+        licenses=plan.licenses,
+        overage_allowance=plan.overage_allowance,
+        seconds_over_licenses=tally.over_ms / 1000 if known else None,
+        max_excess=tally.max_excess if known else None,
+        license_hours=tally.license_ms / MS_PER_HOUR if known else None,
+        distinct_users=users if known else None,
+        complete=complete,
+    )
+
+
 def build_report(
     account_id: str,
     from_date: date,
@@ -183,21 +252,30 @@ def build_report(
     changes: Sequence[UsageChange],
     intervals: Sequence[UserInterval],
     plans: Sequence[Plan],
+    *,
+    presences: Sequence[PresenceInterval] = (),
+    data_through_ms: int | None,
 ) -> Report:
     """The licenses usage report of one account for the local dates `from_date`..`to_date` (inclusive).
 
-    `changes` is the account's usage step function (event-time order), `intervals` its counted user intervals and
-    `plans` its plans in application order. Day boundaries use `report_timezone(plans, to_date)`.
+    `changes` is the account's usage step function (event-time order), `intervals` its counted user intervals,
+    `plans` its plans in application order and `presences` its presence intervals (for `peak_users`). Day
+    boundaries use `report_timezone(plans, to_date)`. Every metric covers `[start, min(end, data_through))` only, and
+    only the plans that took effect before `data_through` are known; `data_through_ms` None means nothing is known yet
+    (SPEC 4, docs/semantics.md section 6).
     """
     if to_date < from_date:
         raise ValueError(f"report 'to' {to_date} is before 'from' {from_date}")
+    data_through = _format_data_through(data_through_ms)
+    plans = known_plans(plans, data_through_ms)
     timezone = report_timezone(plans, to_date)
     n_days = (to_date - from_date).days + 1
     days = [from_date + timedelta(days=k) for k in range(n_days)]
     midnights = [local_midnight_ms(from_date + timedelta(days=k), timezone) for k in range(n_days + 1)]
     period_start, period_end = midnights[0], midnights[-1]
+    known_end = known_end_ms(period_start, period_end, data_through_ms)
 
-    segments = usage_segments(changes, plans, period_start, period_end)
+    segments = usage_segments(changes, plans, period_start, known_end)
     total = _Tally()
     day_tallies = [_Tally() for _ in range(n_days)]
     k = 0
@@ -214,7 +292,7 @@ def build_report(
     user_sets: list[set[str]] = [set() for _ in range(n_days)]
     all_users: set[str] = set()
     for interval in intervals:
-        start, end = max(interval.start_ms, period_start), min(interval.end_ms, period_end)
+        start, end = max(interval.start_ms, period_start), min(interval.end_ms, known_end)
         if start >= end:
             continue
         all_users.add(interval.user_id)
@@ -227,22 +305,11 @@ def build_report(
 
     end_plan = plan_at(plans, period_end - 1)
     billable = billable_overage(segments, end_plan.grace_minutes, end_plan.grace_mode)
-    rows: list[ReportDay] = []
+    dt = -NEVER if data_through_ms is None else data_through_ms
+    rows = []
     for j, (day, tally) in enumerate(zip(days, day_tallies, strict=True)):
         day_plan = plan_at(plans, midnights[j + 1] - 1)
-        rows.append(
-            ReportDay(
-                date=day.isoformat(),
-                peak_usage=tally.peak,
-                peak_at=format_ms(tally.peak_at) if tally.peak_at is not None else None,
-                licenses=day_plan.licenses,
-                overage_allowance=day_plan.overage_allowance,
-                seconds_over_licenses=tally.over_ms / 1000,
-                max_excess=tally.max_excess,
-                license_hours=tally.license_ms / MS_PER_HOUR,
-                distinct_users=len(user_sets[j]),
-            )
-        )
+        rows.append(_day_row(day, tally, len(user_sets[j]), day_plan, midnights[j] < dt, dt >= midnights[j + 1]))
     return Report(
         account_id=account_id,
         from_=from_date.isoformat(),
@@ -252,10 +319,13 @@ def build_report(
         overage_allowance=end_plan.overage_allowance,
         peak_usage=total.peak,
         peak_at=format_ms(total.peak_at) if total.peak_at is not None else None,
+        peak_users=peak_users(total.peak_at, intervals, presences),
         billable_overage=billable,
         over_allowance=max(0, billable - end_plan.overage_allowance),
         seconds_over_licenses=total.over_ms / 1000,
         license_hours=total.license_ms / MS_PER_HOUR,
         distinct_users=len(all_users),
+        data_through=data_through,
+        complete=dt >= period_end,
         days=rows,
     )

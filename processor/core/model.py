@@ -10,6 +10,7 @@ from hashlib import sha256
 from typing import Literal
 
 GraceMode = Literal["contiguous", "cumulative"]
+LateEvents = Literal["count", "drop"]  # how a history file treats too-late events: count them, or drop like a stream
 WindowKind = Literal["1m", "15m", "1h", "1d"]
 WINDOW_KINDS: tuple[WindowKind, ...] = ("1m", "15m", "1h", "1d")
 FIXED_WINDOW_MS: dict[str, int] = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}

@@ -14,13 +14,15 @@ import pytest
 
 from processor.core.billing import build_report
 from processor.core.fold import fold_history
+from processor.core.model import Settings
 from processor.eventfile import read_events
 from processor.simulation import SimConfig, write_events
-from schemas.events import Rejection
+from schemas.events import Rejection, to_ms
 from schemas.outputs import DAY_KEYS, SUMMARY_KEYS
 
 CCMETER = str(Path(sys.executable).parent / "ccmeter")
 START, END = "2026-11-02", "2026-11-04"
+PAST = "2026-11-06"  # the simulated history ends on 2026-11-05: a period to PAST runs past data_through
 
 
 def ccmeter(*args: str) -> subprocess.CompletedProcess[str]:
@@ -53,19 +55,40 @@ def test_json_report_has_exactly_the_contract_keys_and_equals_the_pure_fold(even
     changes = sorted((c for c in output.usage_changes if c.account_id == account), key=lambda c: c.at_ms)
     intervals = [i for i in output.intervals if i.account_id == account]
     plans = [plan for owner, plan in output.plans if owner == account]
-    expected = build_report(account, date(2026, 11, 2), date(2026, 11, 4), changes, intervals, plans)
+    presences = [p for p in output.presences if p.account_id == account]
+    # data_through of a file: the account's horizon after every valid event (W_a, W_p: largest occurred_at)
+    w_p = max(to_ms(e.occurred_at) for e in events)
+    w_a = max(to_ms(e.occurred_at) for e in events if e.account_id == account)
+    data_through = Settings().horizon(w_a, w_p)
+    expected = build_report(
+        account, date(2026, 11, 2), date(2026, 11, 4), changes, intervals, plans,
+        presences=presences, data_through_ms=data_through,
+    )  # fmt: skip
     assert report == expected.to_json_dict()
+    assert report["complete"] is True and all(day["complete"] for day in report["days"])  # data through Nov 5
+    assert [u["user_id"] for u in report["peak_users"]] == sorted(u["user_id"] for u in report["peak_users"])
+    assert len(report["peak_users"]) == report["peak_usage"]
 
 
-def test_csv_report_has_a_header_and_one_row_per_day(events_file: Path, tmp_path: Path) -> None:
+def test_csv_report_has_the_days_then_the_summary(events_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "exports" / "acct-0.csv"
-    done = ccmeter("report", "--events", str(events_file), "--account", "acct-0", "--from", START, "--to", END,
+    done = ccmeter("report", "--events", str(events_file), "--account", "acct-0", "--from", START, "--to", PAST,
                    "--format", "csv", "--out", str(out), "--quiet")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert [row["date"] for row in rows] == ["2026-11-02", "2026-11-03", "2026-11-04"]
+    days_text, summary_text = out.read_text().split("\n\n")  # two sections: the days, then the summary
+    rows = list(csv.DictReader(io.StringIO(days_text)))
+    assert [row["date"] for row in rows] == ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", PAST]
     assert list(rows[0]) == ["account_id", *DAY_KEYS]
     assert {row["account_id"] for row in rows} == {"acct-0"}
+    assert [row["complete"] for row in rows] == ["true", "true", "true", "false", "false"]
+    assert rows[3]["peak_usage"] != "" and rows[4]["peak_usage"] == rows[4]["license_hours"] == ""  # null: empty
+    (summary,) = csv.DictReader(io.StringIO(summary_text))
+    assert list(summary) == list(SUMMARY_KEYS)
+    assert (summary["account_id"], summary["from"], summary["to"]) == ("acct-0", START, PAST)
+    assert summary["complete"] == "false" and summary["data_through"].startswith("2026-11-05T")
+    # one cell: user[devices...,portal,api] per user, joined by ';'
+    users = summary["peak_users"].split(";")
+    assert len(users) == int(summary["peak_usage"]) and all(u.endswith("]") and "[" in u for u in users)
 
 
 def test_table_report_names_the_account_and_every_day(events_file: Path) -> None:
@@ -73,6 +96,14 @@ def test_table_report_names_the_account_and_every_day(events_file: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "acct-1" in done.stdout and "billable_overage" in done.stdout
     assert all(day in done.stdout for day in ("2026-11-02", "2026-11-03", "2026-11-04"))
+    assert done.stdout.splitlines()[1] == ""  # complete: no partial line
+    assert "peak_users" in done.stdout and "data_through" in done.stdout
+    done = ccmeter("report", "--events", str(events_file), "--account", "acct-1", "--from", START, "--to", PAST)
+    assert done.returncode == 0, done.stderr
+    first, partial = done.stdout.splitlines()[:2]
+    assert first.startswith(f"Licenses usage report: acct-1, {START} to {PAST} (")
+    assert partial.startswith("partial: data through 2026-11-05T")
+    assert done.stdout.rstrip().splitlines()[-1].split()[1:3] == ["-", "-"]  # the last day: null peak, peak_at
 
 
 def test_timeline_lists_the_usage_changes(events_file: Path) -> None:

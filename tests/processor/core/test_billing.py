@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.billing import Segment, billable_overage, build_report, plan_at, usage_segments
-from processor.core.model import DEFAULT_PLAN, Plan, UsageChange, UserInterval
+from processor.core.billing import Segment, billable_overage, build_report, known_end_ms, plan_at, usage_segments
+from processor.core.model import DEFAULT_PLAN, NEVER, Plan, PresenceInterval, UsageChange, UserInterval
 from processor.core.periods import local_midnight_ms
 from schemas.events import parse_timestamp, to_ms
+from schemas.outputs import PeakUser, Report
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -234,6 +235,14 @@ class TestBillableOverageProperties:
             assert (a.usage, a.licenses) != (b.usage, b.licenses)
 
 
+KNOWN = ms("2027-01-01T00:00:00Z")  # data_through long after every period below: everything is known
+
+
+def known_report(*args: object, **kwargs: object) -> Report:
+    """`build_report` with data through long after the period (a complete report)."""
+    return build_report(*args, data_through_ms=KNOWN, **kwargs)  # type: ignore[arg-type]
+
+
 UTC_PLAN = Plan(at_ms=ms("2026-01-01T00:00:00Z"), licenses=2, overage_allowance=1, grace_minutes=30)
 
 
@@ -249,7 +258,7 @@ class TestBuildReport:
         ]
 
     def test_summary_and_days(self) -> None:
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), self._spike_changes(), [], [UTC_PLAN])
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), self._spike_changes(), [], [UTC_PLAN])
         assert report.account_id == ACCOUNT
         assert (report.from_, report.to, report.timezone) == ("2026-03-02", "2026-03-03", "UTC")
         assert (report.licenses, report.overage_allowance) == (2, 1)
@@ -273,18 +282,18 @@ class TestBuildReport:
 
     def test_over_allowance_and_grace_settings_of_the_end_plan(self) -> None:
         plans = [Plan(at_ms=UTC_PLAN.at_ms, licenses=2, overage_allowance=0, grace_minutes=5)]
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._spike_changes(), [], plans)
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._spike_changes(), [], plans)
         assert report.billable_overage == 3  # excess 3 for exactly 5 min
         assert report.over_allowance == 3
         plans = [Plan(at_ms=UTC_PLAN.at_ms, licenses=2, overage_allowance=2, grace_minutes=0)]
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._spike_changes(), [], plans)
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._spike_changes(), [], plans)
         assert (report.billable_overage, report.over_allowance) == (3, 1)
         # a plan from before the period, changed mid-period to grace 120 cumulative: the end plan's settings apply
         plans = [
             Plan(at_ms=UTC_PLAN.at_ms, licenses=2, grace_minutes=0),
             Plan(at_ms=ms("2026-03-02T18:00:00Z"), licenses=2, grace_minutes=60, grace_mode="cumulative"),
         ]
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._spike_changes(), [], plans)
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._spike_changes(), [], plans)
         assert report.billable_overage == 1
 
     def test_plan_change_mid_period_changes_the_excess(self) -> None:
@@ -294,7 +303,7 @@ class TestBuildReport:
             Plan(at_ms=ms("2026-03-02T12:00:00Z"), licenses=1, overage_allowance=2, grace_minutes=60),
             Plan(at_ms=ms("2026-03-03T00:00:00Z"), licenses=100, overage_allowance=50),  # after the period
         ]
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], plans)
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], plans)
         # excess 1 for 08:00-12:00, then 3 for 12:00-16:00
         assert (report.licenses, report.overage_allowance) == (1, 2)
         assert report.billable_overage == 3
@@ -310,7 +319,7 @@ class TestBuildReport:
             Plan(at_ms=UTC_PLAN.at_ms, licenses=3),
             Plan(at_ms=ms("2026-03-02T08:20:00Z"), licenses=4),
         ]
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], plans)
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], plans)
         assert report.seconds_over_licenses == 1200.0
         assert report.billable_overage == 0  # 20 min < 30 min grace
         assert report.days[0].max_excess == 1
@@ -319,22 +328,22 @@ class TestBuildReport:
     def test_stretches_crossing_the_edges_are_cut(self) -> None:
         changes = [change(ms("2026-03-01T23:45:00Z"), 3), change(ms("2026-03-02T00:15:00Z"), 0)]
         plans = [Plan(at_ms=UTC_PLAN.at_ms, licenses=2, grace_minutes=30)]
-        inside_only = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], plans)
+        inside_only = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], plans)
         assert inside_only.billable_overage == 0
         assert inside_only.seconds_over_licenses == 900.0
         assert inside_only.peak_at == "2026-03-02T00:00:00.000Z"  # held at the period's start
-        both = build_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 2), changes, [], plans)
+        both = known_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 2), changes, [], plans)
         assert both.billable_overage == 1
         assert [d.seconds_over_licenses for d in both.days] == [900.0, 900.0]
-        before_only = build_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 1), changes, [], plans)
+        before_only = known_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 1), changes, [], plans)
         assert before_only.billable_overage == 0
         cumulative = [Plan(at_ms=UTC_PLAN.at_ms, licenses=2, grace_minutes=30, grace_mode="cumulative")]
-        assert build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], cumulative).billable_overage == 0
+        assert known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, [], cumulative).billable_overage == 0
 
     def test_25h_and_23h_days(self) -> None:
         berlin = Plan(at_ms=ms("2026-01-01T00:00:00Z"), licenses=0, timezone="Europe/Berlin", grace_minutes=0)
         changes = [change(ms("2026-03-20T00:00:00Z"), 1)]  # one user, counted from then on
-        report = build_report(ACCOUNT, date(2026, 10, 24), date(2026, 10, 25), changes, [], [berlin])
+        report = known_report(ACCOUNT, date(2026, 10, 24), date(2026, 10, 25), changes, [], [berlin])
         assert report.timezone == "Europe/Berlin"
         assert [d.license_hours for d in report.days] == [24.0, 25.0]
         assert [d.seconds_over_licenses for d in report.days] == [86_400.0, 90_000.0]
@@ -342,7 +351,7 @@ class TestBuildReport:
         assert report.license_hours == 49.0
         assert report.peak_at == "2026-10-23T22:00:00.000Z"
         assert report.billable_overage == 1
-        short = build_report(ACCOUNT, date(2026, 3, 29), date(2026, 3, 29), changes, [], [berlin])
+        short = known_report(ACCOUNT, date(2026, 3, 29), date(2026, 3, 29), changes, [], [berlin])
         assert short.days[0].license_hours == 23.0
         assert short.days[0].peak_at == "2026-03-28T23:00:00.000Z"
 
@@ -357,7 +366,7 @@ class TestBuildReport:
             interval("u5", m0 - 1000, m0 + 1),  # 1 ms inside
             interval("u6", m1 - HOUR, m1),  # ends exactly at day 2's start: day 1 only
         ]
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), [], intervals, [UTC_PLAN])
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), [], intervals, [UTC_PLAN])
         assert report.distinct_users == 4  # u1, u2, u5, u6
         assert [d.distinct_users for d in report.days] == [4, 2]
 
@@ -368,10 +377,10 @@ class TestBuildReport:
             change(ms("2026-03-02T11:00:00Z"), 3),
             change(ms("2026-03-03T11:00:00Z"), 2),
         ]
-        report = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), changes, [], [UTC_PLAN])
+        report = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), changes, [], [UTC_PLAN])
         assert (report.peak_usage, report.peak_at) == (3, "2026-03-02T09:00:00.000Z")
         assert report.days[1].peak_at == "2026-03-03T00:00:00.000Z"  # 3 already held at the day's start
-        empty = build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), [], [], [])
+        empty = known_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 3), [], [], [])
         assert (empty.peak_usage, empty.peak_at, empty.billable_overage, empty.timezone) == (0, None, 0, "UTC")
         assert (empty.licenses, empty.license_hours, empty.distinct_users) == (0, 0.0, 0)
         assert all(d.peak_at is None for d in empty.days)
@@ -382,7 +391,7 @@ class TestBuildReport:
             Plan(at_ms=ms("2026-03-10T00:00:00Z"), licenses=0, timezone="Asia/Tokyo"),  # after the report
         ]
         changes = [change(ms("2026-03-08T03:00:00Z"), 1), change(ms("2026-03-08T06:00:00Z"), 0)]
-        report = build_report(ACCOUNT, date(2026, 3, 7), date(2026, 3, 8), changes, [], plans)
+        report = known_report(ACCOUNT, date(2026, 3, 7), date(2026, 3, 8), changes, [], plans)
         assert report.timezone == "America/New_York"
         # 03:00-05:00Z is 03-07 22:00-24:00 EST, 05:00-06:00Z is 03-08 00:00-01:00 EST
         assert [d.license_hours for d in report.days] == [2.0, 1.0]
@@ -390,12 +399,12 @@ class TestBuildReport:
 
     def test_to_before_from(self) -> None:
         with pytest.raises(ValueError):
-            build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 1), [], [], [])
+            build_report(ACCOUNT, date(2026, 3, 2), date(2026, 3, 1), [], [], [], data_through_ms=None)
 
     def test_days_add_up_to_the_summary(self) -> None:
         changes = [change(ms("2026-03-01T00:00:00Z") + k * 7 * MIN, (k * 5) % 9) for k in range(2000)]
         plans = [Plan(at_ms=0, licenses=4, timezone="Europe/Berlin")]
-        report = build_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 14), changes, [], plans)
+        report = known_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 14), changes, [], plans)
         assert len(report.days) == 14
         assert sum(d.license_hours for d in report.days) == pytest.approx(report.license_hours)
         assert sum(d.seconds_over_licenses for d in report.days) == pytest.approx(report.seconds_over_licenses)
@@ -409,6 +418,179 @@ class TestBuildReport:
             Plan(at_ms=0, licenses=30, timezone="Europe/Berlin", grace_mode="cumulative"),
             Plan(at_ms=start + 10 * 86_400_000, licenses=25, timezone="Europe/Berlin"),
         ]
-        report = build_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 31), changes, intervals, plans)
+        report = known_report(ACCOUNT, date(2026, 3, 1), date(2026, 3, 31), changes, intervals, plans)
         assert len(report.days) == 31
         assert report.days[28].license_hours > 0  # 2026-03-29 (23 h) is covered
+
+
+def presence(user: str, kind: str, start: int, end: int, device: str | None = None) -> PresenceInterval:
+    return PresenceInterval(ACCOUNT, user, kind, device, start, end)  # type: ignore[arg-type]
+
+
+class TestDataThrough:
+    """Nothing at or after data_through is counted; days and periods say whether they are complete (SPEC 4)."""
+
+    M2 = ms("2026-03-02T00:00:00Z")
+    PLAN = Plan(at_ms=ms("2026-01-01T00:00:00Z"), licenses=1, grace_minutes=10)
+
+    def _changes(self) -> list[UsageChange]:
+        # usage 1 from 09:00, 3 from 10:00 to 10:30, back to 1; 3 again from 14:30 to 16:00 (excess 2 for 90 min)
+        m = self.M2
+        return [
+            change(m + 9 * HOUR, 1),
+            change(m + 10 * HOUR, 3),
+            change(m + 10 * HOUR + 30 * MIN, 1),
+            change(m + 14 * HOUR + 30 * MIN, 3),
+            change(m + 16 * HOUR, 0),
+        ]
+
+    def _intervals(self) -> list[UserInterval]:
+        m = self.M2
+        return [
+            interval("u1", m + 9 * HOUR, m + 16 * HOUR),
+            interval("u2", m + 10 * HOUR, m + 10 * HOUR + 30 * MIN),
+            interval("u3", m + 10 * HOUR, m + 10 * HOUR + 30 * MIN),
+            interval("u4", m + 14 * HOUR + 30 * MIN, m + 16 * HOUR),
+            interval("u5", m + 14 * HOUR + 30 * MIN, m + 16 * HOUR),
+        ]
+
+    def _report(self, start: date, end: date, data_through_ms: int | None) -> Report:
+        return build_report(
+            ACCOUNT, start, end, self._changes(), self._intervals(), [self.PLAN], data_through_ms=data_through_ms
+        )
+
+    def test_a_period_running_past_data_through_counts_nothing_after_it(self) -> None:
+        cut = self.M2 + 14 * HOUR + 35 * MIN  # 5 minutes into the second excess
+        report = self._report(date(2026, 3, 2), date(2026, 3, 4), cut)
+        assert (report.data_through, report.complete) == ("2026-03-02T14:35:00.000Z", False)
+        # 1 user 09:00-10:00, 3 for 30 min, 1 for 4 h, 3 for 5 min: 60 + 90 + 240 + 15 = 405 user-minutes
+        assert report.license_hours == 405 * MIN / HOUR
+        assert report.seconds_over_licenses == 35 * 60.0
+        assert report.distinct_users == 5
+        # excess 2 for 30 min then 5 min before the cut: 2 (the 90 min after the cut would not change it)
+        assert report.billable_overage == 2
+        partial, after, last = report.days
+        assert (partial.complete, partial.license_hours, partial.max_excess) == (False, report.license_hours, 2)
+        for day in (after, last):
+            assert (day.peak_usage, day.peak_at, day.license_hours, day.seconds_over_licenses) == (None,) * 4
+            assert (day.max_excess, day.distinct_users, day.complete) == (None, None, False)
+            assert (day.licenses, day.overage_allowance) == (1, 0)  # plan terms are known: not null
+
+    def test_billable_overage_only_on_excess_before_data_through(self) -> None:
+        plans = [Plan(at_ms=self.PLAN.at_ms, licenses=1, grace_minutes=45)]
+        cut = self.M2 + 14 * HOUR + 35 * MIN
+        args = (ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._changes(), self._intervals(), plans)
+        assert build_report(*args, data_through_ms=cut).billable_overage == 0  # excess 2 for 5 of 90 minutes
+        assert build_report(*args, data_through_ms=KNOWN).billable_overage == 2
+
+    def test_data_through_exactly_at_a_day_boundary(self) -> None:
+        report = self._report(date(2026, 3, 1), date(2026, 3, 3), self.M2 + 86_400_000)
+        first, second, third = report.days
+        assert (first.complete, second.complete, third.complete, report.complete) == (True, True, False, False)
+        assert (first.peak_usage, first.peak_at, second.peak_usage, third.peak_usage) == (0, None, 3, None)
+        assert report.license_hours == second.license_hours == 11.0  # 60 + 90 + 240 + 3 * 90 = 660 user-minutes
+        only = self._report(date(2026, 3, 2), date(2026, 3, 2), self.M2 + 86_400_000)
+        assert only.complete and only.days[0].complete
+
+    def test_a_period_entirely_before_data_through_is_complete(self) -> None:
+        assert self._report(date(2026, 3, 2), date(2026, 3, 2), KNOWN) == known_report(
+            ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), self._changes(), self._intervals(), [self.PLAN]
+        )
+        report = self._report(date(2026, 3, 2), date(2026, 3, 2), KNOWN)
+        assert report.complete and report.days[0].complete and report.data_through == "2027-01-01T00:00:00.000Z"
+
+    def test_a_period_entirely_after_data_through_and_no_data_at_all(self) -> None:
+        for data_through in (self.M2 - HOUR, None):
+            report = self._report(date(2026, 3, 2), date(2026, 3, 3), data_through)
+            assert (report.peak_usage, report.peak_at, report.peak_users, report.billable_overage) == (0, None, [], 0)
+            assert (report.license_hours, report.seconds_over_licenses, report.distinct_users) == (0.0, 0.0, 0)
+            assert not report.complete
+            assert all(d.peak_usage is None and d.distinct_users is None and not d.complete for d in report.days)
+        assert self._report(date(2026, 3, 2), date(2026, 3, 2), None).data_through is None
+
+    def test_a_day_cut_at_its_start_plus_one_ms_is_known(self) -> None:
+        report = self._report(date(2026, 3, 2), date(2026, 3, 2), self.M2 + 1)
+        day = report.days[0]
+        assert (day.peak_usage, day.peak_at, day.license_hours, day.distinct_users) == (0, None, 0.0, 0)
+
+    def test_unrepresentable_data_through_is_a_clear_error(self) -> None:
+        with pytest.raises(ValueError, match="data_through_ms"):
+            self._report(date(2026, 3, 2), date(2026, 3, 2), NEVER)
+
+    def test_known_end(self) -> None:
+        assert known_end_ms(10, 20, None) == 10
+        assert known_end_ms(10, 20, 5) == 10
+        assert known_end_ms(10, 20, 15) == 15
+        assert known_end_ms(10, 20, 25) == 20
+
+
+class TestPeakUsers:
+    """The users counted at peak_at, with the presences active at that instant (SPEC 4)."""
+
+    M2 = ms("2026-03-02T00:00:00Z")
+
+    def test_a_user_on_two_devices_and_the_portal_and_ties_at_the_peak_instant(self) -> None:
+        m = self.M2
+        at = m + 10 * HOUR
+        intervals = [interval("u2", at, at + HOUR), interval("u1", m + 9 * HOUR, m + 12 * HOUR),
+                     interval("u3", at, at + 5 * MIN)]  # fmt: skip
+        presences = [
+            presence("u1", "desktop", m + 9 * HOUR, m + 12 * HOUR, "laptop-1"),
+            presence("u1", "desktop", m + 9 * HOUR + 30 * MIN, at, "phone-1"),  # ended at the peak: half-open
+            presence("u1", "desktop", at, m + 11 * HOUR, "desk-9"),
+            presence("u1", "portal", m + 9 * HOUR + 45 * MIN, NEVER),  # still open
+            presence("u2", "api", at, at + HOUR),
+            presence("u3", "portal", at, at + 5 * MIN),
+            presence("u3", "api", at - HOUR, at),  # ended at the peak
+        ]
+        changes = [change(m + 9 * HOUR, 1), change(at, 3), change(at + 5 * MIN, 2), change(m + 11 * HOUR, 3),
+                   change(m + 12 * HOUR, 0)]  # fmt: skip
+        report = build_report(
+            ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, intervals, [UTC_PLAN],
+            presences=presences, data_through_ms=KNOWN,
+        )  # fmt: skip
+        assert (report.peak_usage, report.peak_at) == (3, "2026-03-02T10:00:00.000Z")  # the first of two peaks
+        assert report.peak_users == [
+            PeakUser(user_id="u1", devices=["desk-9", "laptop-1"], portal=True, api=False),
+            PeakUser(user_id="u2", devices=[], portal=False, api=True),
+            PeakUser(user_id="u3", devices=[], portal=True, api=False),
+        ]
+        assert report.to_json_dict()["peak_users"][0] == {
+            "user_id": "u1", "devices": ["desk-9", "laptop-1"], "portal": True, "api": False
+        }  # fmt: skip
+
+    def test_a_closed_copy_supersedes_the_open_one(self) -> None:
+        m = self.M2
+        presences = [
+            presence("u1", "desktop", m, NEVER, "laptop-1"),  # as it opened
+            presence("u1", "desktop", m, m + HOUR, "laptop-1"),  # closed at 01:00
+            presence("u1", "api", m + 2 * HOUR, m + 3 * HOUR),
+        ]
+        changes = [change(m, 1), change(m + HOUR, 0), change(m + 2 * HOUR, 1), change(m + 3 * HOUR, 0)]
+        intervals = [interval("u1", m, m + HOUR), interval("u1", m + 2 * HOUR, m + 3 * HOUR)]
+        report = build_report(
+            ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes, intervals, [UTC_PLAN],
+            presences=presences, data_through_ms=m + 2 * HOUR + MIN,
+        )  # fmt: skip
+        assert report.peak_at == "2026-03-02T00:00:00.000Z"
+        assert report.peak_users == [PeakUser(user_id="u1", devices=["laptop-1"], portal=False, api=False)]
+        later = build_report(
+            ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), changes[2:], intervals[1:], [UTC_PLAN],
+            presences=presences, data_through_ms=KNOWN,
+        )  # fmt: skip
+        assert later.peak_users == [PeakUser(user_id="u1", devices=[], portal=False, api=True)]
+
+    def test_peak_zero_has_no_peak_at_and_no_peak_users(self) -> None:
+        presences = [presence("u1", "api", self.M2 - HOUR, self.M2)]  # before the period
+        report = build_report(
+            ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), [change(self.M2 - HOUR, 1), change(self.M2, 0)],
+            [interval("u1", self.M2 - HOUR, self.M2)], [UTC_PLAN], presences=presences, data_through_ms=KNOWN,
+        )  # fmt: skip
+        assert (report.peak_usage, report.peak_at, report.peak_users) == (0, None, [])
+
+    def test_without_presences_the_counted_users_are_listed_bare(self) -> None:
+        report = known_report(
+            ACCOUNT, date(2026, 3, 2), date(2026, 3, 2), [change(self.M2, 1)], [interval("u1", self.M2, NEVER)],
+            [UTC_PLAN],
+        )  # fmt: skip
+        assert report.peak_users == [PeakUser(user_id="u1", devices=[], portal=False, api=False)]
