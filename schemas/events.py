@@ -7,6 +7,7 @@ reason; it never raises on bad input.
 from __future__ import annotations
 
 import functools
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +23,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -54,23 +56,45 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 
+# SPEC bounds (exclusive upper limits) of the numbers of an event, the same in both engines and the JSON Schema.
+COUNT_LIMIT = 10**9  # licenses, overage_allowance, schema_version
+GRACE_MINUTES_LIMIT = 10**6
+# occurred_at, once in UTC, lies in the years MIN_YEAR..MAX_YEAR (inclusive).
+MIN_YEAR, MAX_YEAR = 1970, 9998
+
+# RFC 3339 date-time (SPEC section 3): the strict shape, as a JSON Schema (ECMA-262) and Python pattern. Whether the
+# day exists in its month and the UTC year bounds are checked after the match.
+TIMESTAMP_PATTERN = (
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:[.][0-9]{1,9})?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+TIMESTAMP_HELP = "must be an RFC 3339 timestamp like 2026-11-02T09:00:00.250Z, in UTC years 1970..9998"
+
+
+def _invalid_timestamp() -> PydanticCustomError:
+    return PydanticCustomError("invalid_timestamp", TIMESTAMP_HELP)
+
+
 def parse_timestamp(value: Any) -> datetime:
-    """Parse an RFC 3339 timestamp with an offset into an aware UTC datetime truncated to milliseconds."""
+    """Parse a strict RFC 3339 timestamp into an aware UTC datetime truncated to milliseconds.
+
+    A non-string raises ValueError (`invalid_field:occurred_at`); a string that is not such a timestamp, or is out
+    of the UTC years 1970..9998, raises a `PydanticCustomError` of type `invalid_timestamp` (a ValueError too).
+    """
     if not isinstance(value, str):
         raise ValueError("must be an RFC 3339 string")
-    text = value.strip()
-    if len(text) < 20 or text[10] not in "Tt ":
-        raise ValueError("must be an RFC 3339 timestamp like 2026-11-02T09:00:00.250Z")
-    if text[-1] == "z":
-        text = text[:-1] + "Z"
+    if _TIMESTAMP.fullmatch(value) is None:
+        raise _invalid_timestamp()
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError("must be an RFC 3339 timestamp like 2026-11-02T09:00:00.250Z") from exc
-    if parsed.tzinfo is None:
-        raise ValueError("must carry a UTC offset")
-    if parsed.tzinfo is not UTC:
-        parsed = parsed.astimezone(UTC)
+        # the pattern leaves fromisoformat the day of the month (and years 0000); it reads T/t, Z but not z
+        parsed = datetime.fromisoformat(value[:-1] + "Z" if value[-1] == "z" else value)
+        if parsed.tzinfo is not UTC:
+            parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise _invalid_timestamp() from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise _invalid_timestamp()
     extra = parsed.microsecond % 1000
     return parsed.replace(microsecond=parsed.microsecond - extra) if extra else parsed
 
@@ -109,7 +133,7 @@ class EventBase(BaseModel):
     event_id: Id
     account_id: Id
     occurred_at: Timestamp = Field(description="RFC 3339 timestamp with offset; kept in UTC at millisecond precision")
-    schema_version: StrictInt = Field(default=1, ge=1)
+    schema_version: StrictInt = Field(default=1, ge=1, le=COUNT_LIMIT - 1)
 
     @property
     def at_ms(self) -> int:
@@ -166,11 +190,11 @@ class ApiRequest(EventBase):
 
 class PlanChanged(EventBase):
     type: Literal["account.plan_changed"]
-    licenses: StrictInt = Field(ge=0)
-    overage_allowance: StrictInt = Field(ge=0)
+    licenses: StrictInt = Field(ge=0, le=COUNT_LIMIT - 1)
+    overage_allowance: StrictInt = Field(ge=0, le=COUNT_LIMIT - 1)
     billing_anchor_day: StrictInt = Field(ge=1, le=28)
     timezone: StrictStr = Field(description="IANA time zone name, e.g. Europe/Berlin")
-    grace_minutes: StrictInt = Field(default=30, ge=0)
+    grace_minutes: StrictInt = Field(default=30, ge=0, le=GRACE_MINUTES_LIMIT - 1)
     grace_mode: Literal["contiguous", "cumulative"] = "contiguous"
 
     @field_validator("timezone")
@@ -213,6 +237,8 @@ def _reason(error: dict[str, Any]) -> str:
     loc = ".".join(str(part) for part in error["loc"][1:]) if len(error["loc"]) > 1 else ""
     if kind == "json_invalid":
         return "invalid_json"
+    if kind == "invalid_timestamp":
+        return "invalid_timestamp"
     if kind in ("union_tag_invalid",):
         return "unknown_type"
     if kind == "union_tag_not_found":
@@ -224,6 +250,35 @@ def _reason(error: dict[str, Any]) -> str:
     return f"invalid_field:{loc}" if loc else f"invalid:{kind}"
 
 
+# pydantic's JSON parser refuses a number whose integer part has more than 4300 digits ("number out of range"),
+# even in a field that is then ignored. Such a record is parsed again with those integer parts written as 10**20:
+# beyond every bound, so a known field holding one stays invalid, and an unknown one is ignored as SPEC says.
+_JSON_NUMBER = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![-+.0-9Ee])(-?)([0-9]{4301,})((?:[.][0-9]+)?(?:[eE][-+]?[0-9]+)?)')
+_HUGE_INTEGER_PART = str(10**20)
+
+
+def _shorten_huge_numbers(text: str) -> str:
+    """`text` with the integer part of each JSON number longer than 4300 digits replaced by 10**20."""
+    return _JSON_NUMBER.sub(lambda m: m[0] if m[2] is None else m[1] + _HUGE_INTEGER_PART + m[3], text)
+
+
+def _validate_json(raw: bytes | str) -> Event | Rejection:
+    try:
+        return EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0]
+        if first["type"] == "json_invalid" and "number out of range" in first["msg"]:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            shortened = _shorten_huge_numbers(text)
+            if shortened != text:
+                return _validate_json(shortened)
+        # A wrong `type` value reports as a tag error of the union; anything else names the field.
+        if first["type"] == "union_tag_invalid" or len(first["loc"]) == 0 and first["type"] != "json_invalid":
+            return Rejection(reason=_reason(first), detail=first["msg"])
+        return Rejection(reason=_reason(first), detail=f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+
+
 def decode(raw: bytes | str) -> Event | Rejection:
     """Decode one wire record; bad input gives a `Rejection`, never an exception."""
     if isinstance(raw, bytes):
@@ -232,14 +287,7 @@ def decode(raw: bytes | str) -> Event | Rejection:
         except UnicodeDecodeError as exc:
             return Rejection(reason="invalid_utf8", detail=str(exc))
     try:
-        return EVENT_ADAPTER.validate_json(raw)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        first = errors[0]
-        # A wrong `type` value reports as a tag error of the union; anything else names the field.
-        if first["type"] == "union_tag_invalid" or len(first["loc"]) == 0 and first["type"] != "json_invalid":
-            return Rejection(reason=_reason(first), detail=first["msg"])
-        return Rejection(reason=_reason(first), detail=f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+        return _validate_json(raw)
     except Exception as exc:  # noqa: BLE001 - decode must never raise on input
         return Rejection(reason="invalid_json", detail=repr(exc))
 
@@ -251,7 +299,10 @@ def decode_mapping(row: dict[str, Any]) -> Event | Rejection:
     if isinstance(moment, datetime):
         if moment.tzinfo is None:
             return Rejection(reason="invalid_field:occurred_at", detail="must carry a UTC offset")
-        clean["occurred_at"] = moment.astimezone(UTC).isoformat()
+        try:
+            clean["occurred_at"] = moment.astimezone(UTC).isoformat()
+        except OverflowError:
+            return Rejection(reason="invalid_timestamp", detail=TIMESTAMP_HELP)
     try:
         return EVENT_ADAPTER.validate_python(clean)
     except ValidationError as exc:

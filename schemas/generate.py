@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from schemas.events import EVENT_ADAPTER, Rejection
+from schemas.events import EVENT_ADAPTER, MAX_YEAR, MIN_YEAR, TIMESTAMP_PATTERN, Rejection
 from schemas.outputs import AlertRecord, DeadLetterRecord, PeakWindowRecord, Report, UsageChangeRecord
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -34,7 +34,12 @@ def _event_schema() -> dict[str, Any]:
             props["occurred_at"] = {
                 "type": "string",
                 "format": "date-time",
-                "description": "RFC 3339 timestamp with offset, kept in UTC at millisecond precision",
+                "pattern": f"^{TIMESTAMP_PATTERN}$",
+                "description": (
+                    "RFC 3339 timestamp: YYYY-MM-DDTHH:MM:SS, optional '.' and 1-9 digits, then Z or +HH:MM/-HH:MM "
+                    "(T and Z in either case); the day must exist in its month; in UTC it must lie in the years "
+                    f"{MIN_YEAR}..{MAX_YEAR}. Kept in UTC, truncated to milliseconds. Otherwise: invalid_timestamp."
+                ),
                 "title": "Occurred At",
             }
     return schema

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,10 @@ from schemas.events import (
     fingerprint,
     format_ms,
     from_ms,
+    parse_timestamp,
+    to_ms,
 )
+from tests.schemas.cases import HUGE, TIMESTAMPS, number_lines, timestamp_lines
 
 BASE = {"event_id": "e1", "account_id": "acme", "occurred_at": "2026-11-02T09:00:00.250Z"}
 
@@ -82,9 +86,12 @@ def test_contact_center_pages() -> None:
         (line(type="api.request", user_id=7), "invalid_field:user_id"),
         (line(type="api.request", user_id=""), "invalid_field:user_id"),
         (line(type="api.request", user_id="u", event_id="x" * 129), "invalid_field:event_id"),
-        (line(type="api.request", user_id="u", occurred_at="2026-11-02T09:00:00"), "invalid_field:occurred_at"),
+        (line(type="api.request", user_id="u", occurred_at="2026-11-02T09:00:00"), "invalid_timestamp"),
         (line(type="api.request", user_id="u", occurred_at=1793606400), "invalid_field:occurred_at"),
-        (line(type="api.request", user_id="u", occurred_at="yesterday"), "invalid_field:occurred_at"),
+        (line(type="api.request", user_id="u", occurred_at=None), "invalid_field:occurred_at"),
+        (line(type="api.request", user_id="u", occurred_at="yesterday"), "invalid_timestamp"),
+        (line(type="api.request", user_id="", occurred_at="yesterday"), "invalid_timestamp"),  # field order
+        (line(type="api.request", user_id="u", event_id="", occurred_at="yesterday"), "invalid_field:event_id"),
         (
             line(type="account.plan_changed", licenses=5.0, overage_allowance=0, billing_anchor_day=1, timezone="UTC"),
             "invalid_field:licenses",
@@ -179,3 +186,66 @@ def test_format_ms_equals_the_datetime_text(ms: int) -> None:
     """The minute-cached `format_ms` writes what strftime of the full datetime writes, years 1 to 9999."""
     moment = from_ms(ms)
     assert format_ms(ms) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@pytest.mark.parametrize(("text", "ms"), TIMESTAMPS)
+def test_strict_rfc3339_timestamps(text: str, ms: int | None) -> None:
+    """SPEC 3: the strict RFC 3339 profile, truncated to milliseconds, in the UTC years 1970..9998."""
+    if ms is None:
+        with pytest.raises(ValueError, match="RFC 3339"):
+            parse_timestamp(text)
+    else:
+        assert to_ms(parse_timestamp(text)) == ms
+        assert parse_timestamp(text).tzinfo is UTC
+
+
+def test_timestamp_table_through_decode() -> None:
+    for raw, ms in timestamp_lines():
+        result = decode(raw)
+        if ms is None:
+            assert isinstance(result, Rejection) and result.reason == "invalid_timestamp", raw
+        else:
+            assert not isinstance(result, Rejection) and result.at_ms == ms, raw
+
+
+def test_non_string_timestamps_are_ill_typed_fields() -> None:
+    for value in (1793606400, 1.5, True, ["2026-11-02T09:00:00Z"], {"at": "2026-11-02T09:00:00Z"}):
+        with pytest.raises(ValueError, match="string"):
+            parse_timestamp(value)
+        result = decode(line(type="api.request", user_id="u", occurred_at=value))
+        assert isinstance(result, Rejection) and result.reason == "invalid_field:occurred_at"
+    missing = decode(json.dumps({"event_id": "e", "account_id": "a", "type": "api.request", "user_id": "u"}))
+    assert isinstance(missing, Rejection) and missing.reason == "missing_field:occurred_at"
+
+
+def test_number_bounds_and_huge_unknown_numbers() -> None:
+    """Bounded plan numbers; numbers of any size in unknown fields are ignored; the process limit is untouched."""
+    limit = sys.get_int_max_str_digits()
+    for raw, reason in number_lines():
+        result = decode(raw)
+        got = result.reason if isinstance(result, Rejection) else None
+        assert got == reason, raw[:150]
+    assert sys.get_int_max_str_digits() == limit
+
+
+def test_huge_numbers_keep_the_other_fields() -> None:
+    raw = line(type="api.request", user_id="u")[:-1] + f', "big": {HUGE}, "tail": [-{HUGE}, "{HUGE}"]}}'.encode()
+    event = decode(raw)
+    assert isinstance(event, ApiRequest) and event.user_id == "u" and event.at_ms == 1_793_610_000_250
+    as_text = decode(raw.decode())
+    assert as_text == event
+
+
+def test_decode_mapping_bounds_typed_timestamps() -> None:
+    row = {**BASE, "type": "api.request", "user_id": "u"}
+    for moment, reason in (
+        (datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), "invalid_timestamp"),
+        (datetime(1970, 1, 1, tzinfo=UTC), None),
+        (datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))), "invalid_timestamp"),
+        (datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-2))), "invalid_timestamp"),
+        (datetime(9998, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), None),
+    ):
+        result = decode_mapping({**row, "occurred_at": moment})
+        assert (result.reason if isinstance(result, Rejection) else None) == reason, moment
+    text = decode_mapping({**row, "occurred_at": "2026-11-02T09:00:00,5Z"})
+    assert isinstance(text, Rejection) and text.reason == "invalid_timestamp"

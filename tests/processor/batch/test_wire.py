@@ -1,14 +1,13 @@
 """The SQL validation accepts exactly what `schemas.events.decode` (and `decode_mapping` for Parquet) accepts.
 
 For every record: same verdict, same reason, and for accepted records the same normalised fields (at_ms included).
-Residual differences, documented in processor/batch/wire.py and not generated here: U+0000 inside `occurred_at`,
-integers beyond 64 bits in licenses/overage_allowance/grace_minutes, JSON nested deeper than pydantic's limit.
+The shared tables of tests/schemas/cases.py (strict RFC 3339 timestamps, number bounds, huge numbers in unknown
+fields) go through both engines with their expected verdicts.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from processor.batch import wire
 from processor.batch.engine import BatchEngine
 from schemas.events import PlanChanged, Rejection, decode, decode_mapping, parse_timestamp, to_ms
+from tests.schemas.cases import TIMESTAMPS, number_lines, timestamp_lines
 
 from .helpers import write_jsonl
 
@@ -134,6 +134,8 @@ def corpus() -> list[bytes]:
         line(BASE, schema_version=True),
         line(BASE, schema_version=None),
         line(BASE, schema_version=10**30),
+        line(BASE, schema_version=10**9 - 1),
+        line(BASE, schema_version=10**9),
         line(BASE, type="portal.page_viewed", page=None),
         line(BASE, type="portal.page_viewed"),
         line(BASE, type="api.request", endpoint=5),
@@ -159,6 +161,13 @@ def corpus() -> list[bytes]:
         line(PLAN, timezone=None),
         line(PLAN, timezone=3),
         line(PLAN, grace_minutes=-1),
+        line(PLAN, grace_minutes=10**6 - 1),
+        line(PLAN, grace_minutes=10**6),
+        line(PLAN, grace_minutes=10**15),
+        line(PLAN, licenses=10**20),
+        line(PLAN, licenses=2**64),
+        line(PLAN, licenses=10**9 - 1, overage_allowance=10**9 - 1),
+        line(PLAN, overage_allowance=10**9),
         line(PLAN, grace_minutes=None),
         line(PLAN, grace_minutes=1.5),
         line(PLAN, grace_mode="CONTIGUOUS"),
@@ -198,6 +207,15 @@ def corpus() -> list[bytes]:
         line(BASE, occurred_at="0001-01-01T00:30:00+01:00"),
         line(BASE, occurred_at="9999-12-31T23:59:59.999999Z"),
         line(BASE, occurred_at="2026-11-02T09:00:00.250ZZ"),
+        line(BASE, occurred_at="2026-11-02T09:00:00.250Z\n"),
+        line(BASE, occurred_at="2026-11-02T09:00:00\u0000Z"),
+        line(BASE, occurred_at="2026-11-02T09:00:00.25\u0000Z"),
+        line(BASE, occurred_at="1970-01-01T00:00:00.000Z"),
+        line(BASE, occurred_at="9998-12-31T23:59:59.999999999Z"),
+        line(BASE, occurred_at=["2026-11-02T09:00:00Z"]),
+        line(BASE, occurred_at="2026-11-02T09:00:00Z", event_id=""),
+        line(PLAN, occurred_at="2026-11-02", licenses=10**9),
+        line(PLAN, occurred_at="2026-11-02T09:00:00Z", timezone="Europe", licenses=10**9),
         # syntax
         line(BASE)[:-1] + ",}",
         line(BASE)[:-1] + ', "x": [1, 2,]}',
@@ -267,6 +285,16 @@ def test_corpus_of_tricky_lines(tmp_path: Path) -> None:
     check_lines(tmp_path, lines)
 
 
+def test_timestamp_and_number_tables_in_both_engines(tmp_path: Path) -> None:
+    """Each row of the shared tables: the expected verdict in decode(), and the same one in the batch engine."""
+    rows = [(raw, None if ms is not None else "invalid_timestamp", ms) for raw, ms in timestamp_lines()]
+    rows += [(raw, reason, None) for raw, reason in number_lines()]
+    for raw, reason, ms in rows:
+        got_reason, got_ms, _ = expected(decode(raw))
+        assert (got_reason, got_ms if ms is not None else None) == (reason, ms), raw[:120]
+    check_lines(tmp_path, [raw for raw, _, _ in rows])
+
+
 _ALPHABET = list('0123456789:.,-+ZzTtW x"{}[]\\é\u00a0\tnulfasetrINfy') + ['"a"', "null", "1", "true", "\\u0041"]
 
 
@@ -299,21 +327,21 @@ def test_mutated_lines_agree_with_decode(tmp_path: Path, lines: list[bytes]) -> 
 
 _TS_SEEDS = [
     "2026-11-02T09:00:00.250Z",
+    "2026-11-02t09:00:00.123456789z",
+    "2026-11-02T10:00:00+01:00",
+    "2024-02-29T23:59:59.9-23:59",
+    "1970-01-01T00:59:59.999+01:00",
+    "9998-12-31T23:59:59.999Z",
     "2026-W44-1T09:00:00+01:00",
-    "2026W44109 +01:00:00",
-    "2026-11-02 09:00+0530",
-    "2026-11-02t0900-0100",
-    "2026-11-02T09:00:00,5+01",
-    "2026-11-02T09.25-01:00:00",
-    "1999-12-31T23:59:59.999999-00:00:01",
+    "2026-11-02 09:00:00,5+0530",
 ]
-_TS_ALPHABET = "0123456789:.,-+ZzTtW x\u00e9\u00a0\t"
+_TS_ALPHABET = "0123456789:.,-+ZzTtW x\u00e9\u00a0\t\n\uff11"
 
 
 @st.composite
 def timestamp_texts(draw: st.DrawFn) -> str:
     chars = list(draw(st.sampled_from(_TS_SEEDS)))
-    for _ in range(draw(st.integers(0, 4))):
+    for _ in range(draw(st.integers(0, 3))):
         at = draw(st.integers(0, len(chars)))
         action = draw(st.sampled_from(["insert", "delete", "replace"]))
         if action == "insert":
@@ -332,8 +360,6 @@ def python_timestamp(text: str) -> tuple[str, int | None]:
         return ("ok", to_ms(parse_timestamp(text)))
     except ValueError:
         return ("invalid", None)
-    except OverflowError:
-        return ("overflow", None)
 
 
 def sql_timestamps(texts: list[str]) -> list[tuple[str, int | None]]:
@@ -350,42 +376,11 @@ def test_timestamp_parser_matches_python(texts: list[str]) -> None:
     assert sql_timestamps(texts) == [python_timestamp(t) for t in texts]
 
 
-def test_timestamp_parser_on_known_values() -> None:
-    texts = [
-        "2026-11-02T09:00:00.250Z",  # 1793610000250
-        "2026-11-02T10:00:00.250+01:00",
-        "2026-11-02T09:00:00.2509Z",  # truncated, not rounded
-        "1969-12-31T23:59:59.9999Z",  # -0.1 ms floors to -1 ms
-        "2026-11-02T09a+01:00:00",  # CPython ignores one character after the hour
-        "2026-11-02T09.5+01:00:00",  # a fraction after the hour is read as microseconds
-        "2026-11-02T09:00:00+00:00:00.5",  # an offset of 0 s ignores its fraction
-        "2026-11-02T09:00:00+01:99",  # offset minutes are not range-checked
-    ]
-    assert sql_timestamps(texts) == [
-        ("ok", 1_793_610_000_250),
-        ("ok", 1_793_610_000_250),
-        ("ok", 1_793_610_000_250),
-        ("ok", -1),
-        ("ok", 1_793_606_400_000),
-        ("ok", 1_793_606_400_500),
-        ("ok", 1_793_610_000_000),
-        ("ok", 1_793_600_460_000),
-    ]
-    assert sql_timestamps(texts) == [python_timestamp(t) for t in texts]
-
-
-def test_python_whitespace_class() -> None:
-    spaces = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
-    con = duckdb.connect()
-    matched = {
-        ch
-        for (ch,) in con.execute(
-            f"SELECT ch FROM (SELECT chr(c::INT) AS ch FROM (SELECT range AS c FROM range(1, 55296) "
-            f"UNION ALL SELECT range FROM range(57344, {sys.maxunicode + 1}))) "
-            f"WHERE regexp_full_match(ch, '{wire.PY_SPACE_CLASS}')"
-        ).fetchall()
-    }
-    assert matched == spaces
+def test_timestamp_parser_on_the_shared_table() -> None:
+    texts = [text for text, _ in TIMESTAMPS]
+    want = [("invalid", None) if ms is None else ("ok", ms) for _, ms in TIMESTAMPS]
+    assert [python_timestamp(t) for t in texts] == want
+    assert sql_timestamps(texts) == want
 
 
 def test_parquet_rows_agree_with_decode_mapping(tmp_path: Path) -> None:
@@ -502,6 +497,57 @@ def test_parquet_rows_agree_with_decode_mapping(tmp_path: Path) -> None:
         assert engine_results(engine) == want, name
         assert stats.rows == 4
     assert expected(decode_mapping(typed_rows.to_pylist()[0]))[1] == 1_793_610_000_250
+
+
+def test_parquet_bounds_agree_with_decode_mapping(tmp_path: Path) -> None:
+    """Typed Parquet timestamps share the UTC year bounds; string ones the strict shape; integers the number bounds."""
+    moments = [
+        datetime(1969, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(9998, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(9999, 1, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(2026, 11, 2, 9, tzinfo=UTC),
+    ]
+    count = len(moments)
+    typed = pa.table(
+        {
+            "event_id": [f"t{i}" for i in range(count)],
+            "type": ["account.plan_changed"] * count,
+            "account_id": ["a"] * count,
+            "occurred_at": pa.array(moments, pa.timestamp("us", tz="UTC")),
+            "licenses": pa.array([5, 5, 5, 5, 5, 10**9], pa.uint64()),
+            "overage_allowance": pa.array([0, 2**64 - 1, 0, 0, 0, 0], pa.uint64()),
+            "billing_anchor_day": pa.array([1] * count, pa.int8()),
+            "timezone": ["UTC"] * count,
+            "grace_minutes": pa.array([10**15, 10**6 - 1, 10**6, 0, 0, 0], pa.int64()),
+        }
+    )
+    texts = [text for text, _ in TIMESTAMPS]
+    strings = pa.table(
+        {
+            "event_id": [f"s{i}" for i in range(len(texts))],
+            "type": ["api.request"] * len(texts),
+            "account_id": ["a"] * len(texts),
+            "occurred_at": texts,
+            "user_id": ["u"] * len(texts),
+        }
+    )
+    for name, table in (("typed.parquet", typed), ("strings.parquet", strings)):
+        pq.write_table(table, tmp_path / name)
+        engine = BatchEngine()
+        engine.load(tmp_path / name)
+        want = [expected(decode_mapping(row)) for row in pq.read_table(tmp_path / name).to_pylist()]
+        assert engine_results(engine) == want, name
+    reasons = [expected(decode_mapping(row))[0] for row in typed.to_pylist()]
+    assert reasons == [
+        "invalid_timestamp",
+        "invalid_field:overage_allowance",
+        "invalid_field:grace_minutes",
+        "invalid_timestamp",
+        "invalid_timestamp",
+        "invalid_field:licenses",
+    ]
 
 
 def test_zone_names_follow_zoneinfo() -> None:
