@@ -204,6 +204,8 @@ class KafkaServer:
             raise KafkaServerError("the Kafka server is already started")
         lib = check_kafka_lib(self.lib_dir)
         java = java_executable()
+        if self.workdir is not None:  # stopped with keep_data: same ports, same data, no new format
+            return self._restart(java, lib)
         for wanted in (self.requested_port, self.requested_controller_port):
             if wanted and port_in_use(HOST, wanted):
                 raise KafkaServerError(f"port {HOST}:{wanted} is already in use (another broker running?)")
@@ -270,7 +272,12 @@ class KafkaServer:
         )
         if fmt.returncode != 0:
             raise KafkaServerError(f"kafka-storage format failed ({fmt.returncode}):\n{fmt.stdout}{fmt.stderr}")
-        with open(self.workdir / "java.out", "wb") as out:
+        self._spawn(java, lib)
+
+    def _spawn(self, java: str, lib: Path) -> None:
+        assert self.workdir is not None
+        config = self.workdir / "server.properties"
+        with open(self.workdir / "java.out", "ab") as out:
             self._process = subprocess.Popen(
                 self._java_command(java, lib, "kafka.Kafka", str(config)),
                 stdin=subprocess.DEVNULL,
@@ -317,11 +324,33 @@ class KafkaServer:
             parts.append(f"JVM output:\n{tail_file(java_out, 20)}")
         return "\n".join(parts)
 
-    def stop(self) -> None:
-        """Stop Kafka (SIGTERM, then SIGKILL after stop_timeout) and remove the temp dir. Safe to call twice."""
+    def _restart(self, java: str, lib: Path) -> KafkaServer:
+        """Start the JVM again on the data and ports of the previous run (see `stop(keep_data=True)`)."""
+        if port_in_use(HOST, self.port):
+            raise KafkaServerError(f"port {HOST}:{self.port} is already in use (another broker running?)")
+        started = time.monotonic()
+        try:
+            self._spawn(java, lib)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        atexit.register(self.stop)
+        return self
+
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop Kafka (SIGTERM, then SIGKILL after stop_timeout) and remove the temp dir. Safe to call twice.
+
+        With `keep_data`, the temp dir stays and the next `start()` runs the broker again on the same ports and
+        data (a broker outage and its return); a later plain `stop()` removes it.
+        """
         atexit.unregister(self.stop)
         process, self._process = self._process, None
         terminate(process, self.stop_timeout)
+        if keep_data:
+            atexit.register(self.stop)
+            return
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

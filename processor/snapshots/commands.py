@@ -1,4 +1,5 @@
-"""`ccmeter sink`, `ccmeter snapshot`, `ccmeter chart`, and the `--snapshot` path of `ccmeter report`."""
+"""`ccmeter sink`, `ccmeter snapshot`, `ccmeter chart`, `ccmeter deadletters`, and the `--snapshot` path of
+`ccmeter report`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from processor.snapshots.history import (
     snapshot_accounts,
 )
 
+ONCE_GIVE_UP = "60s"  # how long `sink --once` waits for an unreachable broker by default
 ALL_KEYS: tuple[str, ...] = (
     "account_id",
     "from",
@@ -32,18 +34,32 @@ ALL_KEYS: tuple[str, ...] = (
     "billable_overage",
     "over_allowance",
     "license_hours",
+    "data_through",
+    "complete",
+)
+# Tables a snapshot needs for reports up to data_through (a snapshot written by an older ccmeter lacks them).
+_NEEDED_TABLES = ("horizons", "partition_horizons", "presence_intervals")
+LETTER_KEYS: tuple[str, ...] = (
+    "reason",
+    "detail",
+    "source_partition",
+    "source_offset",
+    "kafka_ts",
+    "original",
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `sink`, `snapshot` and `chart` subcommands."""
+    """Add the `sink`, `snapshot`, `chart` and `deadletters` subcommands."""
     sink = subparsers.add_parser(
         "sink",
         help="copy the events and output topics into date-partitioned Parquet files",
         description="Consume PREFIX+events and every output topic (usage-changes, peak-windows, alerts, dead-letters, "
         "intervals) into DIR/<table>/date=YYYY-MM-DD/*.parquet. The offsets live with the data (DIR/_sink/"
         "manifest.json), so a restart resumes exactly where the last commit ended; files appear atomically and "
-        "are never modified (small ones are merged now and then). SIGTERM or Ctrl-C flushes and stops.",
+        "are never modified (small ones are merged now and then). An unreachable broker is retried with backoff "
+        "(one line per attempt) and the sink resumes at its committed offsets when it is back. SIGTERM or Ctrl-C "
+        "flushes and stops.",
         epilog="Example: ccmeter sink --broker 127.0.0.1:9092 --data-dir data --once",
     )
     sink.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
@@ -71,6 +87,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=300.0,
         help="merge small committed files this often and at exit (default 300; 0: never)",
     )
+    sink.add_argument(
+        "--give-up-after",
+        metavar="DURATION",
+        default=None,
+        help="exit with status 1 when the broker has been unreachable this long, e.g. 90s, 10m or never (default: "
+        f"{ONCE_GIVE_UP} with --once, else never: the sink retries with backoff)",
+    )
+    sink.add_argument(
+        "--retry-max",
+        metavar="DURATION",
+        default="30s",
+        help="longest wait between attempts to reach the broker (from 0.5s, doubling; default 30s)",
+    )
     sink.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sink.set_defaults(func=run_sink_command)
 
@@ -78,8 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "snapshot",
         help="write a DuckDB snapshot of the sink's data at a consistent cut",
         description="Build FILE.duckdb from the files the sink's manifest commits (read once at the start): tables "
-        "events, usage_changes, peak_windows, alerts, plans, user_intervals, dead_letters, billing_periods, "
-        "billing_days and snapshot_info, plus analyst views (docs/analysts.md). The file appears atomically; "
+        "events, usage_changes, peak_windows, alerts, plans, user_intervals, presence_intervals, horizons, "
+        "partition_horizons, dead_letters, billing_periods, billing_days (up to each account's data_through) and "
+        "snapshot_info, plus analyst views (docs/analysts.md). The file appears atomically; "
         "open it read-only with duckdb.connect(FILE, read_only=True).",
         epilog="Example: ccmeter snapshot --data-dir data --out snapshots/usage.duckdb --keep 7",
     )
@@ -99,7 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "chart",
         help="PNG chart of one account's usage against its licenses, from a snapshot",
         description="Draw usage steps, licenses and licenses + allowance over a billing period or date range, with "
-        "the billable overage shaded.",
+        "the billable overage shaded. A vertical line marks the account's data_through: nothing after it is known, "
+        "so nothing is drawn there.",
         epilog="Example: ccmeter chart --snapshot usage.duckdb --account acct-1 --period current --out usage.png",
     )
     chart.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
@@ -108,12 +139,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chart.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
     chart.set_defaults(func=run_chart_command)
 
+    letters = subparsers.add_parser(
+        "deadletters",
+        help="the dead letters of one account, from a snapshot",
+        description="List the dead letters of one account: reason, detail, source partition and offset, the Kafka "
+        "timestamp of the original record and its text (control characters escaped; bytes that are not UTF-8 as "
+        "\\xNN). A letter belongs to the account that keyed its events record, and to the account_id the event "
+        "decoded to when that differs. Oldest first (by source position).",
+        epilog="Example: ccmeter deadletters --snapshot usage.duckdb --account acct-1 --format csv --limit 100",
+    )
+    letters.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
+    letters.add_argument("--account", required=True, metavar="ID", help="account_id (the events record's key)")
+    letters.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    letters.add_argument("--limit", type=int, default=None, metavar="N", help="at most N letters (the first N)")
+    letters.set_defaults(func=run_deadletters_command)
+
 
 def add_period_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
     """`--from`/`--to` (account-local dates) and `--period` (billing period)."""
     parser.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD", help="first local date")
     parser.add_argument("--to", dest="to_date", metavar="YYYY-MM-DD", help="last local date (inclusive)")
-    parser.add_argument("--period", metavar="PERIOD", help=f"billing period: {PERIOD_HELP}")
+    parser.add_argument(
+        "--period",
+        metavar="PERIOD",
+        help=f"billing period: {PERIOD_HELP}; current is the one containing the account's data_through",
+    )
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -122,15 +172,34 @@ def _setup_logging(quiet: bool) -> None:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
 
+def _seconds(text: str, flag: str) -> float:
+    from processor.worker.config import parse_duration_ms
+
+    try:
+        return parse_duration_ms(text) / 1000
+    except ValueError as exc:
+        raise CliError(f"{flag}: {exc}") from None
+
+
+def _give_up_seconds(text: str | None, once: bool) -> float | None:
+    """Seconds of `--give-up-after` (None: retry forever)."""
+    if text is None:
+        text = ONCE_GIVE_UP if once else "never"
+    if text.strip().lower() == "never":
+        return None
+    return _seconds(text, "--give-up-after")
+
+
 def run_sink_command(args: argparse.Namespace) -> int:
     """`ccmeter sink`."""
     from aiokafka.errors import KafkaError
 
-    from processor.snapshots.sink import SinkConfig, run_sink
+    from processor.snapshots.sink import BrokerUnreachable, SinkConfig, run_sink
     from processor.snapshots.store import StoreError
     from processor.topics import validate_prefix
 
     _setup_logging(args.quiet)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the sink reports outages itself, once per attempt
     broker = args.broker or os.environ.get("CCMETER_BROKER") or "127.0.0.1:9092"
     try:
         prefix = validate_prefix(args.prefix or os.environ.get("CCMETER_PREFIX") or "ccmeter.")
@@ -146,9 +215,14 @@ def run_sink_command(args: argparse.Namespace) -> int:
         flush_seconds=args.flush_seconds,
         flush_records=args.flush_records,
         compact_seconds=max(0.0, args.compact_seconds),
+        give_up_seconds=_give_up_seconds(args.give_up_after, args.once),
+        retry_max_seconds=max(0.5, _seconds(args.retry_max, "--retry-max")),
     )
     try:
         stats = run_sink(config)
+    except BrokerUnreachable as exc:
+        print(f"ccmeter sink: {exc}", file=sys.stderr)
+        return 1
     except StoreError as exc:
         raise CliError(str(exc)) from None
     except (KafkaError, OSError) as exc:
@@ -202,10 +276,10 @@ def _check_range_flags(args: argparse.Namespace) -> None:
         raise CliError("give --period (current, previous or YYYY-MM) or both --from and --to")
 
 
-def _dates(args: argparse.Namespace, history: AccountHistory, watermark_ms: int | None) -> tuple[date, date]:
+def _dates(args: argparse.Namespace, history: AccountHistory) -> tuple[date, date]:
     if args.period is not None:
         try:
-            return resolve_period(args.period, history.latest_plan, watermark_ms)
+            return resolve_period(args.period, history.latest_plan, history.data_through_ms)
         except ValueError as exc:
             raise CliError(str(exc)) from None
     start, end = _date(args.from_date, "--from"), _date(args.to_date, "--to")
@@ -218,44 +292,61 @@ def _open(path: str) -> tuple[Any, int | None]:
     from processor.snapshots.snapshot import SnapshotError, open_snapshot
 
     try:
-        return open_snapshot(path)
+        con, watermark_ms = open_snapshot(path)
     except SnapshotError as exc:
         raise CliError(str(exc)) from None
+    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    missing = [name for name in _NEEDED_TABLES if name not in tables]
+    if missing:
+        con.close()
+        raise CliError(f"{path}: snapshot of an older ccmeter (no {missing[0]} table); run `ccmeter snapshot` again")
+    return con, watermark_ms
+
+
+def _unknown_account(account: str, path: str, accounts: list[str]) -> CliError:
+    known = ", ".join(accounts[:10]) + (" ..." if len(accounts) > 10 else "")
+    return CliError(f"account {account!r} not found in snapshot {path} (accounts: {known or 'none'})")
 
 
 def _history(con: Any, path: str, account: str) -> AccountHistory:
     accounts = snapshot_accounts(con)
     if account not in accounts:
-        known = ", ".join(accounts[:10]) + (" ..." if len(accounts) > 10 else "")
-        raise CliError(f"account {account!r} not found in snapshot {path} (accounts: {known or 'none'})")
+        raise _unknown_account(account, path, accounts)
     return load_histories(con, [account]).get(account) or AccountHistory(account)
 
 
-def all_accounts_rows(con: Any, args: argparse.Namespace, watermark_ms: int | None) -> list[dict[str, object]]:
-    """One summary row (ALL_KEYS) per account of the snapshot, each over its own period."""
+def all_accounts_rows(con: Any, args: argparse.Namespace) -> list[dict[str, object]]:
+    """One summary row (ALL_KEYS) per account of the snapshot, each over its own period (up to its data_through)."""
     histories = load_histories(con)
     rows: list[dict[str, object]] = []
     for account in snapshot_accounts(con):
         history = histories.get(account) or AccountHistory(account)
-        start, end = _dates(args, history, watermark_ms)
+        start, end = _dates(args, history)
         summary = history.report(start, end).to_json_dict()
         rows.append({key: summary[key] for key in ALL_KEYS})
     return rows
 
 
-def render_rows(rows: list[dict[str, object]], fmt: str) -> str:
-    """Rows of ALL_KEYS as JSON (a list of objects), CSV (with a header) or a terminal table."""
+def render_rows(rows: list[dict[str, object]], fmt: str, keys: tuple[str, ...] = ALL_KEYS) -> str:
+    """Rows of `keys` (ALL_KEYS by default) as JSON (a list of objects), CSV (with a header) or a terminal table."""
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(ALL_KEYS), lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=list(keys), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _csv_cell(row[key]) for key in keys} for row in rows)
         return out.getvalue()
     if fmt == "table":
-        return text_table(ALL_KEYS, [[row[key] for key in ALL_KEYS] for row in rows])
+        return text_table(keys, [[row[key] for key in keys] for row in rows])
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _csv_cell(value: object) -> object:
+    """A CSV cell as the report's CSV writes it: booleans `true`/`false`, null empty."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
 
 
 def run_snapshot_report(args: argparse.Namespace) -> str:
@@ -265,12 +356,12 @@ def run_snapshot_report(args: argparse.Namespace) -> str:
     if not args.all and not args.account:
         raise CliError("give --account ID (or --all for every account)")
     _check_range_flags(args)
-    con, watermark_ms = _open(args.snapshot)
+    con, _ = _open(args.snapshot)
     try:
         if args.all:
-            return render_rows(all_accounts_rows(con, args, watermark_ms), args.format)
+            return render_rows(all_accounts_rows(con, args), args.format)
         history = _history(con, args.snapshot, args.account)
-        start, end = _dates(args, history, watermark_ms)
+        start, end = _dates(args, history)
         return render_report(history.report(start, end), args.format)
     finally:
         con.close()
@@ -283,14 +374,14 @@ def run_chart_command(args: argparse.Namespace) -> int:
     _check_range_flags(args)
     if not args.out.lower().endswith(".png"):
         raise CliError(f"--out must name a .png file, not {args.out!r}")
-    con, watermark_ms = _open(args.snapshot)
+    con, _ = _open(args.snapshot)
     try:
         history = _history(con, args.snapshot, args.account)
     finally:
         con.close()
-    start, end = _dates(args, history, watermark_ms)
+    start, end = _dates(args, history)
     start_ms, end_ms = history.bounds_ms(start, end)
-    data = chart_data(history.changes, history.plans, start_ms, end_ms)
+    data = chart_data(history.changes, history.plans, start_ms, end_ms, data_through_ms=history.data_through_ms)
     peak = max(data.usage, default=0)
     title = f"{args.account}: {start} to {end} - peak {peak}, billable overage {data.billable_overage}"
     try:
@@ -298,4 +389,77 @@ def run_chart_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {path} (peak {peak}, billable overage {data.billable_overage})", file=sys.stderr)
+    return 0
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+TABLE_TEXT_LIMIT = 160  # characters of an original shown by the table format
+
+
+def escape_control(text: str) -> str:
+    """`text` with control and line-separator characters escaped (\\n, \\xNN, \\uNNNN), so it stays on one line."""
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if char in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[char])
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif code in (0x2028, 0x2029):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def dead_letter_rows(con: Any, account: str, limit: int | None) -> list[dict[str, object]]:
+    """The dead letters of `account` (view `dead_letters_by_account`) as LETTER_KEYS rows, in source order."""
+    from schemas.events import format_ms
+
+    rows = con.execute(
+        "SELECT reason, detail, source_partition, source_offset, epoch_ms(kafka_ts), original_text, original "
+        "FROM dead_letters_by_account WHERE account_id = ? "
+        "ORDER BY source_partition, source_offset, dead_lettered_at LIMIT ?",
+        [account, limit],
+    ).fetchall()
+    letters: list[dict[str, object]] = []
+    for reason, detail, partition, offset, kafka_ms, text, original in rows:
+        if text is None:  # not UTF-8: undecodable bytes as \xNN
+            text = bytes(original or b"").decode("utf-8", "backslashreplace")
+        letters.append(
+            {
+                "reason": reason,
+                "detail": detail or "",
+                "source_partition": partition,
+                "source_offset": offset,
+                "kafka_ts": None if kafka_ms is None else format_ms(kafka_ms),
+                "original": escape_control(text),
+            }
+        )
+    return letters
+
+
+def _known_accounts(con: Any) -> list[str]:
+    rows = con.execute("SELECT DISTINCT kafka_key FROM events WHERE kafka_key IS NOT NULL").fetchall()
+    return sorted(set(snapshot_accounts(con)) | {row[0] for row in rows})
+
+
+def run_deadletters_command(args: argparse.Namespace) -> int:
+    """`ccmeter deadletters`."""
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be at least 1, not {args.limit}")
+    con, _ = _open(args.snapshot)
+    try:
+        accounts = _known_accounts(con)
+        if args.account not in accounts:
+            raise _unknown_account(args.account, args.snapshot, accounts)
+        rows = dead_letter_rows(con, args.account, args.limit)
+    finally:
+        con.close()
+    if args.format == "table":
+        for row in rows:
+            text = str(row["original"])
+            if len(text) > TABLE_TEXT_LIMIT:
+                row["original"] = text[: TABLE_TEXT_LIMIT - 3] + "..."
+    sys.stdout.write(render_rows(rows, args.format, LETTER_KEYS))
     return 0

@@ -1,20 +1,21 @@
 """Account histories read back from a snapshot, billing-period resolution, and reports over them.
 
 The report of a snapshot is `processor.core.billing.build_report` over the snapshot's `usage_changes`,
-`user_intervals` and `plans` (deduplicated by id), so it is the same function the streaming outputs feed.
+`user_intervals`, `presence_intervals` and `plans` (deduplicated by id), up to the account's `data_through` (view
+`account_horizons`), so it is the same function the streaming outputs feed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import duckdb
 
 from processor.core.billing import build_report
-from processor.core.model import DEFAULT_PLAN, NEVER, Plan, UsageChange, UserInterval
+from processor.core.model import DEFAULT_PLAN, NEVER, Plan, PresenceInterval, UsageChange, UserInterval
 from processor.core.periods import (
     billing_period,
     current_and_previous,
@@ -22,10 +23,11 @@ from processor.core.periods import (
     period_containing,
     report_timezone,
 )
+from processor.snapshots.views import ACCOUNT_HORIZONS
 from schemas.outputs import Report
 
 PERIOD_RE = re.compile(r"\d{4}-\d{2}")
-PERIOD_HELP = "current, previous or YYYY-MM (the period that starts in that month)"
+PERIOD_HELP = "current, previous or YYYY-MM (the billing period that starts in that month)"
 
 
 @dataclass
@@ -36,6 +38,8 @@ class AccountHistory:
     changes: list[UsageChange] = field(default_factory=list)
     intervals: list[UserInterval] = field(default_factory=list)
     plans: list[Plan] = field(default_factory=list)
+    presences: list[PresenceInterval] = field(default_factory=list)
+    data_through_ms: int | None = None  # the account's horizon at the cut; None: nothing known
 
     @property
     def latest_plan(self) -> Plan:
@@ -44,7 +48,16 @@ class AccountHistory:
 
     def report(self, start: date, end: date) -> Report:
         """The licenses usage report for the local dates `start`..`end` (inclusive)."""
-        return build_report(self.account_id, start, end, self.changes, self.intervals, self.plans)
+        return build_report(
+            self.account_id,
+            start,
+            end,
+            self.changes,
+            self.intervals,
+            self.plans,
+            presences=self.presences,
+            data_through_ms=self.data_through_ms,
+        )
 
     def bounds_ms(self, start: date, end: date) -> tuple[int, int]:
         """`[midnight(start), midnight(end + 1))` in the report's timezone (as `build_report` uses)."""
@@ -93,29 +106,50 @@ def load_histories(con: duckdb.DuckDBPyConnection, accounts: Sequence[str] | Non
     ).fetchall()
     for account_id, at_ms, *values in rows:
         get(account_id).plans.append(Plan(at_ms, *values))
+    _load_presences(con, where, params, get)
+    rows = con.execute(
+        f"SELECT account_id, epoch_ms(data_through) FROM ({ACCOUNT_HORIZONS}) {where}", params
+    ).fetchall()
+    for account_id, data_through_ms in rows:
+        get(account_id).data_through_ms = data_through_ms
     return histories
 
 
+def _load_presences(
+    con: duckdb.DuckDBPyConnection, where: str, params: list[object], get: Callable[[str], AccountHistory]
+) -> None:
+    rows = con.execute(
+        "SELECT account_id, user_id, kind, device_id, epoch_ms(start_at), epoch_ms(end_at) "
+        f"FROM presence_intervals {where} ORDER BY account_id, start_at, user_id, kind, device_id",
+        params,
+    ).fetchall()
+    for account_id, user_id, kind, device_id, start_ms, end_ms in rows:  # an open presence has no end yet
+        end = NEVER if end_ms is None else end_ms
+        get(account_id).presences.append(PresenceInterval(account_id, user_id, kind, device_id, start_ms, end))
+
+
 def snapshot_accounts(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Every account the snapshot knows: with valid events, usage changes, intervals or plans."""
+    """Every account the snapshot knows: with valid events, usage changes, intervals, plans or horizons."""
     rows = con.execute(
         "SELECT account_id FROM events WHERE rejection IS NULL UNION SELECT account_id FROM usage_changes "
-        "UNION SELECT account_id FROM user_intervals UNION SELECT account_id FROM plans ORDER BY 1"
+        "UNION SELECT account_id FROM user_intervals UNION SELECT account_id FROM plans "
+        "UNION SELECT account_id FROM presence_intervals UNION SELECT account_id FROM horizons ORDER BY 1"
     ).fetchall()
     return [row[0] for row in rows if row[0] is not None]
 
 
-def resolve_period(spec: str, plan: Plan, watermark_ms: int | None) -> tuple[date, date]:
+def resolve_period(spec: str, plan: Plan, data_through_ms: int | None) -> tuple[date, date]:
     """The billing period (from, to inclusive) named by `spec` for an account whose latest plan is `plan`.
 
-    `current` and `previous` are relative to the event-time `watermark_ms` (not the wall clock). Raises ValueError
-    with a user-facing message for a bad spec, or when the snapshot has no watermark.
+    `current` is the period containing the account's `data_through_ms` (event time, not the wall clock) and
+    `previous` the one before. Raises ValueError with a user-facing message for a bad spec, or for `current` /
+    `previous` when nothing is known of the account (no data_through).
     """
     text = spec.strip().lower()
     if text in ("current", "previous"):
-        if watermark_ms is None:
-            raise ValueError("the snapshot has no event-time watermark (no valid events), so no current period")
-        current, previous = current_and_previous(plan.billing_anchor_day, plan.timezone, watermark_ms)
+        if data_through_ms is None:
+            raise ValueError("the snapshot has no data_through for this account (nothing known), so no current period")
+        current, previous = current_and_previous(plan.billing_anchor_day, plan.timezone, data_through_ms)
         return current if text == "current" else previous
     if PERIOD_RE.fullmatch(text):
         try:

@@ -5,19 +5,26 @@ data, in the manifest of the data directory (processor/snapshots/store.py). Afte
 the sink removes uncommitted leftovers and resumes at the committed offsets, so every record is stored exactly once.
 Re-deliveries below the committed offset are dropped by position; outputs that the worker published twice (at-least-
 once) have the same id and are deduplicated by the snapshot.
+
+When the broker goes away (or is not there at the start), the sink commits what it has read, closes its clients and
+reconnects with capped exponential backoff and jitter, logging one line per attempt, then resumes at the committed
+offsets; `give_up_seconds` bounds the wait (`--once` gives up after 60 s by default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import re
 import signal
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from processor.core.fold import PartitionClock
 from processor.core.model import Settings
@@ -49,6 +56,7 @@ from processor.snapshots.tables import (
 from processor.topics import EVENTS, topic_names
 
 log = logging.getLogger("ccmeter.sink")
+T = TypeVar("T")
 
 
 @dataclass
@@ -194,6 +202,51 @@ class SinkConfig:
     flush_records: int = 50_000
     refresh_seconds: float = 30.0
     compact_seconds: float = 300.0  # merge small committed files this often (and at the end); 0: never
+    give_up_seconds: float | None = None  # stop (BrokerUnreachable) after this long without a broker; None: never
+    retry_first_seconds: float = 0.5  # first wait before reconnecting, doubled per failed attempt ...
+    retry_max_seconds: float = 30.0  # ... up to this (each wait is 50-100% of it, at random)
+    probe_seconds: float = 5.0  # ask the broker for metadata after this long without records (finds an outage)
+
+
+class BrokerUnreachable(Exception):
+    """The broker stayed unreachable for `give_up_seconds`; what was read before is committed."""
+
+    def __init__(self, broker: str, seconds: float, attempts: int, reason: str) -> None:
+        super().__init__(
+            f"broker {broker} not reachable for {seconds:.0f}s ({attempts} attempts; last: {reason}); gave up"
+        )
+
+
+class _Stopped(Exception):
+    """A stop request arrived while the sink was connecting."""
+
+
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the broker is not reachable" (not disk errors: those stop the sink)."""
+    from aiokafka.errors import KafkaError
+
+    return (KafkaError, ConnectionError, TimeoutError)
+
+
+def retry_delay(attempt: int, first: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed attempt `attempt` (1, 2, ...): `first` doubled per attempt up to `cap`, then
+    50-100% of that at random (jitter, so that many sinks do not reconnect in step)."""
+    base = min(cap, first * 2 ** min(attempt - 1, 32))
+    return base * (0.5 + 0.5 * (rng or random).random())
+
+
+def describe_error(exc: BaseException) -> str:
+    """One short line for a connection failure (no reprs of address tuples)."""
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    if "Unable to bootstrap" in text:
+        return "cannot connect"
+    if "Unable to get cluster metadata" in text:
+        return "connection lost"
+    text = re.sub(r"<AddressFamily\.\w+: \d+>", "", text).replace(", )", ")")
+    name = type(exc).__name__
+    if not text or text == name:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"[:200]
 
 
 async def _partitions(admin: Any, names: dict[str, str]) -> dict[tuple[str, int], str]:
@@ -225,38 +278,120 @@ class Sink:
         self.writer = writer
         self.names = {key: name for key, name in topic_names(config.prefix).items() if key in TOPIC_KEYS}
         self.stopping = asyncio.Event()
+        self.ends: dict[Any, int] | None = None  # with `once`: the end offsets seen by the first session
+        self.down_since: float | None = None  # monotonic time the broker was first found unreachable
+        self.attempts = 0  # failed connection attempts since then
 
     def stop(self) -> None:
         """Ask the loop to flush and finish."""
         self.stopping.set()
 
     async def run(self) -> SinkStats:
-        """Consume until stopped (or, with `once`, up to the end offsets seen at the start)."""
+        """Consume until stopped (or, with `once`, up to the end offsets seen at the start).
+
+        A broker that cannot be reached (at the start or later) is retried with capped exponential backoff, one
+        warning line per attempt; buffered records are committed first and consumption resumes at the manifest's
+        offsets. Raises BrokerUnreachable after `give_up_seconds` without a broker.
+        """
+        errors = broker_errors()
+        while not self.stopping.is_set():
+            try:
+                await self._session()
+                break
+            except _Stopped:
+                break
+            except errors as exc:
+                await self._broker_failed(exc)
+        await self._commit_buffered()
+        return self.writer.stats
+
+    async def _session(self) -> None:
+        """Connect, assign, consume; the clients are closed however it ends."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
         config = self.config
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=config.broker, client_id="ccmeter-sink", request_timeout_ms=15_000
-        )
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=config.broker,
-            client_id="ccmeter-sink",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            request_timeout_ms=15_000,
-        )
-        await admin.start()
+        clients: list[Any] = []
         try:
-            await consumer.start()
-            try:
-                return await self._consume(admin, consumer, TopicPartition)
-            finally:
-                await consumer.stop()
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=config.broker, client_id="ccmeter-sink", request_timeout_ms=15_000
+            )
+            clients.append(admin)
+            await self._unless_stopped(admin.start())
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=config.broker,
+                client_id="ccmeter-sink",
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                request_timeout_ms=15_000,
+            )
+            clients.append(consumer)
+            await self._unless_stopped(consumer.start())
+            tps = await self._unless_stopped(self._assign(admin, consumer, TopicPartition))
+            if self.ends is None:
+                self.ends = await consumer.end_offsets(list(tps)) if config.once and tps else {}
+            self._reconnected()
+            await self._consume(admin, consumer, TopicPartition, tps)
         finally:
-            await admin.close()
+            await _close(clients)
+
+    async def _unless_stopped(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` unless a stop request comes first: then cancel it and raise _Stopped."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise _Stopped
+
+    def _reconnected(self) -> None:
+        if self.down_since is not None:
+            log.warning(
+                "sink: broker %s reachable again after %.1fs; resuming at the committed offsets",
+                self.config.broker,
+                time.monotonic() - self.down_since,
+            )
+        self.down_since, self.attempts = None, 0
+
+    async def _broker_failed(self, exc: BaseException) -> None:
+        """Log one line, commit what was read, give up or wait before the next attempt (a stop ends the wait)."""
+        config, now = self.config, time.monotonic()
+        reason = describe_error(exc)
+        if self.down_since is None:  # first failure: keep what was read
+            self.down_since = now
+            await self._commit_buffered()
+        self.attempts += 1
+        down = now - self.down_since
+        if config.give_up_seconds is not None and down >= config.give_up_seconds:
+            raise BrokerUnreachable(config.broker, down, self.attempts, reason)
+        delay = retry_delay(self.attempts, config.retry_first_seconds, config.retry_max_seconds)
+        if config.give_up_seconds is not None:
+            delay = min(delay, config.give_up_seconds - down)
+        log.warning(
+            "sink: broker %s not reachable (attempt %d, down %.1fs: %s); retrying in %.1fs",
+            config.broker,
+            self.attempts,
+            down,
+            reason,
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def _commit_buffered(self) -> None:
+        """Commit buffered records without the broker (their offsets are known from the records themselves)."""
+        if not self.writer.dirty():
+            return
+        stats = await asyncio.to_thread(self.writer.flush)
+        log.info("sink: flush %d: %d records, %d files", self.writer.manifest.flushes, stats.records, stats.files)
 
     async def _assign(self, admin: Any, consumer: Any, tp_type: type) -> dict[Any, str]:
         found = await _partitions(admin, self.names)
@@ -274,17 +409,21 @@ class Sink:
             consumer.seek(tp, starts[tp] if offset is None else offset)
         return tps
 
-    async def _consume(self, admin: Any, consumer: Any, tp_type: type) -> SinkStats:
+    async def _consume(self, admin: Any, consumer: Any, tp_type: type, tps: dict[Any, str]) -> None:
         config, writer = self.config, self.writer
         c = consumer
-        tps = await self._assign(admin, c, tp_type)
-        ends = await c.end_offsets(list(tps)) if config.once and tps else {}
+        ends = self.ends or {}
         log.info("sink: %d partitions of %d topics into %s", len(tps), len(set(tps.values())), config.data_dir)
-        last_flush = last_refresh = last_compact = time.monotonic()
+        last_flush = last_refresh = last_compact = last_seen = time.monotonic()
         while not self.stopping.is_set():
             if config.once and await self._reached(c, tps, ends):
                 break
             batches = await c.getmany(timeout_ms=250, max_records=config.flush_records)
+            if batches:
+                last_seen = time.monotonic()
+            elif time.monotonic() - last_seen >= config.probe_seconds:
+                await asyncio.wait_for(c.topics(), 15)  # raises when the broker is gone (fetches only retry)
+                last_seen = time.monotonic()
             for tp, records in batches.items():
                 key = tps.get(tp)
                 if key is None:
@@ -306,7 +445,6 @@ class Sink:
         await self._flush(c, tps)
         if config.compact_seconds:
             await self._compact()
-        return writer.stats
 
     async def _compact(self) -> None:
         done = await asyncio.to_thread(compact, self.writer.data_dir, self.writer.manifest)
@@ -345,6 +483,20 @@ class Sink:
             format_ms(watermark) if watermark is not None else "-",
             lag,
         )
+
+
+async def _close(clients: list[Any]) -> None:
+    """Stop aiokafka clients quietly, newest first (a lost broker makes their close raise or cancel itself)."""
+    for client in reversed(clients):
+        close = client.stop if hasattr(client, "stop") else client.close
+        try:
+            await close()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception as exc:  # noqa: BLE001 - closing after a failure: nothing left to do about it
+            log.debug("sink: closing %s: %s", type(client).__name__, exc)
 
 
 def replay_watermarks(data_dir: Path, manifest: Manifest, settings: Settings = Settings()) -> dict[int, int]:
@@ -401,7 +553,10 @@ def prepare_resume(data_dir: Path) -> Manifest | None:
 
 
 def run_sink(config: SinkConfig) -> SinkStats:
-    """Run the sink in the foreground; SIGTERM or Ctrl-C flush, commit and stop (a second Ctrl-C aborts)."""
+    """Run the sink in the foreground; SIGTERM or Ctrl-C flush, commit and stop (a second Ctrl-C aborts).
+
+    Raises BrokerUnreachable when the broker stays away for `config.give_up_seconds` (what was read is committed).
+    """
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with sink_lock(config.data_dir):
         prepare_resume(config.data_dir)

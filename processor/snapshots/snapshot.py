@@ -6,11 +6,13 @@ deduplicated by their ids (the worker delivers at least once), events by their K
 copies a file merge can briefly show (store.compact), and a build that finds a listed file merged away starts over.
 
 The database is built under a hidden temporary name in the target directory and renamed into place, so readers
-only ever see complete snapshots; a reader that has the previous file open keeps reading it undisturbed.
+only ever see complete snapshots; a reader that has the previous file open keeps reading it undisturbed. The temp
+files (and WAL) that a killed build left behind are removed by the next build, once their process is gone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from processor.snapshots.history import load_histories, periods_between, snapshot_accounts
+from processor.snapshots.history import AccountHistory, load_histories, periods_between, snapshot_accounts
 from processor.snapshots.store import Manifest, StoreError, committed_files, read_manifest
 from processor.snapshots.tables import TABLES, TS, Table
 from processor.snapshots.views import create_views
@@ -47,9 +49,13 @@ _ORDER: dict[str, str] = {
     "dead_letters": "kafka_partition, kafka_offset",
     "user_intervals": "account_id, start_at, user_id",
     "plans": "account_id, effective_at, kafka_partition, kafka_offset",
+    "presence_intervals": "account_id, start_at, user_id, kind, device_id",
+    "horizons": "account_id, kafka_partition, kafka_offset",
+    "partition_horizons": "events_partition, kafka_partition, kafka_offset",
 }
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 STAMP_RE = r"\d{8}T\d{12}Z"
+log = logging.getLogger("ccmeter.snapshot")
 
 
 class SnapshotError(Exception):
@@ -104,8 +110,9 @@ def _dedupe_key(table: Table) -> str:
 
 
 def _preference(table: Table) -> str:
-    """Which copy of a record a snapshot keeps: the first delivered; for user intervals the closed copy."""
-    if table.name == "user_intervals":
+    """Which copy of a record a snapshot keeps: the first delivered; for user and presence intervals the closed
+    copy."""
+    if table.name in ("user_intervals", "presence_intervals"):
         return "end_at IS NULL, kafka_partition, kafka_offset"
     return "kafka_partition, kafka_offset"
 
@@ -166,57 +173,90 @@ def _snapshot_info(con: duckdb.DuckDBPyConnection, data_dir: Path, manifest: Man
 # The report's own keys, without those the billing tables hold in columns of their own.
 _PERIOD_COLUMNS = tuple(key for key in SUMMARY_KEYS if key not in ("account_id", "from", "to"))
 _DAY_COLUMNS = tuple(key for key in DAY_KEYS if key != "date")
+_PEAK_USER = pa.struct(
+    [("user_id", pa.string()), ("devices", pa.list_(pa.string())), ("portal", pa.bool_()), ("api", pa.bool_())]
+)
+_BILLING_DDL: dict[str, str] = {
+    "billing_periods": "account_id VARCHAR, period_from DATE, period_to DATE, is_current BOOLEAN, complete BOOLEAN, "
+    "data_through TIMESTAMPTZ, timezone VARCHAR, licenses BIGINT, overage_allowance BIGINT, peak_usage BIGINT, "
+    "peak_at TIMESTAMPTZ, peak_users STRUCT(user_id VARCHAR, devices VARCHAR[], portal BOOLEAN, api BOOLEAN)[], "
+    "billable_overage BIGINT, over_allowance BIGINT, seconds_over_licenses DOUBLE, license_hours DOUBLE, "
+    "distinct_users BIGINT",
+    "billing_days": "account_id VARCHAR, period_from DATE, date DATE, complete BOOLEAN, data_through TIMESTAMPTZ, "
+    "peak_usage BIGINT, peak_at TIMESTAMPTZ, licenses BIGINT, overage_allowance BIGINT, "
+    "seconds_over_licenses DOUBLE, max_excess BIGINT, license_hours DOUBLE, distinct_users BIGINT",
+}
+_BILLING_TYPES: dict[str, pa.DataType] = {
+    "account_id": pa.string(),
+    "period_from": pa.date32(),
+    "period_to": pa.date32(),
+    "date": pa.date32(),
+    "is_current": pa.bool_(),
+    "complete": pa.bool_(),
+    "data_through": TS,
+    "timezone": pa.string(),
+    "peak_at": TS,
+    "peak_users": pa.list_(_PEAK_USER),
+    "seconds_over_licenses": pa.float64(),
+    "license_hours": pa.float64(),
+}
 
 
-def _billing_tables(con: duckdb.DuckDBPyConnection, watermark_ms: int | None) -> None:
-    """`billing_periods` and `billing_days`: the report of every billing period from each account's first usage
-    change (or the current period) to the period containing the watermark, computed with build_report."""
+def _instant(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _account_billing(history: AccountHistory) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The rows of one account's billing periods, from its first usage change to the period containing its
+    data_through (none when nothing is known of it), and of their days."""
     from processor.core.periods import local_date
 
     periods: list[dict[str, object]] = []
     days: list[dict[str, object]] = []
-    if watermark_ms is not None:
-        histories = load_histories(con)
-        for account_id in snapshot_accounts(con):
-            history = histories.get(account_id)
-            if history is None:
-                continue
-            plan = history.latest_plan
-            last = local_date(watermark_ms, plan.timezone)
-            first = local_date(history.changes[0].at_ms, plan.timezone) if history.changes else last
-            for start, end in periods_between(plan, min(first, last), last):
-                report = history.report(start, end).to_json_dict()
-                _, end_ms = history.bounds_ms(start, end)
-                row = {"account_id": account_id, "period_from": start, "period_to": end}
-                row["is_current"] = start <= last <= end
-                row["complete"] = end_ms <= watermark_ms
-                row.update({key: report[key] for key in _PERIOD_COLUMNS})
-                periods.append(row)
-                for day in report["days"]:
-                    entry = {"account_id": account_id, "period_from": start, "date": date.fromisoformat(day["date"])}
-                    entry.update({key: day[key] for key in _DAY_COLUMNS})
-                    days.append(entry)
-    con.execute(
-        "CREATE TABLE billing_periods (account_id VARCHAR, period_from DATE, period_to DATE, is_current BOOLEAN, "
-        "complete BOOLEAN, timezone VARCHAR, licenses BIGINT, overage_allowance BIGINT, peak_usage BIGINT, "
-        "peak_at TIMESTAMPTZ, billable_overage BIGINT, over_allowance BIGINT, seconds_over_licenses DOUBLE, "
-        "license_hours DOUBLE, distinct_users BIGINT)"
-    )
-    con.execute(
-        "CREATE TABLE billing_days (account_id VARCHAR, period_from DATE, date DATE, peak_usage BIGINT, "
-        "peak_at TIMESTAMPTZ, licenses BIGINT, overage_allowance BIGINT, seconds_over_licenses DOUBLE, "
-        "max_excess BIGINT, license_hours DOUBLE, distinct_users BIGINT)"
-    )
-    for name, rows in (("billing_periods", periods), ("billing_days", days)):
+    data_through_ms = history.data_through_ms
+    if data_through_ms is None:
+        return periods, days
+    plan = history.latest_plan
+    last = local_date(data_through_ms, plan.timezone)
+    first = local_date(history.changes[0].at_ms, plan.timezone) if history.changes else last
+    for start, end in periods_between(plan, min(first, last), last):
+        report = history.report(start, end).to_json_dict()
+        row: dict[str, object] = {"account_id": history.account_id, "period_from": start, "period_to": end}
+        row["is_current"] = start <= last <= end
+        row.update({key: report[key] for key in _PERIOD_COLUMNS})
+        row["peak_at"], row["data_through"] = _instant(row["peak_at"]), _instant(row["data_through"])
+        periods.append(row)
+        for day in report["days"]:
+            entry: dict[str, object] = {"account_id": history.account_id, "period_from": start}
+            entry.update({key: day[key] for key in _DAY_COLUMNS})
+            entry["date"], entry["peak_at"] = date.fromisoformat(day["date"]), _instant(day["peak_at"])
+            entry["data_through"] = row["data_through"]
+            days.append(entry)
+    return periods, days
+
+
+def _billing_tables(con: duckdb.DuckDBPyConnection, watermark_ms: int | None) -> None:
+    """`billing_periods` and `billing_days`: the report of every billing period of each account from its first usage
+    change to the period containing its data_through, computed with build_report (nothing after data_through is
+    counted). The snapshot-wide `watermark_ms` is not used: each account's period is its own."""
+    del watermark_ms  # kept in the signature for the caller; per-account data_through replaces it
+    tables: dict[str, list[dict[str, object]]] = {"billing_periods": [], "billing_days": []}
+    histories = load_histories(con)
+    for account_id in snapshot_accounts(con):
+        history = histories.get(account_id)
+        if history is not None:
+            periods, days = _account_billing(history)
+            tables["billing_periods"] += periods
+            tables["billing_days"] += days
+    for name, rows in tables.items():
+        con.execute(f"CREATE TABLE {name} ({_BILLING_DDL[name]})")
         if not rows:
             continue
-        for row in rows:
-            if row["peak_at"] is not None:
-                row["peak_at"] = datetime.fromisoformat(str(row["peak_at"]))
-        data = pa.Table.from_pylist(rows)
-        con.register("_rows", data)
-        columns = ", ".join(data.column_names)
-        con.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _rows ORDER BY account_id, 2, 3")
+        columns = list(rows[0])
+        schema = pa.schema([(key, _BILLING_TYPES.get(key, pa.int64())) for key in columns])
+        con.register("_rows", pa.Table.from_pylist(rows, schema=schema))
+        names = ", ".join(columns)
+        con.execute(f"INSERT INTO {name} ({names}) SELECT {names} FROM _rows ORDER BY account_id, 2, 3")
         con.unregister("_rows")
 
 
@@ -230,6 +270,58 @@ def history_files(target: Path) -> list[Path]:
     if not target.parent.is_dir():
         return []
     return sorted((p for p in target.parent.iterdir() if pattern.fullmatch(p.name)), reverse=True)
+
+
+def _tmp_path(out: Path) -> Path:
+    """Where this process builds `out`: a hidden name beside it, ending in `.tmp-<pid>` (DuckDB adds `.wal`)."""
+    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists (also another user's, which we may not signal)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_leftovers(out: Path) -> dict[Path, int]:
+    """Remove the temporary files (`.NAME.tmp-PID` and their `.wal`) that builds of `out` left beside it when their
+    process died; those of a process still alive (including this one) are kept. Returns removed path -> bytes."""
+    pattern = re.compile(r"\.?" + re.escape(out.name) + r"\.tmp-(\d+)(?:\.wal)?")
+    if not out.parent.is_dir():
+        return {}
+    removed: dict[Path, int] = {}
+    for path in sorted(out.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:  # removed meanwhile by another run, or not ours to remove
+            continue
+        removed[path] = size
+    return removed
+
+
+def _clean_leftovers(out: Path) -> None:
+    removed = remove_stale_leftovers(out)
+    if removed:
+        names = ", ".join(path.name for path in removed)
+        log.warning(
+            "snapshot: removed %d leftover files of interrupted runs (%.1f MB): %s",
+            len(removed),
+            sum(removed.values()) / 1e6,
+            names,
+        )
 
 
 def _install(tmp: Path, target: Path, keep: int | None) -> list[Path]:
@@ -263,14 +355,16 @@ def build_snapshot(
 ) -> SnapshotResult:
     """Write a snapshot of `data_dir` to `out` (atomically); `keep` N keeps N snapshots (this one + N-1 older).
 
-    If a listed file disappears meanwhile (the sink merged it into a bigger one), it starts over from a fresh
-    manifest, up to `attempts` times.
+    If the files change while they are listed, or a listed file disappears meanwhile (the sink merged it into a
+    bigger one), it starts over from a fresh manifest, up to `attempts` times. Temp files of earlier builds whose
+    process is gone are removed first.
     """
     began = time.perf_counter()
     if keep is not None and keep < 1:
         raise SnapshotError("--keep must be at least 1")
     if out.suffix != ".duckdb":
         raise SnapshotError(f"--out must name a .duckdb file, not {str(out)!r}")
+    _clean_leftovers(out)
     for attempt in range(1, attempts + 1):
         try:
             manifest = read_manifest(data_dir)
@@ -279,6 +373,14 @@ def build_snapshot(
         if manifest is None:
             raise SnapshotError(f"{data_dir}: no sink data (run `ccmeter sink --data-dir {data_dir}` first)")
         files = committed_files(data_dir, manifest)
+        if files != committed_files(data_dir, manifest):
+            # A merge ran while the directories were read: a listing can miss both the merged file (created behind
+            # the reader) and the files it replaced (removed ahead of it), and would silently lack their rows.
+            if attempt == attempts:
+                raise SnapshotError(f"{data_dir}: the data files kept changing while listed; try again")
+            if progress:
+                progress("data files were merged while listed; starting over")
+            continue
         try:
             rows, pruned = _build(data_dir, out, keep, manifest, files, progress)
         except duckdb.IOException:
@@ -308,7 +410,7 @@ def _build(
     progress: Callable[[str], None] | None,
 ) -> tuple[dict[str, int], list[Path]]:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = _tmp_path(out)
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
     created = datetime.now(UTC)

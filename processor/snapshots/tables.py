@@ -29,6 +29,7 @@ _SOURCE: list[tuple[str, pa.DataType]] = [
 ]
 
 Row = dict[str, Any]
+PRESENCE_KINDS: tuple[str, ...] = ("desktop", "portal", "api")
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,43 @@ USER_INTERVALS_TABLE = Table(
     ("interval_id",),
     "start_at",
 )
+PRESENCE_INTERVALS_TABLE = Table(
+    "presence_intervals",
+    INTERVALS,
+    _schema(
+        ("interval_id", pa.string()),
+        ("account_id", pa.string()),
+        ("user_id", pa.string()),
+        ("kind", pa.string()),
+        ("device_id", pa.string()),
+        ("start_at", TS),
+        ("end_at", TS),
+    ),
+    ("interval_id",),
+    "start_at",
+)
+HORIZONS_TABLE = Table(
+    "horizons",
+    INTERVALS,
+    _schema(
+        ("account_id", pa.string()),
+        ("events_partition", pa.int32()),
+        ("data_through", TS),
+        ("watermark", TS),
+    ),
+    ("account_id", "events_partition", "data_through", "watermark"),
+    "data_through",
+)
+PARTITION_HORIZONS_TABLE = Table(
+    "partition_horizons",
+    INTERVALS,
+    _schema(
+        ("events_partition", pa.int32()),
+        ("idle_floor", TS),
+    ),
+    ("events_partition", "idle_floor"),
+    "idle_floor",
+)
 PLANS_TABLE = Table(
     "plans",
     INTERVALS,
@@ -176,6 +214,9 @@ TABLES: tuple[Table, ...] = (
     DEAD_LETTERS_TABLE,
     USER_INTERVALS_TABLE,
     PLANS_TABLE,
+    PRESENCE_INTERVALS_TABLE,
+    HORIZONS_TABLE,
+    PARTITION_HORIZONS_TABLE,
 )
 TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in TABLES}
 TOPIC_KEYS: tuple[str, ...] = (EVENTS, USAGE_CHANGES, PEAK_WINDOWS, ALERTS, DEAD_LETTERS, INTERVALS)
@@ -279,8 +320,54 @@ def _dead_letter(record: dict[str, Any]) -> tuple[Table, Row]:
     }
 
 
+def _text(record: dict[str, Any], name: str, *, optional: bool = False) -> str | None:
+    value = record.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRecord(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _partition(record: dict[str, Any]) -> int:
+    value = record.get("partition")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise BadRecord(f"partition must be a partition number, got {value!r}")
+    return value
+
+
+def _presence_interval(record: dict[str, Any]) -> tuple[Table, Row]:
+    _require(record, "interval_id", "account_id", "user_id", "kind", "start")
+    if record["kind"] not in PRESENCE_KINDS:
+        raise BadRecord(f"presence kind must be one of {', '.join(PRESENCE_KINDS)}, got {record['kind']!r}")
+    row: Row = {name: _text(record, name) for name in ("interval_id", "account_id", "user_id", "kind")}
+    row["device_id"] = _text(record, "device_id", optional=True)
+    end = record.get("end")  # None while the presence is open; its closed copy (same id) supersedes it
+    row["start_at"], row["end_at"] = ts_ms(record["start"]), None if end is None else ts_ms(end)
+    return PRESENCE_INTERVALS_TABLE, row
+
+
+def _horizon(record: dict[str, Any]) -> tuple[Table, Row]:
+    _require(record, "account_id", "partition", "data_through")
+    watermark = record.get("watermark")
+    return HORIZONS_TABLE, {
+        "account_id": _text(record, "account_id"),
+        "events_partition": _partition(record),
+        "data_through": ts_ms(record["data_through"]),
+        "watermark": None if watermark is None else ts_ms(watermark),
+    }
+
+
+def _partition_horizon(record: dict[str, Any]) -> tuple[Table, Row]:
+    _require(record, "partition", "idle_floor")
+    return PARTITION_HORIZONS_TABLE, {"events_partition": _partition(record), "idle_floor": ts_ms(record["idle_floor"])}
+
+
 def _interval_or_plan(record: dict[str, Any]) -> tuple[Table, Row]:
     kind = record.get("record")
+    parser = _INTERVALS_RECORDS.get(kind) if isinstance(kind, str) else None
+    if parser is not None:
+        return parser(record)
     if kind == "user_interval":
         _require(record, "interval_id", "account_id", "user_id", "start")
         row = {name: record[name] for name in ("interval_id", "account_id", "user_id")}
@@ -298,6 +385,11 @@ def _interval_or_plan(record: dict[str, Any]) -> tuple[Table, Row]:
     raise BadRecord(f"unknown intervals record {kind!r}")
 
 
+_INTERVALS_RECORDS: dict[str, Callable[[dict[str, Any]], tuple[Table, Row]]] = {
+    "presence_interval": _presence_interval,
+    "horizon": _horizon,
+    "partition_horizon": _partition_horizon,
+}
 _OUTPUT_PARSERS: dict[str, Callable[[dict[str, Any]], tuple[Table, Row]]] = {
     USAGE_CHANGES: _usage_change,
     PEAK_WINDOWS: _peak_window,

@@ -8,6 +8,41 @@ from __future__ import annotations
 
 import duckdb
 
+# An account's data_through (SPEC 4): the greatest of its horizon records' `data_through` and of the idle floors of
+# the events partition of its latest horizon record (the partition moves on while the account is idle).
+ACCOUNT_HORIZONS = """
+    WITH latest AS (
+        SELECT account_id, events_partition
+        FROM horizons
+        QUALIFY row_number() OVER (PARTITION BY account_id ORDER BY kafka_ts DESC, kafka_partition DESC,
+                                   kafka_offset DESC) = 1
+    ),
+    own AS (SELECT account_id, max(data_through) AS own_horizon, max(watermark) AS watermark
+            FROM horizons GROUP BY account_id),
+    floors AS (SELECT events_partition, max(idle_floor) AS idle_floor FROM partition_horizons GROUP BY ALL)
+    SELECT own.account_id, greatest(own.own_horizon, coalesce(f.idle_floor, own.own_horizon)) AS data_through,
+           latest.events_partition, own.own_horizon, f.idle_floor, own.watermark
+    FROM own JOIN latest USING (account_id) LEFT JOIN floors f USING (events_partition)
+    ORDER BY own.account_id"""
+
+# The dead letters of each account: the key of the events record they came from (joined by Kafka position), and
+# its decoded account_id when that differs.
+_LETTER_COLUMNS = (
+    "reason, detail, source_topic, source_partition, source_offset, kafka_ts, dead_lettered_at, original_text, original"
+)
+DEAD_LETTERS_BY_ACCOUNT = f"""
+    WITH letters AS (
+        SELECT d.reason, d.detail, d.source_topic, d.source_partition, d.source_offset, e.kafka_ts,
+               d.kafka_ts AS dead_lettered_at, d.original_text, d.original, e.kafka_key,
+               e.account_id AS event_account
+        FROM dead_letters d
+        LEFT JOIN events e ON e.kafka_partition = d.source_partition AND e.kafka_offset = d.source_offset
+    )
+    SELECT kafka_key AS account_id, {_LETTER_COLUMNS} FROM letters WHERE kafka_key IS NOT NULL
+    UNION ALL
+    SELECT event_account AS account_id, {_LETTER_COLUMNS} FROM letters
+    WHERE event_account IS NOT NULL AND event_account IS DISTINCT FROM kafka_key"""
+
 # The timezone of the plan in effect at an instant: ASOF joins on `plans` (before the first plan: UTC).
 VIEWS: dict[str, str] = {
     "snapshot_offsets": """
@@ -16,6 +51,7 @@ VIEWS: dict[str, str] = {
         LEFT JOIN (SELECT unnest(watermarks, recursive := true) FROM snapshot_info) AS w
           ON o.topic_key = 'events' AND w.partition = o.partition
         ORDER BY o.topic_key, o.partition""",
+    "account_horizons": ACCOUNT_HORIZONS,
     "latest_plans": """
         SELECT account_id, effective_at AS since, licenses, overage_allowance, billing_anchor_day, timezone,
                grace_minutes, grace_mode
@@ -84,7 +120,7 @@ VIEWS: dict[str, str] = {
     "top_accounts_by_overage": """
         SELECT rank() OVER (ORDER BY billable_overage DESC, over_allowance DESC) AS rank,
                account_id, period_from, period_to, billable_overage, over_allowance, peak_usage, licenses,
-               overage_allowance, seconds_over_licenses, license_hours
+               overage_allowance, seconds_over_licenses, license_hours, data_through, complete
         FROM billing_periods
         WHERE is_current
         ORDER BY billable_overage DESC, over_allowance DESC, peak_usage DESC, account_id""",
@@ -101,6 +137,7 @@ VIEWS: dict[str, str] = {
     "dead_letter_summary": """
         SELECT reason, count(*) AS records, min(kafka_ts) AS first_at, max(kafka_ts) AS last_at
         FROM dead_letters GROUP BY reason ORDER BY records DESC, reason""",
+    "dead_letters_by_account": DEAD_LETTERS_BY_ACCOUNT,
     "event_counts_daily": """
         SELECT account_id, CAST(timezone('UTC', occurred_at) AS DATE) AS utc_date, type, count(*) AS events
         FROM events WHERE rejection IS NULL GROUP BY ALL""",

@@ -12,12 +12,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import duckdb
 from aiokafka.partitioner import murmur2
 
 from processor.core.alerts import alerts_for
 from processor.core.fold import fold_history
-from processor.core.model import Settings
+from processor.core.model import NEVER, PresenceInterval, Settings
 from processor.simulation.config import SimConfig
 from processor.simulation.output import iter_lines
 from processor.snapshots.sink import SinkWriter
@@ -63,6 +65,25 @@ class Streams:
         return path
 
 
+def horizon_records(partition: int, watermarks: dict[str, int]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the horizon records of a partition whose accounts reached `watermarks` (the file rule:
+    W_p = the largest of them), then its partition_horizon record."""
+    if not watermarks:
+        return []
+    top = max(watermarks.values())
+    out = [
+        (account.encode(), rec.dumps(rec.horizon(account, partition, SETTINGS.horizon(mark, top), mark)))
+        for account, mark in sorted(watermarks.items())
+    ]
+    floor = top - SETTINGS.account_idle_lateness_ms
+    out.append((f"partition-{partition}".encode(), rec.dumps(rec.partition_horizon(partition, floor))))
+    return out
+
+
+def _presence_key(presence: PresenceInterval) -> tuple[object, ...]:
+    return (presence.account_id, presence.user_id, presence.kind, presence.device_id, presence.start_ms)
+
+
 def build_streams(lines: list[bytes], events_topic: str, partitions: int = PARTITIONS) -> Streams:
     """The events on their partitions (stamped with the latest event time so far, as if published live), and per
     partition the flushed outputs of the fold over them (stamped now)."""
@@ -85,6 +106,7 @@ def _outputs(streams: Streams, partition: int, events_topic: str, stamp: int) ->
     out = streams.records
     valid = []
     offsets = []
+    watermarks: dict[str, int] = {}
     for offset, (_, value, _) in enumerate(streams.records[EVENTS].get(partition, [])):
         decoded = decode(value)
         if isinstance(decoded, Rejection):
@@ -93,6 +115,7 @@ def _outputs(streams: Streams, partition: int, events_topic: str, stamp: int) ->
         else:
             valid.append(decoded)
             offsets.append(offset)
+            watermarks[decoded.account_id] = max(watermarks.get(decoded.account_id, decoded.at_ms), decoded.at_ms)
     fold, _, rejected = fold_history(valid, SETTINGS)
     for arrival, _event, verdict in rejected:
         if verdict in ("too_late", "future_skew"):
@@ -111,6 +134,14 @@ def _outputs(streams: Streams, partition: int, events_topic: str, stamp: int) ->
     for account_id, plan in fold.plans:
         out[INTERVALS][partition].append((account_id.encode(), rec.dumps(rec.plan(account_id, plan)), stamp))
         by_account[account_id][1].append(plan)
+    closed = {_presence_key(p) for p in fold.presences if p.end_ms < NEVER}
+    for presence in fold.presences:  # like the user intervals: the closed copies (open copies: test_data_through)
+        if presence.end_ms >= NEVER and _presence_key(presence) in closed:
+            continue
+        value = rec.dumps(rec.presence_interval(presence))
+        out[INTERVALS][partition].append((presence.account_id.encode(), value, stamp))
+    for key, value in horizon_records(partition, watermarks):
+        out[INTERVALS][partition].append((key, value, stamp))
     for account_id, (changes, plans) in sorted(by_account.items()):
         for alert in alerts_for(
             account_id, sorted(changes, key=lambda c: c.at_ms), sorted(plans, key=lambda p: p.at_ms)
@@ -164,6 +195,9 @@ SNAPSHOT_TABLES = (
     "alerts",
     "user_intervals",
     "plans",
+    "presence_intervals",
+    "horizons",
+    "partition_horizons",
     "dead_letters",
     "billing_periods",
     "billing_days",
@@ -176,3 +210,28 @@ def snapshot_rows(path: Path, tables: tuple[str, ...] = SNAPSHOT_TABLES) -> dict
 
     with duckdb.connect(str(path), read_only=True) as con:
         return {table: sorted(con.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in tables}
+
+
+def export_events(con: duckdb.DuckDBPyConnection, path: Path, partition: int | None = None) -> Path:
+    """The snapshot's events topic (or one partition of it) as a .jsonl file (partition, offset order), original
+    bytes kept."""
+    where = "" if partition is None else f"WHERE kafka_partition = {int(partition)}"
+    lines = con.execute(
+        f"SELECT coalesce(raw_bytes, encode(raw)) FROM events {where} ORDER BY kafka_partition, kafka_offset"
+    ).fetchall()
+    path.write_bytes(b"".join(bytes(line) + b"\n" for (line,) in lines))
+    return path
+
+
+def partition_engines(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> dict[str, Any]:
+    """A batch engine per events partition (an event file is one partition: its data_through follows the file
+    rule), by account."""
+    from processor.batch.engine import BatchEngine
+
+    engines: dict[str, Any] = {}
+    partitions = [row[0] for row in con.execute("SELECT DISTINCT kafka_partition FROM events ORDER BY 1").fetchall()]
+    for partition in partitions:
+        engine = BatchEngine()
+        engine.load(export_events(con, tmp_path / f"events-{partition}.jsonl", partition))
+        engines.update({account: engine for account in engine.accounts()})
+    return engines

@@ -1,5 +1,5 @@
-"""Which billing period `--period` picks from a snapshot: from the event-time watermark (not the wall clock), the
-account's anchor day and the timezone of its latest plan, across month ends, year ends and DST changes."""
+"""Which billing period `--period` picks from a snapshot: from the account's data_through (event time, not the wall
+clock), its anchor day and the timezone of its latest plan, across month ends, year ends and DST changes."""
 
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ from processor.snapshots.snapshot import build_snapshot
 from processor.topics import EVENTS, INTERVALS, USAGE_CHANGES
 from processor.worker import records as rec
 from schemas.events import format_ms, parse_timestamp, to_ms
+from tests.processor.snapshots.streams import SETTINGS, horizon_records
 
 
 def ms(text: str) -> int:
     return to_ms(parse_timestamp(text))
 
 
-def tiny_snapshot(tmp_path: Path, plan: Plan, watermark: str, busy: tuple[str, str]) -> Path:
-    """One account `a` with `plan`, one user counted during `busy`, and a last event at `watermark`."""
+def tiny_snapshot(tmp_path: Path, plan: Plan, data_through: str, busy: tuple[str, str]) -> Path:
+    """One account `a` with `plan`, one user counted during `busy`, and a last event that puts its data_through at
+    `data_through` (allowed lateness later)."""
+    watermark = format_ms(ms(data_through) + SETTINGS.allowed_lateness_ms)
     writer = SinkWriter(tmp_path / "data", "ccmeter.")
     plan_event = {
         "event_id": "p1", "type": "account.plan_changed", "account_id": "a", "occurred_at": format_ms(plan.at_ms),
@@ -44,6 +47,9 @@ def tiny_snapshot(tmp_path: Path, plan: Plan, watermark: str, busy: tuple[str, s
     for topic, record in outputs:
         offset = offsets[topic] = offsets.get(topic, -1) + 1
         writer.add(topic, 0, offset, ms(watermark), b"a", rec.dumps(record))
+    for key, value in horizon_records(0, {"a": ms(watermark)}):
+        offset = offsets[INTERVALS] = offsets[INTERVALS] + 1
+        writer.add(INTERVALS, 0, offset, ms(watermark), key, value)
     writer.flush()
     out = tmp_path / "tiny.duckdb"
     build_snapshot(tmp_path / "data", out)
@@ -60,7 +66,7 @@ MARCH_BUSY = ("2026-02-20T00:00:00Z", "2026-04-05T00:00:00Z")
 
 
 @pytest.mark.parametrize(
-    ("watermark", "current", "previous"),
+    ("data_through", "current", "previous"),
     [
         # 00:30 on April 1 in Berlin (CEST) is still March 31 in UTC: the current period is April.
         ("2026-03-31T22:30:00Z", ("2026-04-01", "2026-04-30"), ("2026-03-01", "2026-03-31")),
@@ -68,10 +74,10 @@ MARCH_BUSY = ("2026-02-20T00:00:00Z", "2026-04-05T00:00:00Z")
         ("2026-03-31T21:30:00Z", ("2026-03-01", "2026-03-31"), ("2026-02-01", "2026-02-28")),
     ],
 )
-def test_current_period_follows_the_watermark_in_the_account_timezone(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, watermark: str, current: tuple, previous: tuple
+def test_current_period_follows_data_through_in_the_account_timezone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_through: str, current: tuple, previous: tuple
 ) -> None:
-    snapshot = tiny_snapshot(tmp_path, BERLIN, watermark, MARCH_BUSY)
+    snapshot = tiny_snapshot(tmp_path, BERLIN, data_through, MARCH_BUSY)
     got = summary(capsys, snapshot, "--period", "current")
     assert (got["from"], got["to"], got["timezone"]) == (*current, "Europe/Berlin")
     got = summary(capsys, snapshot, "--period", "previous")
@@ -91,7 +97,7 @@ NEW_YORK = Plan(at_ms=ms("2025-12-01T00:00:00Z"), licenses=0, billing_anchor_day
 
 
 @pytest.mark.parametrize(
-    ("watermark", "current"),
+    ("data_through", "current"),
     [
         ("2026-02-28T04:59:59.999Z", ("2026-01-28", "2026-02-27")),  # Feb 27, 23:59:59.999 in New York
         ("2026-02-28T05:00:00.000Z", ("2026-02-28", "2026-03-27")),  # local midnight of the anchor day
@@ -99,21 +105,34 @@ NEW_YORK = Plan(at_ms=ms("2025-12-01T00:00:00Z"), licenses=0, billing_anchor_day
     ],
 )
 def test_anchor_day_and_month_ends(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, watermark: str, current: tuple
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_through: str, current: tuple
 ) -> None:
-    snapshot = tiny_snapshot(tmp_path, NEW_YORK, watermark, ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"))
+    snapshot = tiny_snapshot(tmp_path, NEW_YORK, data_through, ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"))
     got = summary(capsys, snapshot, "--period", "current")
     assert (got["from"], got["to"]) == current
 
 
 def test_fall_back_month_and_explicit_months(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     plan = Plan(at_ms=ms("2026-01-01T00:00:00Z"), licenses=0, billing_anchor_day=1, timezone="America/New_York")
-    snapshot = tiny_snapshot(tmp_path, plan, "2026-11-15T12:00:00Z", ("2026-10-20T00:00:00Z", "2026-12-05T00:00:00Z"))
-    november = summary(capsys, snapshot, "--period", "current")
+    snapshot = tiny_snapshot(tmp_path, plan, "2026-12-01T12:00:00Z", ("2026-10-20T00:00:00Z", "2026-12-05T00:00:00Z"))
+    november = summary(capsys, snapshot, "--period", "previous")
     assert (november["from"], november["to"]) == ("2026-11-01", "2026-11-30")
     assert november["license_hours"] == 721.0  # clocks went back on November 1
     assert november["peak_usage"] == 1 and november["billable_overage"] == 1  # 1 user, 0 licenses, all month
+    assert november["complete"] is True and november["data_through"] == "2026-12-01T12:00:00.000Z"
     assert summary(capsys, snapshot, "--from", "2026-11-01", "--to", "2026-11-30") == november
-    october = summary(capsys, snapshot, "--period", "previous")
-    assert (october["from"], october["to"]) == ("2026-10-01", "2026-10-31")
-    assert summary(capsys, snapshot, "--period", "2026-10") == october
+    assert summary(capsys, snapshot, "--period", "2026-11") == november
+    october = summary(capsys, snapshot, "--period", "2026-10")
+    assert (october["from"], october["to"]) == ("2026-10-01", "2026-10-31") and october["complete"] is True
+
+
+def test_the_current_period_counts_up_to_data_through(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    plan = Plan(at_ms=ms("2026-01-01T00:00:00Z"), licenses=0, billing_anchor_day=1, timezone="America/New_York")
+    snapshot = tiny_snapshot(tmp_path, plan, "2026-12-01T12:00:00Z", ("2026-10-20T00:00:00Z", "2026-12-05T00:00:00Z"))
+    december = summary(capsys, snapshot, "--period", "current")
+    assert (december["from"], december["to"]) == ("2026-12-01", "2026-12-31") and december["complete"] is False
+    # The user stays counted until December 5, but only 05:00 (local midnight) to 12:00 UTC is known.
+    assert december["license_hours"] == 7.0 and december["peak_usage"] == 1
+    first, second = december["days"][:2]
+    assert first["license_hours"] == 7.0 and first["complete"] is False
+    assert second["license_hours"] is None and second["peak_usage"] is None and second["complete"] is False

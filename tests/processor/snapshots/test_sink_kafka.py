@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -25,13 +27,12 @@ import pytest
 from processor.cli import main
 from processor.snapshots.commands import ALL_KEYS
 from processor.snapshots.history import load_histories, resolve_period, snapshot_accounts
-from processor.snapshots.sink import SinkConfig, run_sink
+from processor.snapshots.sink import SinkConfig, retry_delay, run_sink
 from processor.snapshots.snapshot import build_snapshot, open_snapshot
-from processor.snapshots.store import Manifest, committed_files, read_manifest, write_manifest
+from processor.snapshots.store import FILE_RE, Manifest, committed_files, read_manifest, write_manifest
 from processor.snapshots.tables import TABLES
 from processor.topics import (
     ALERTS,
-    DEAD_LETTERS,
     EVENTS,
     INTERVALS,
     PEAK_WINDOWS,
@@ -39,7 +40,7 @@ from processor.topics import (
     create_topics,
     topic_names,
 )
-from tests.processor.snapshots.streams import Streams, publish, snapshot_rows
+from tests.processor.snapshots.streams import Streams, partition_engines, publish, snapshot_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parents[3]
@@ -60,14 +61,6 @@ def sink_once(broker: str, prefix: str, data: Path, flush_records: int = 5000) -
 def snapshot(data: Path, out: Path) -> dict[str, list[tuple]]:
     build_snapshot(data, out)
     return snapshot_rows(out)
-
-
-def export_events(con: duckdb.DuckDBPyConnection, path: Path) -> Path:
-    lines = con.execute(
-        "SELECT coalesce(raw_bytes, encode(raw)) FROM events ORDER BY kafka_partition, kafka_offset"
-    ).fetchall()
-    path.write_bytes(b"".join(bytes(line) + b"\n" for (line,) in lines))
-    return path
 
 
 def test_rows_are_stored_once_despite_reruns_resets_and_redelivered_outputs(
@@ -104,27 +97,25 @@ def test_rows_are_stored_once_despite_reruns_resets_and_redelivered_outputs(
 def test_reports_from_a_kafka_snapshot_equal_the_batch_engine(
     broker: str, topic_prefix: str, tmp_path: Path, sim_streams: Streams, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from processor.batch.engine import BatchEngine
 
     names = prepare(broker, topic_prefix, sim_streams)
     publish(broker, names, sim_streams)
     data, out = tmp_path / "data", tmp_path / "usage.duckdb"
     assert main(["sink", "--broker", broker, "--prefix", topic_prefix, "--data-dir", str(data), "--once"]) == 0
     assert main(["snapshot", "--data-dir", str(data), "--out", str(out)]) == 0
-    con, watermark = open_snapshot(out)
+    con, _ = open_snapshot(out)
     with con:
-        engine = BatchEngine()
-        engine.load(export_events(con, tmp_path / "events.jsonl"))
+        engines = partition_engines(con, tmp_path)  # an event file is one partition (data_through's file rule)
         histories = load_histories(con)
         accounts = snapshot_accounts(con)
-    assert accounts == engine.accounts() and len(accounts) == 4
+    assert accounts == sorted(engines) and len(accounts) == 4
     capsys.readouterr()
     assert main(["report", "--snapshot", str(out), "--all", "--period", "current", "--format", "json"]) == 0
     billing = {row["account_id"]: row for row in json.loads(capsys.readouterr().out)}
     for account in accounts:
         for spec in ("current", "previous"):
-            start, end = resolve_period(spec, histories[account].latest_plan, watermark)
-            expected = engine.report(account, start, end)
+            start, end = resolve_period(spec, histories[account].latest_plan, histories[account].data_through_ms)
+            expected = engines[account].report(account, start, end)
             assert histories[account].report(start, end) == expected, (account, spec)
             if spec == "current":
                 assert billing[account] == {key: expected.to_json_dict()[key] for key in ALL_KEYS}
@@ -259,15 +250,7 @@ def test_snapshots_taken_while_the_sink_writes_are_consistent_cuts(
     assert sum(len(paths) for paths in committed_files(data, manifest).values()) > 6
 
 
-TOPIC_OF = {
-    "events": EVENTS,
-    "usage_changes": USAGE_CHANGES,
-    "peak_windows": PEAK_WINDOWS,
-    "alerts": ALERTS,
-    "user_intervals": INTERVALS,
-    "plans": INTERVALS,
-    "dead_letters": DEAD_LETTERS,
-}
+TOPIC_OF = {table.name: table.topic for table in TABLES}  # every sink table and the topic its rows come from
 
 
 def check_cut(path: Path) -> None:
@@ -307,7 +290,6 @@ def test_worker_outputs_through_the_sink_give_the_batch_engine_reports(
     """End to end with the real `ccmeter worker`: events -> worker -> topics -> sink -> snapshot -> reports."""
     import uuid
 
-    from processor.batch.engine import BatchEngine
     from processor.simulation.config import SimConfig
     from processor.simulation.output import iter_lines
     from tests.processor.worker.support import (
@@ -342,16 +324,146 @@ def test_worker_outputs_through_the_sink_give_the_batch_engine_reports(
     data, out = tmp_path / "data", tmp_path / "usage.duckdb"
     sink_once(broker, topic_prefix, data)
     build_snapshot(data, out)
-    engine = BatchEngine()
-    engine.load(path)
-    con, watermark = open_snapshot(out)
+    con, _ = open_snapshot(out)
     with con:
+        engines = partition_engines(con, tmp_path)  # an event file is one partition (data_through's file rule)
         histories = load_histories(con)
         real = [a for a in snapshot_accounts(con) if not a.startswith("~")]
         assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == len(lines)
         assert con.execute("SELECT count(*) FROM dead_letters").fetchall()[0][0] > 0
-    assert real == [a for a in engine.accounts() if not a.startswith("~")] and len(real) == 4
+    assert real == [a for a in sorted(engines) if not a.startswith("~")] and len(real) == 4
     for account in real:
+        history = histories[account]
+        assert history.data_through_ms == engines[account].data_through(account), account
         for spec in ("current", "previous"):
-            start, end = resolve_period(spec, histories[account].latest_plan, watermark)
-            assert histories[account].report(start, end) == engine.report(account, start, end), (account, spec)
+            start, end = resolve_period(spec, history.latest_plan, history.data_through_ms)
+            assert history.report(start, end) == engines[account].report(account, start, end), (account, spec)
+
+
+def split(streams: Streams, parts: int) -> list[Streams]:
+    """The records of every topic partition cut into `parts` consecutive slices."""
+    chunks = [Streams(partitions=streams.partitions) for _ in range(parts)]
+    for topic, partitions in streams.records.items():
+        for partition, records in partitions.items():
+            size = -(-len(records) // parts)
+            for k, chunk in enumerate(chunks):
+                chunk.records[topic][partition] = records[k * size : (k + 1) * size]
+    return chunks
+
+
+def stored_positions(data: Path) -> Counter[tuple[str, int, int]]:
+    """How often each (topic key, partition, offset) occurs in the committed Parquet files."""
+    manifest = read_manifest(data)
+    assert manifest is not None
+    held: Counter[tuple[str, int, int]] = Counter()
+    for paths in committed_files(data, manifest).values():
+        for path in paths:
+            match = FILE_RE.fullmatch(path.name)
+            assert match is not None
+            table = pq.read_table(path, columns=["kafka_partition", "kafka_offset"])
+            partitions, offsets = table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist()
+            held.update((match["topic"], p, o) for p, o in zip(partitions, offsets, strict=True))
+    return held
+
+
+def committed_count(data: Path) -> int:
+    manifest = read_manifest(data)
+    return 0 if manifest is None else sum(o for parts in manifest.offsets.values() for o in parts.values())
+
+
+def wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None, f"sink exited with {proc.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+def test_the_sink_outlives_a_broker_outage_and_stores_every_record_once(tmp_path: Path, sim_streams: Streams) -> None:
+    """A Kafka of its own (whatever the session's broker) is stopped under a running sink and started again on the
+    same port and data."""
+    from processor.brokers.kafka_server import KafkaServer
+
+    prefix, data, log = "t.outage.", tmp_path / "data", tmp_path / "sink.log"
+    before, after, _ = split(sim_streams, 3)  # two thirds of the history: one before the outage, one after
+    kafka = KafkaServer(heap=("-Xms128m", "-Xmx384m", "-XX:TieredStopAtLevel=1"))  # C1 only: starts ~2x faster
+    kafka.start()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        names = prepare(kafka.bootstrap, prefix, sim_streams)
+        publish(kafka.bootstrap, names, before)
+        proc = start_sink(
+            kafka.bootstrap, prefix, data, log, "--flush-seconds", "0.3", "--flush-records", "4000", "--retry-max", "2s"
+        )
+        wait_until(lambda: committed_count(data) == before.count(), proc, log, 30)
+        port = kafka.port
+        kafka.stop(keep_data=True)
+        wait_for(log, "not reachable (attempt 2,", proc, timeout=30)  # the outage is found, retries go on
+        kafka.start()
+        assert kafka.port == port
+        wait_for(log, "reachable again", proc, timeout=40)
+        publish(kafka.bootstrap, names, after)
+        wait_until(lambda: committed_count(data) == before.count() + after.count(), proc, log, 30)
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        kafka.stop()
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    for noise in ("Traceback", "Unclosed", "Unable connect", "Failed fetch"):
+        assert noise not in text, text
+    retries = [line for line in text.splitlines() if "not reachable" in line]
+    assert all(line.startswith(f"sink: broker {kafka.bootstrap} not reachable (attempt") for line in retries)
+    expected = Counter(
+        (topic, partition, offset)
+        for topic, partitions in before.records.items()
+        for partition, records in partitions.items()
+        for offset in range(len(records) + len(after.records[topic][partition]))
+    )
+    assert stored_positions(data) == expected  # every record exactly once, across the outage
+
+
+def test_sink_once_gives_up_on_an_unreachable_broker_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from processor.brokers.common import free_port
+
+    data = tmp_path / "data"
+    began = time.monotonic()
+    args = ["sink", "--broker", f"127.0.0.1:{free_port()}", "--data-dir", str(data), "--once", "--give-up-after", "2s"]
+    assert main(args) == 1
+    assert time.monotonic() - began < 10
+    err = capsys.readouterr().err
+    final = err.strip().splitlines()[-1]
+    assert final.startswith("ccmeter sink: broker 127.0.0.1:") and "not reachable for 2s" in final, err
+    assert "Traceback" not in err
+    assert main(["sink", "--data-dir", str(data), "--once", "--give-up-after", "soon"]) == 2
+    assert "--give-up-after" in capsys.readouterr().err
+
+
+def test_a_waiting_sink_stops_at_once_on_sigint(tmp_path: Path) -> None:
+    from processor.brokers.common import free_port
+
+    log = tmp_path / "sink.log"
+    proc = start_sink(f"127.0.0.1:{free_port()}", "ccmeter.", tmp_path / "data", log)
+    try:
+        wait_for(log, "not reachable (attempt 4,", proc, timeout=30)  # backing off between attempts
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0, log.read_text()
+        assert time.monotonic() - began < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "stopping" in text and "Traceback" not in text and "Unclosed" not in text, text
+
+
+def test_retry_delays_double_up_to_the_cap_with_jitter() -> None:
+    rng = random.Random(1)
+    for attempt, base in ((1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 30.0), (100, 30.0)):
+        delays = [retry_delay(attempt, 0.5, 30.0, rng) for _ in range(200)]
+        assert all(base / 2 <= d <= base for d in delays), attempt
+        assert max(delays) - min(delays) > base / 4  # really random

@@ -25,7 +25,7 @@ from processor.snapshots.snapshot import SnapshotError, build_snapshot, history_
 from processor.snapshots.store import Manifest, read_manifest, write_manifest
 from processor.topics import EVENTS, USAGE_CHANGES
 from schemas.outputs import DAY_KEYS, SUMMARY_KEYS
-from tests.processor.snapshots.streams import Streams, feed
+from tests.processor.snapshots.streams import Streams, feed, partition_engines
 
 OUTPUT_TABLES = ("usage_changes", "peak_windows", "alerts", "user_intervals", "plans", "dead_letters")
 
@@ -37,15 +37,6 @@ def rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple]:
 def count(path: Path, table: str = "events") -> int:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-
-
-def export_events(con: duckdb.DuckDBPyConnection, path: Path) -> Path:
-    """The snapshot's events topic as a .jsonl file (partition, offset order), original bytes kept."""
-    lines = con.execute(
-        "SELECT coalesce(raw_bytes, encode(raw)) FROM events ORDER BY kafka_partition, kafka_offset"
-    ).fetchall()
-    path.write_bytes(b"".join(bytes(line) + b"\n" for (line,) in lines))
-    return path
 
 
 def test_tables_hold_every_record_once(snapshot_path: Path, sim_streams: Streams) -> None:
@@ -202,35 +193,40 @@ def test_keep_prunes_older_snapshots(tmp_path: Path, small_dir: Path) -> None:
 
 
 def test_reports_equal_the_batch_engine(tmp_path: Path, snapshot_path: Path) -> None:
-    from processor.batch.engine import BatchEngine
-
-    con, watermark = open_snapshot(snapshot_path)
+    con, _ = open_snapshot(snapshot_path)
     with con:
-        engine = BatchEngine()
-        engine.load(export_events(con, tmp_path / "events.jsonl"))
+        engines = partition_engines(con, tmp_path)
         histories = load_histories(con)
         accounts = snapshot_accounts(con)
-        assert accounts == engine.accounts()
+        assert accounts == sorted(engines)
         billed = {
             row[0]: row[1:]
             for row in con.execute(
-                "SELECT account_id, period_from, period_to, peak_usage, billable_overage, license_hours "
-                "FROM billing_periods WHERE is_current"
+                "SELECT account_id, period_from, period_to, peak_usage, billable_overage, license_hours, "
+                "epoch_ms(data_through), complete FROM billing_periods WHERE is_current"
             ).fetchall()
         }
     for account in accounts:
-        history = histories[account]
+        history, engine = histories[account], engines[account]
+        assert history.data_through_ms is not None and history.data_through_ms == engine.data_through(account)
         for spec in ("current", "previous"):
-            start, end = resolve_period(spec, history.latest_plan, watermark)
+            start, end = resolve_period(spec, history.latest_plan, history.data_through_ms)
             assert history.report(start, end) == engine.report(account, start, end), (account, spec)
         assert history.report(date(2026, 11, 1), date(2026, 11, 3)) == engine.report(
             account, date(2026, 11, 1), date(2026, 11, 3)
         )
-        start, end = resolve_period("current", history.latest_plan, watermark)
+        start, end = resolve_period("current", history.latest_plan, history.data_through_ms)
         report = history.report(start, end)
-        assert billed[account] == (start, end, report.peak_usage, report.billable_overage, report.license_hours)
-    assert any(histories[a].report(*resolve_period("current", histories[a].latest_plan, watermark)).billable_overage
-               for a in accounts)  # fmt: skip
+        assert report.complete is False and report.peak_users
+        assert billed[account] == (
+            start, end, report.peak_usage, report.billable_overage, report.license_hours, history.data_through_ms,
+            False,
+        )  # fmt: skip
+    assert any(
+        histories[a].report(*resolve_period("current", histories[a].latest_plan, histories[a].data_through_ms))
+        .billable_overage
+        for a in accounts
+    )
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -251,11 +247,17 @@ def test_report_from_a_snapshot_in_every_format(capsys: pytest.CaptureFixture[st
     assert len(report["days"]) == (last - first).days + 1
     code, out, _ = run_cli(capsys, "report", "--snapshot", snap, "--account", "acct-2", "--from", report["from"],
                            "--to", report["to"], "--format", "csv")  # fmt: skip
-    table = list(csv.DictReader(io.StringIO(out)))
+    days_csv, summary_csv = out.split("\n\n")
+    table = list(csv.DictReader(io.StringIO(days_csv)))
     assert code == 0 and list(table[0]) == ["account_id", *DAY_KEYS] and len(table) == len(report["days"])
-    assert [int(r["peak_usage"]) for r in table] == [d["peak_usage"] for d in report["days"]]
+    assert [r["peak_usage"] for r in table] == ["" if d["peak_usage"] is None else str(d["peak_usage"])
+                                                for d in report["days"]]  # fmt: skip
+    assert any(r["peak_usage"] == "" for r in table) and any(r["complete"] == "true" for r in table)
+    (summary_row,) = csv.DictReader(io.StringIO(summary_csv))
+    assert (summary_row["data_through"], summary_row["complete"]) == (report["data_through"], "false")
     code, out, _ = run_cli(capsys, "report", "--snapshot", snap, "--account", "acct-2", "--period", "current")
     assert code == 0 and out.startswith("Licenses usage report: acct-2") and "billable_overage" in out
+    assert "data_through" in out and report["data_through"] in out
 
 
 def test_billing_run_rows_for_every_account(capsys: pytest.CaptureFixture[str], snapshot_path: Path) -> None:
@@ -322,14 +324,17 @@ def test_chart_matches_the_report(capsys: pytest.CaptureFixture[str], tmp_path: 
                            "current", "--out", str(png))  # fmt: skip
     assert code == 0 and "wrote" in err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    con, watermark = open_snapshot(snapshot_path)
+    con, _ = open_snapshot(snapshot_path)
     with con:
         history = load_histories(con, ["acct-2"])["acct-2"]
-    start, end = resolve_period("current", history.latest_plan, watermark)
+    through = history.data_through_ms
+    assert through is not None
+    start, end = resolve_period("current", history.latest_plan, through)
     start_ms, end_ms = history.bounds_ms(start, end)
-    data = chart_data(history.changes, history.plans, start_ms, end_ms)
+    data = chart_data(history.changes, history.plans, start_ms, end_ms, data_through_ms=through)
     report = history.report(start, end)
-    assert data.times_ms[0] == start_ms and data.end_ms == end_ms and all(t < end_ms for t in data.times_ms)
+    assert data.times_ms[0] == start_ms and data.end_ms == end_ms and start_ms < through < end_ms
+    assert data.known_end_ms == through and all(t < through for t in data.times_ms)  # nothing drawn after it
     assert max(data.usage) == report.peak_usage > 0
     assert data.billable_overage == report.billable_overage > 0
     assert report.licenses == data.licenses[-1]
