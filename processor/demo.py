@@ -22,6 +22,7 @@ from processor.core.periods import local_midnight_ms
 from processor.reports.chart import chart_data, render_chart
 from processor.reports.render import render_report
 from processor.simulation import SimConfig, write_events
+from schemas.events import parse_timestamp, to_ms
 from schemas.outputs import Report
 
 PROFILE_NOTES = {
@@ -55,7 +56,8 @@ def write_account_outputs(
     csv_path.write_text(render_report(report, "csv"))
     start_ms = local_midnight_ms(date.fromisoformat(report.from_), report.timezone)
     end_ms = local_midnight_ms(date.fromisoformat(report.to) + timedelta(days=1), report.timezone)
-    data = chart_data(changes, plans, start_ms, end_ms)
+    through = None if report.data_through is None else to_ms(parse_timestamp(report.data_through))
+    data = chart_data(changes, plans, start_ms, end_ms, data_through_ms=through)  # nothing drawn after data_through
     title = f"{report.account_id}: usage {report.from_} to {report.to} ({report.timezone})"
     png_path = render_chart(data, out_dir / f"{report.account_id}-usage.png", title)
     return csv_path, png_path

@@ -1,18 +1,23 @@
-"""Usage chart of one account: usage steps against licenses and licenses + allowance, billable overage shaded."""
+"""Usage chart of one account: usage steps against licenses and licenses + allowance, billable overage shaded.
+
+Only what is known is drawn: the series stop at the account's `data_through`, which a vertical line marks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from processor.core.billing import Segment, billable_overage, plan_at, usage_segments
-from processor.core.model import Plan, UsageChange
+from processor.core.model import NEVER, Plan, UsageChange
 
 
 @dataclass(frozen=True)
 class ChartData:
-    """The series a chart draws: steps starting at `times_ms[i]`, the last one ending at `end_ms`."""
+    """The series a chart draws on `[start_ms, end_ms)`: steps starting at `times_ms[i]`, the last one ending at
+    `known_end_ms` (= min(end_ms, data_through), start_ms when nothing is known)."""
 
     times_ms: list[int]
     usage: list[int]
@@ -21,6 +26,16 @@ class ChartData:
     end_ms: int
     billable_overage: int
     billable_stretches: list[tuple[int, int]]
+    start_ms: int = 0
+    known_end_ms: int = 0
+    data_through_ms: int | None = NEVER  # NEVER: everything is known; None: nothing is
+
+
+def known_end(start_ms: int, end_ms: int, data_through_ms: int | None) -> int:
+    """Where the known part of `[start_ms, end_ms)` ends: at data_through, clamped to the range."""
+    if data_through_ms is None:
+        return start_ms
+    return max(start_ms, min(end_ms, data_through_ms))
 
 
 def _stretches(segments: Sequence[Segment], level: int, grace_ms: int, mode: str) -> list[tuple[int, int]]:
@@ -38,10 +53,19 @@ def _stretches(segments: Sequence[Segment], level: int, grace_ms: int, mode: str
     return runs
 
 
-def chart_data(changes: Sequence[UsageChange], plans: Sequence[Plan], start_ms: int, end_ms: int) -> ChartData:
-    """The chart's series on `[start_ms, end_ms)`, with the grace settings of the plan in effect at the end."""
-    segments = usage_segments(changes, plans, start_ms, end_ms)
-    breaks = sorted({s.start_ms for s in segments} | {p.at_ms for p in plans if start_ms < p.at_ms < end_ms})
+def chart_data(
+    changes: Sequence[UsageChange],
+    plans: Sequence[Plan],
+    start_ms: int,
+    end_ms: int,
+    *,
+    data_through_ms: int | None = NEVER,
+) -> ChartData:
+    """The chart's series on `[start_ms, end_ms)` up to `data_through_ms` (None: nothing known; default: all), with
+    the grace settings of the plan in effect at the end."""
+    upto = known_end(start_ms, end_ms, data_through_ms)
+    segments = usage_segments(changes, plans, start_ms, upto)
+    breaks = sorted({s.start_ms for s in segments} | {p.at_ms for p in plans if start_ms < p.at_ms < upto})
     times, usage, licenses, ceiling = [], [], [], []
     index = 0
     for moment in breaks:
@@ -55,7 +79,7 @@ def chart_data(changes: Sequence[UsageChange], plans: Sequence[Plan], start_ms: 
     final = plan_at(plans, end_ms - 1)
     billable = billable_overage(segments, final.grace_minutes, final.grace_mode)
     stretches = _stretches(segments, billable, final.grace_minutes * 60_000, final.grace_mode) if billable else []
-    return ChartData(times, usage, licenses, ceiling, end_ms, billable, stretches)
+    return ChartData(times, usage, licenses, ceiling, end_ms, billable, stretches, start_ms, upto, data_through_ms)
 
 
 def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
@@ -71,14 +95,20 @@ def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
     def as_dt(ms: int) -> datetime:
         return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
-    xs = [as_dt(ms) for ms in [*data.times_ms, data.end_ms]]
+    xs = [as_dt(ms) for ms in [*data.times_ms, data.known_end_ms]]
     fig, ax = plt.subplots(figsize=(12, 4.5), dpi=100)
     try:
         for start, end in data.billable_stretches:
             ax.axvspan(as_dt(start), as_dt(end), color="tab:red", alpha=0.18, lw=0)
-        ax.stairs(data.usage, xs, label="usage", color="tab:blue", lw=1.2, baseline=None)
-        ax.stairs(data.licenses, xs, label="licenses", color="tab:green", lw=1.5, ls="--", baseline=None)
-        ax.stairs(data.ceiling, xs, label="licenses + allowance", color="tab:orange", lw=1.2, ls=":", baseline=None)
+        if data.times_ms:
+            ax.stairs(data.usage, xs, label="usage", color="tab:blue", lw=1.2, baseline=None)
+            ax.stairs(data.licenses, xs, label="licenses", color="tab:green", lw=1.5, ls="--", baseline=None)
+            ax.stairs(
+                data.ceiling, xs, label="licenses + allowance", color="tab:orange", lw=1.2, ls=":", baseline=None
+            )
+        _mark_data_through(ax, data, as_dt)
+        if data.start_ms < data.end_ms:
+            ax.set_xlim(as_dt(data.start_ms), as_dt(data.end_ms))
         if data.billable_stretches:
             ax.plot([], [], color="tab:red", alpha=0.3, lw=8, label=f"billable overage ({data.billable_overage})")
         ax.set_title(title)
@@ -86,7 +116,8 @@ def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize="small")
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp.png")
@@ -95,3 +126,34 @@ def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
     finally:
         plt.close(fig)
     return target
+
+
+def data_through_label(data: ChartData) -> str | None:
+    """The label of the data_through line, or None when the whole range is known (no line)."""
+    from schemas.events import format_ms
+
+    if data.data_through_ms is None:
+        return "no data yet"
+    if data.data_through_ms >= data.end_ms:
+        return None
+    return f"data through {format_ms(data.data_through_ms)[:16].replace('T', ' ')} UTC"
+
+
+def _mark_data_through(ax: Any, data: ChartData, as_dt: Callable[[int], Any]) -> None:
+    """A vertical line at data_through (at the range's start when nothing is known of it), labelled at the top."""
+    label = data_through_label(data)
+    if label is None:
+        return
+    at = as_dt(data.known_end_ms)
+    ax.axvline(at, color="dimgray", lw=1.2, ls="-.")
+    ax.annotate(
+        label,
+        xy=(at, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, -4),
+        textcoords="offset points",
+        ha="left",
+        va="top",
+        fontsize="small",
+        color="dimgray",
+    )
