@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from processor.core.billing import build_report
+from processor.core.billing import build_report, known_plans
 from processor.core.model import DEFAULT_PLAN, NEVER, Plan, PresenceInterval, UsageChange, UserInterval
 from processor.core.periods import (
     billing_period,
@@ -61,7 +61,7 @@ class AccountHistory:
 
     def bounds_ms(self, start: date, end: date) -> tuple[int, int]:
         """`[midnight(start), midnight(end + 1))` in the report's timezone (as `build_report` uses)."""
-        zone = report_timezone(self.plans, end)
+        zone = report_timezone(known_plans(self.plans, self.data_through_ms), end)
         return local_midnight_ms(start, zone), local_midnight_ms(end + timedelta(days=1), zone)
 
 
