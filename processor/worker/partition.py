@@ -76,6 +76,7 @@ class BatchResult:
     idle_floor: int | None = None  # W_p - account_idle_lateness after the batch (None before any event)
     watermarks: dict[str, int | None] = field(default_factory=dict)  # W_a of the accounts in `output.horizons`
     offered: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)  # accepted (offset, value)s
+    counts: Counter[str] = field(default_factory=Counter)  # applied, orphan, duplicate(_conflict), dead_letter:<reason>
 
 
 class PartitionState:
@@ -99,6 +100,7 @@ class PartitionState:
         self._load = load
         self.clock = PartitionClock(settings, clock.watermark if clock else None)
         self.applied = clock.applied if clock else -1
+        self.counts: Counter[str] = Counter(clock.counts if clock else {})  # since the partition began (stored)
         self.start_known = clock is not None  # else the caller may set `applied` to the log start offset - 1
         self.slots: dict[str, Slot] = {}
         self.wakes: dict[str, int] = dict(wakes or {})
@@ -172,8 +174,12 @@ class PartitionState:
                 letter = rec.dead_letter("processing_error", _describe(exc), value, self.topic, self.partition, offset)
                 dead.append(letter)
         self._advance(touched, result)
+        counts = result.counts
+        for letter in dead:
+            counts["dead_letter:" + letter["reason"]] += 1
+        self.counts.update(counts)
         result.states[clock_key(self.partition)] = encode_clock(
-            ClockEntry(self.partition, clock.watermark, self.applied)
+            ClockEntry(self.partition, clock.watermark, self.applied, dict(self.counts))
         )
         return result
 
@@ -213,7 +219,10 @@ class PartitionState:
             clock.observe(at_ms)
             if fresh:
                 result.applied += 1
-                fold.offer(event, offset, horizon, at_ms)
+                verdict = fold.offer(event, offset, horizon, at_ms)
+                if verdict != "accepted":
+                    result.counts[verdict] += 1
+                    return
                 offered = result.offered.get(account_id)
                 if offered is None:
                     offered = result.offered[account_id] = []
@@ -253,6 +262,8 @@ class PartitionState:
         """Advance one account to its horizon; its outputs, alerts, wake time and state entry go into `result`
         only once all of them were computed (a failure leaves `result` as it was)."""
         step = FoldOutput()
+        metrics = slot.fold.metrics
+        applied, orphan = metrics.applied, metrics.orphan
         horizon = self.clock.horizon_of(slot.fold)
         slot.fold.advance_into(horizon, self.settings, step)
         step.horizons[account_id] = horizon
@@ -273,6 +284,8 @@ class PartitionState:
         else:
             wakes.pop(account_id, None)
         result.watermarks[account_id] = slot.fold.watermark
+        result.counts["applied"] += metrics.applied - applied
+        result.counts["orphan"] += metrics.orphan - orphan
         result.alerts.extend(alerts)
         result.output.extend(step)
         result.states[account_key(account_id)] = entry

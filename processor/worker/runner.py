@@ -153,6 +153,14 @@ class StreamProcessor:
         raw = self.store.get(clock_key(partition))
         return decode_clock(raw).watermark if raw is not None else None
 
+    def counts(self, partitions: Iterable[int]) -> dict[str, int]:
+        """What these partitions saw since they began, kept with their state across restarts: events applied,
+        orphans, duplicates, duplicate conflicts and dead letters by reason (`dead_letter:<reason>`)."""
+        total: Counter[str] = Counter()
+        for partition in partitions:
+            total.update(self.partition(partition).counts)
+        return dict(sorted(total.items()))
+
     def metrics(self) -> Metrics:
         """Fold metrics summed over the cached accounts."""
         total = Metrics()

@@ -4,8 +4,10 @@
   `applied_offset` is the last events-topic offset applied to this account, `wake_at` the event time at which the
   account has work again (`NEVER` when idle), `alert_state` the `AlertTracker` state and `fold` the
   `AccountFold.to_bytes()` blob;
-- clock entry, key `__clock__:{partition}`: msgpack `[1, partition, watermark, applied_offset]` where
-  `applied_offset` is the last offset of that partition whose batch was fully applied.
+- clock entry, key `__clock__:{partition}`: msgpack `[1, partition, watermark, applied_offset, counts]` where
+  `applied_offset` is the last offset of that partition whose batch was fully applied and `counts` what the
+  partition saw since it began (`applied`, `orphan`, `duplicate`, `duplicate_conflict`, `dead_letter:<reason>`;
+  entries written before counts were kept have none).
 
 The header (first four items) can be read without unpacking the fold blob (`account_header`).
 """
@@ -36,6 +38,7 @@ class ClockEntry(NamedTuple):
     partition: int
     watermark: int | None
     applied: int
+    counts: dict[str, int] = {}  # noqa: RUF012 - never mutated: the partition keeps its own Counter
 
 
 def account_key(account_id: str) -> bytes:
@@ -83,7 +86,7 @@ def decode_clock(value: bytes) -> ClockEntry:
     """Inverse of `encode_clock`."""
     items = msgpack.unpackb(value, raw=False)
     _check_version(items[0])
-    return ClockEntry(*items[1:4])
+    return ClockEntry(*items[1:5])
 
 
 def _check_version(version: Any) -> None:

@@ -300,3 +300,19 @@ def test_an_account_that_fails_to_advance_is_quarantined_for_the_batch(monkeypat
     assert [c.account_id for c in result.output.usage_changes] == ["ok", "ok"]
     following = processor.process(0, [_api_record(4, "ok", 1300)])  # the partition goes on
     assert following.dead_letters == [] and decode_clock(following.states[clock_key(0)]).applied == 4
+
+
+def test_counts_are_kept_with_the_state_across_restarts():
+    store: dict[bytes, bytes] = {}
+    processor = StreamProcessor(TOPIC, SETTINGS, store)
+    first = [_api_record(0, "a", 0), _api_record(1, "a", 0, event_id="a-0"), (2, b"a", b"not json", None)]
+    result = processor.process(0, first)
+    store.update(result.states)
+    late = [_api_record(3, "a", 3600), _api_record(4, "a", 0, event_id="old")]  # 1 h behind its own watermark
+    store.update(processor.process(0, late).states)
+    restarted = StreamProcessor(TOPIC, SETTINGS, store)
+    counts = restarted.counts([0])
+    assert counts["duplicate"] == 1 and counts["dead_letter:invalid_json"] == 1 and counts["dead_letter:too_late"] == 1
+    assert counts["applied"] == 1  # the first request: the one at 3600 s is still above the account's horizon
+    store.update(restarted.process(0, [(5, b"a", b"[]", None)]).states)
+    assert StreamProcessor(TOPIC, SETTINGS, store).counts([0])["dead_letter:not_an_object"] == 1
