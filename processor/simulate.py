@@ -38,9 +38,10 @@ def _rate(text: str) -> float:
 
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        value = date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+    return value
 
 
 def register(subparsers: Any) -> None:

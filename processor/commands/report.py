@@ -21,13 +21,18 @@ from processor.eventfile import EventFileError, check_event_file
 from processor.reports.render import FORMATS, render_report
 from schemas.events import format_ms
 
+FIRST_DATE, LAST_DATE = date(1970, 1, 1), date(9998, 12, 31)  # the event-time range of SPEC 3
+
 
 def parse_date(text: str, flag: str) -> date:
-    """A YYYY-MM-DD date, or a CliError naming the flag."""
+    """A YYYY-MM-DD date between 1970-01-01 and 9998-12-31, or a CliError naming the flag."""
     try:
-        return date.fromisoformat(text)
+        value = date.fromisoformat(text)
     except ValueError:
         raise CliError(f"{flag} must be a date like 2026-11-01, not {text!r}") from None
+    if not FIRST_DATE <= value <= LAST_DATE:
+        raise CliError(f"{flag} must be between {FIRST_DATE} and {LAST_DATE}, not {text}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -70,6 +70,8 @@ class SimConfig:
             raise ValueError("--days must be between 1 and 3660")
         if self.seed < 0:
             raise ValueError("--seed must be >= 0")
+        if not date(1970, 1, 1) <= self.start or self.start.toordinal() + self.days > date(9998, 12, 31).toordinal():
+            raise ValueError("--start and --days must keep every event between 1970-01-01 and 9998-12-31")
         for name in ("duplicates", "out_of_order", "orphans", "malformed"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:

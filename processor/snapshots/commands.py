@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError
+from processor.commands.report import parse_date
 from processor.reports.render import FORMATS, render_report, text_table
 from processor.snapshots.history import (
     PERIOD_HELP,
@@ -262,13 +263,6 @@ def run_snapshot_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _date(text: str, flag: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"{flag} must be a date like 2026-11-01, not {text!r}") from None
-
-
 def _check_range_flags(args: argparse.Namespace) -> None:
     if args.period is not None and (args.from_date is not None or args.to_date is not None):
         raise CliError("give either --period or --from/--to, not both")
@@ -282,7 +276,7 @@ def _dates(args: argparse.Namespace, history: AccountHistory) -> tuple[date, dat
             return resolve_period(args.period, history.latest_plan, history.data_through_ms)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-    start, end = _date(args.from_date, "--from"), _date(args.to_date, "--to")
+    start, end = parse_date(args.from_date, "--from"), parse_date(args.to_date, "--to")
     if end < start:
         raise CliError(f"--to ({end}) is before --from ({start})")
     return start, end

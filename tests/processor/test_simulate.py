@@ -270,6 +270,8 @@ def test_cli_main_writes_file_and_summary(tmp_path: Path, capsys: pytest.Capture
     assert out.stat().st_size > 0
     assert main(["simulate", "--out", str(tmp_path / "x.parquet"), "--malformed", "0.1", "--quiet"]) == 2
     assert main(["simulate", "--out", str(tmp_path / "x.txt"), "--quiet"]) == 2
+    late = ["--start", "9998-12-31", "--days", "2"]  # past the last event time of SPEC 3
+    assert main(["simulate", "--out", str(tmp_path / "y.jsonl"), *late, "--quiet"]) == 2
     assert "ccmeter: error:" in capsys.readouterr().err
 
 

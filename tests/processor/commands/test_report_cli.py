@@ -123,6 +123,8 @@ def test_timeline_lists_the_usage_changes(events_file: Path) -> None:
         (["--events", "{events}", "--account", "nobody", "--from", START, "--to", END], "account 'nobody' not found"),
         (["--events", "{events}", "--account", "acct-0", "--from", "2026-13-01", "--to", END], "--from must be a date"),
         (["--events", "{events}", "--account", "acct-0", "--from", END, "--to", START], "is before --from"),
+        (["--events", "{events}", "--account", "acct-0", "--from", START, "--to", "9999-12-31"], "--to must be betw"),
+        (["--events", "{events}", "--account", "acct-0", "--from", "0001-01-01", "--to", END], "--from must be betw"),
         (["--events", "{events}.csv", "--account", "acct-0", "--from", START, "--to", END], ".jsonl or .parquet"),
     ],
 )
