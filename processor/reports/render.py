@@ -65,6 +65,28 @@ def _csv_value(value: object) -> object:
     return "" if value is None else value
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """`text` with control and line-separator characters escaped (\\n, \\xNN, \\uNNNN), so it stays on one line
+    and cannot drive the analyst's terminal."""
+    if text.isprintable():
+        return text
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if char in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[char])
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif code in (0x2028, 0x2029):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _fmt(value: object) -> str:
     if value is None:
         return "-"
@@ -72,7 +94,7 @@ def _fmt(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:,.3f}"
-    return str(value)
+    return escape_control(str(value))
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -107,7 +129,8 @@ def report_table(report: Report) -> str:
     summary = report.to_json_dict()
     summary["peak_users"] = peak_users_cell(report.peak_users) or None
     width = max(len(key) for key in SUMMARY_KEYS)
-    lines = [f"Licenses usage report: {report.account_id}, {report.from_} to {report.to} ({report.timezone})"]
+    account = escape_control(report.account_id)
+    lines = [f"Licenses usage report: {account}, {report.from_} to {report.to} ({report.timezone})"]
     note = partial_note(report)
     if note is not None:
         lines.append(note)

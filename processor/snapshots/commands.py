@@ -16,7 +16,7 @@ from typing import Any
 
 from processor.cli import CliError
 from processor.commands.report import parse_date
-from processor.reports.render import FORMATS, render_report, text_table
+from processor.reports.render import FORMATS, escape_control, render_report, text_table
 from processor.snapshots.history import (
     PERIOD_HELP,
     AccountHistory,
@@ -386,24 +386,7 @@ def run_chart_command(args: argparse.Namespace) -> int:
     return 0
 
 
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 TABLE_TEXT_LIMIT = 160  # characters of an original shown by the table format
-
-
-def escape_control(text: str) -> str:
-    """`text` with control and line-separator characters escaped (\\n, \\xNN, \\uNNNN), so it stays on one line."""
-    out: list[str] = []
-    for char in text:
-        code = ord(char)
-        if char in _NAMED_ESCAPES:
-            out.append(_NAMED_ESCAPES[char])
-        elif code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif code in (0x2028, 0x2029):
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 def dead_letter_rows(con: Any, account: str, limit: int | None) -> list[dict[str, object]]:

@@ -106,3 +106,12 @@ def test_table_shows_peak_users_and_null_days_as_dashes() -> None:
     last = text.rstrip().splitlines()[-1].split()
     assert last[0] == "2026-03-04" and last[1:3] == ["-", "-"] and last[-1] == "false"
     assert last.count("-") == 6  # peak_usage, peak_at, seconds_over_licenses, max_excess, license_hours, users
+
+
+def test_control_characters_in_ids_never_reach_the_terminal_raw() -> None:
+    hostile = "acct\x1b]0;owned\x07\nnext"
+    rendered = build_report(hostile, date(2026, 11, 2), date(2026, 11, 2), [], [], [], data_through_ms=None)
+    table = render_report(rendered, "table")
+    assert "\x1b" not in table and "\x07" not in table
+    assert "acct\\x1b]0;owned\\x07\\nnext" in table
+    assert json.loads(render_report(rendered, "json"))["account_id"] == hostile  # JSON escapes by itself
