@@ -96,10 +96,15 @@ def record_key(line: bytes) -> bytes | None:
     """The Kafka key of a wire line: its account_id (None when the line has none)."""
     try:
         value = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: the worker dead-letters it
         return None
     account = value.get("account_id") if isinstance(value, dict) else None
-    return account.encode() if isinstance(account, str) else None
+    if not isinstance(account, str):
+        return None
+    try:
+        return account.encode()
+    except UnicodeEncodeError:  # a lone surrogate (\ud800) is no UTF-8 key: send it keyless, it is dead-lettered
+        return None
 
 
 async def publish_file(path: Path, broker: str, topic: str) -> int:
