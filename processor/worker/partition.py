@@ -194,7 +194,7 @@ class PartitionState:
     ) -> None:
         """Decode one record and offer it to its account, or dead-letter it with the reason."""
         clock, dead = self.clock, result.dead_letters
-        event = decode(value) if value is not None else Rejection(reason="invalid_json", detail="empty record")
+        event = decode(value) if value is not None else Rejection(reason="invalid_json", detail="null record value (a tombstone)")
         if isinstance(event, Rejection):
             dead.append(rec.dead_letter(event.reason, event.detail, value, self.topic, self.partition, offset))
             return

@@ -316,3 +316,9 @@ def test_counts_are_kept_with_the_state_across_restarts():
     assert counts["applied"] == 1  # the first request: the one at 3600 s is still above the account's horizon
     store.update(restarted.process(0, [(5, b"a", b"[]", None)]).states)
     assert StreamProcessor(TOPIC, SETTINGS, store).counts([0])["dead_letter:not_an_object"] == 1
+
+
+def test_a_tombstone_and_an_empty_value_are_told_apart_in_their_dead_letters():
+    result = StreamProcessor(TOPIC, SETTINGS, {}).process(0, [(0, b"a", None, None), (1, b"a", b"", None)])
+    details = [letter["detail"] for letter in result.dead_letters]
+    assert details[0] == "null record value (a tombstone)" and "EOF" in details[1]
