@@ -232,14 +232,26 @@ def test_plan_refuses_while_the_group_has_members(broker: str, topic_prefix: str
     assert int(total.split()[-1]) > 0  # lag: the member read only a few records
 
 
+PROGRESS = ("horizon", "partition_horizon")  # what is known after each batch: depends on the batches
+
+
 def outputs_of(broker: str, prefix: str) -> dict[str, object]:
-    """Every output record of a version: by id (changes, windows) or as a set of JSON texts."""
+    """Every output record of a version: by id (changes, windows) or as a set of JSON texts; of the progress records
+    (sent once per batch, so as many as the version had batches) the last `data_through` of each account."""
     names = names_of(prefix)
     got = consume(broker, [names[key] for key in OUTPUTS], lambda _: True, timeout=30, quiet=1.0)
     out: dict[str, object] = {}
     for key in OUTPUTS:
         records = got[names[key]]
-        out[key] = by_id(records, IDS[key]) if key in IDS else {json.dumps(r, sort_keys=True) for r in records}
+        if key in IDS:
+            out[key] = by_id(records, IDS[key])
+            continue
+        out[key] = {json.dumps(r, sort_keys=True) for r in records if r.get("record") not in PROGRESS}
+    known: dict[str, str] = {}
+    for record in got[names[INTERVALS]]:
+        if record.get("record") == "horizon":
+            known[record["account_id"]] = max(known.get(record["account_id"], ""), record["data_through"])
+    out["data_through"] = known
     return out
 
 
