@@ -40,7 +40,7 @@ from processor.worker.state import (
     encode_clock,
     is_clock_key,
 )
-from schemas.events import Rejection, decode, format_ms
+from schemas.events import Event, Rejection, decode, format_ms
 
 log = logging.getLogger("ccmeter.worker")
 
@@ -194,7 +194,10 @@ class PartitionState:
     ) -> None:
         """Decode one record and offer it to its account, or dead-letter it with the reason."""
         clock, dead = self.clock, result.dead_letters
-        event = decode(value) if value is not None else Rejection(reason="invalid_json", detail="null record value (a tombstone)")
+        if value is None:
+            event: Event | Rejection = Rejection(reason="invalid_json", detail="null record value (a tombstone)")
+        else:
+            event = decode(value)
         if isinstance(event, Rejection):
             dead.append(rec.dead_letter(event.reason, event.detail, value, self.topic, self.partition, offset))
             return
