@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "processor.worker_commands",
     "processor.brokers.commands",
     "processor.snapshots.commands",
+    "processor.alerts.commands",
     "replay.commands",
 )
 
