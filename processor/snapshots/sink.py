@@ -18,7 +18,6 @@ import contextlib
 import logging
 import random
 import re
-import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -53,6 +52,7 @@ from processor.snapshots.tables import (
     output_row,
     row_date,
 )
+from processor.stopping import run_until_signalled
 from processor.topics import EVENTS, topic_names
 
 log = logging.getLogger("ccmeter.sink")
@@ -566,22 +566,8 @@ def run_sink(config: SinkConfig) -> SinkStats:
 
 async def _main(config: SinkConfig, writer: SinkWriter) -> SinkStats:
     sink = Sink(config, writer)
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
 
-    def first_signal() -> None:
+    def announce() -> None:
         log.info("sink: stopping (flushing what was read; signal again to abort)")
-        sink.stop()
-        for sig in signals:
-            loop.add_signal_handler(sig, abort)
 
-    def abort() -> None:
-        raise KeyboardInterrupt
-
-    for sig in signals:
-        loop.add_signal_handler(sig, first_signal)
-    try:
-        return await sink.run()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+    return await run_until_signalled(sink.run, sink.stop, announce)
