@@ -8,6 +8,9 @@ copies a file merge can briefly show (store.compact), and a build that finds a l
 The database is built under a hidden temporary name in the target directory and renamed into place, so readers
 only ever see complete snapshots; a reader that has the previous file open keeps reading it undisturbed. The temp
 files (and WAL) that a killed build left behind are removed by the next build, once their process is gone.
+
+The file is written in DuckDB's STORAGE_VERSION format (ATTACH ... STORAGE_VERSION), which every DuckDB release from
+1.1 on opens, and every table, view and column carries a description (`COMMENT ON`, see `describe`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import pyarrow as pa
 
 from processor.snapshots.history import AccountHistory, load_histories, periods_between, snapshot_accounts
 from processor.snapshots.store import Manifest, StoreError, committed_files, read_manifest
-from processor.snapshots.tables import TABLES, TS, Table
-from processor.snapshots.views import create_views
+from processor.snapshots.tables import COLUMN_COMMENTS, TABLE_COLUMN_COMMENTS, TABLE_COMMENTS, TABLES, TS, Table
+from processor.snapshots.views import VIEW_COLUMN_COMMENTS, VIEW_COMMENTS, create_views
 from processor.topics import topic_names
 from schemas.events import from_ms, to_ms
 from schemas.outputs import DAY_KEYS, SUMMARY_KEYS
@@ -53,6 +56,10 @@ _ORDER: dict[str, str] = {
     "horizons": "account_id, kafka_partition, kafka_offset",
     "partition_horizons": "events_partition, kafka_partition, kafka_offset",
 }
+# The storage format of the snapshot files: the oldest DuckDB release that opens them, tested with OLDEST_DUCKDB.
+STORAGE_VERSION = "v1.1.0"
+OLDEST_DUCKDB = "1.1.3"
+_DATABASE = "ccmeter_snapshot"  # the name the file is attached under while it is built
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 STAMP_RE = r"\d{8}T\d{12}Z"
 log = logging.getLogger("ccmeter.snapshot")
@@ -200,6 +207,97 @@ _BILLING_TYPES: dict[str, pa.DataType] = {
     "seconds_over_licenses": pa.float64(),
     "license_hours": pa.float64(),
 }
+
+
+# Descriptions written into every snapshot (`COMMENT ON`), from docs/analysts.md and SPEC.md section 4.
+_TABLE_COMMENTS: dict[str, str] = {
+    "snapshot_info": "One row: when the snapshot was taken and its cut (the Kafka offsets it holds everything below).",
+    "billing_periods": "The licenses usage report of every billing period of each account, from its first usage "
+    "change to the period containing its data_through.",
+    "billing_days": "The account-local days of the billing_periods, as the report computes them.",
+}
+_BILLING_COLUMN_COMMENTS: dict[str, str] = {
+    "period_from": "First local day of the billing period.",
+    "period_to": "Last local day of the billing period (inclusive).",
+    "is_current": "True for the period containing the account's data_through.",
+    "complete": "True when data_through is at or after the end (the numbers are final).",
+    "timezone": "The account's timezone (of its latest plan): the period's local days use it.",
+    "licenses": "Licenses in effect at the end of the period.",
+    "peak_usage": "Largest usage (distinct users counted); NULL for a day that starts at or after data_through.",
+    "peak_at": "First instant the peak was reached; NULL at a peak of 0.",
+    "peak_users": "The users counted at peak_at, sorted, each with its device ids and whether portal and api counted.",
+    "billable_overage": "Grace-aware excess over the licenses that is billed (SPEC section 4).",
+    "over_allowance": "The part of the billable overage above the overage allowance.",
+    "seconds_over_licenses": "Seconds during which usage was above the licenses.",
+    "license_hours": "Integral of usage, in hours.",
+    "distinct_users": "Users counted at any instant.",
+    "max_excess": "Largest number of users above the licenses.",
+}
+_BILLING_RELATIONS = ("billing_periods", "billing_days", "top_accounts_by_overage")
+_COLUMN_COMMENTS: dict[str, dict[str, str]] = {
+    "snapshot_info": {
+        "snapshot_id": "Random id of this snapshot.",
+        "created_at": "When the snapshot was built (wall clock, UTC).",
+        "ccmeter_version": "Version of ccmeter that built it.",
+        "data_dir": "The sink data directory it was built from.",
+        "topic_prefix": "Prefix of the Kafka topic names.",
+        "watermark": "Event-time watermark: the latest accepted occurred_at over all accounts.",
+        "manifest_updated_at": "When the sink last updated the manifest that makes the cut.",
+        "manifest_flushes": "Number of sink flushes recorded in that manifest.",
+        "offsets": "Next offset per topic and partition: the snapshot holds every record below them.",
+        "watermarks": "Event-time watermark per events partition.",
+    },
+    "billing_days": {
+        "period_from": "First local day of the billing period the day belongs to.",
+        "date": "The account-local date.",
+        "licenses": "Licenses in effect on the day.",
+        "overage_allowance": "Overage allowance in effect on the day.",
+    },
+}
+
+
+def _relation_comment(name: str) -> str | None:
+    return _TABLE_COMMENTS.get(name) or TABLE_COMMENTS.get(name) or VIEW_COMMENTS.get(name)
+
+
+def _column_comment(relation: str, column: str) -> str | None:
+    for specific in (_COLUMN_COMMENTS, TABLE_COLUMN_COMMENTS, VIEW_COLUMN_COMMENTS):
+        text = specific.get(relation, {}).get(column)
+        if text:
+            return text
+    shared = (COLUMN_COMMENTS, _BILLING_COLUMN_COMMENTS)
+    if relation in _BILLING_RELATIONS:  # a billing period's licenses, timezone ... are the report's
+        shared = shared[::-1]
+    return shared[0].get(column) or shared[1].get(column)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def describe(con: duckdb.DuckDBPyConnection) -> None:
+    """`COMMENT ON` every table, view and column of the database being built that has a description."""
+    relations = con.execute(
+        "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = current_database() AND NOT internal "
+        "UNION ALL SELECT view_name, 'VIEW' FROM duckdb_views() WHERE database_name = current_database() "
+        "AND NOT internal"
+    ).fetchall()
+    columns = con.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND NOT internal ORDER BY table_name, column_index"
+    ).fetchall()
+    statements = [
+        f"COMMENT ON {kind} {_quoted(name)} IS {_sql_text(text)}"
+        for name, kind in relations
+        if (text := _relation_comment(name))
+    ]
+    statements += [
+        f"COMMENT ON COLUMN {_quoted(table)}.{_quoted(column)} IS {_sql_text(text)}"
+        for table, column in columns
+        if (text := _column_comment(table, column))
+    ]
+    if statements:
+        con.execute(";\n".join(statements))
 
 
 def _instant(value: object) -> datetime | None:
@@ -401,6 +499,27 @@ def build_snapshot(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _create_database(path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection whose default database is a new file at `path` in the STORAGE_VERSION format (DuckDB writes its
+    own, newer format unless told otherwise, which older releases refuse to open)."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH {_sql_text(str(path))} AS {_DATABASE} (STORAGE_VERSION '{STORAGE_VERSION}')")
+        con.execute(f"USE {_DATABASE}")
+        con.execute("SET TimeZone = 'UTC'")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _close_database(con: duckdb.DuckDBPyConnection) -> None:
+    """Checkpoint and detach the file of `_create_database` (nothing stays in a write-ahead log)."""
+    con.execute(f"CHECKPOINT {_DATABASE}")
+    con.execute("USE memory")
+    con.execute(f"DETACH {_DATABASE}")
+
+
 def _build(
     data_dir: Path,
     out: Path,
@@ -416,9 +535,8 @@ def _build(
     created = datetime.now(UTC)
     rows: dict[str, int] = {}
     try:
-        con = duckdb.connect(str(tmp))
+        con = _create_database(tmp)
         try:
-            con.execute("SET TimeZone = 'UTC'")
             for table in TABLES:
                 _load_table(con, table, files[table.name])
                 rows[table.name] = con.execute(f"SELECT count(*) FROM {table.name}").fetchall()[0][0]
@@ -428,7 +546,8 @@ def _build(
             _billing_tables(con, manifest.watermark_ms)
             rows["billing_periods"] = con.execute("SELECT count(*) FROM billing_periods").fetchall()[0][0]
             create_views(con)
-            con.execute("CHECKPOINT")
+            describe(con)
+            _close_database(con)
         finally:
             con.close()
         if tmp.with_name(tmp.name + ".wal").exists():  # pragma: no cover - DuckDB checkpoints on close

@@ -143,6 +143,120 @@ VIEWS: dict[str, str] = {
         FROM events WHERE rejection IS NULL GROUP BY ALL""",
 }
 
+# Descriptions written into every snapshot (`COMMENT ON`), from docs/analysts.md; columns not named here take the
+# description of the same column name in tables.COLUMN_COMMENTS (or of the billing tables).
+VIEW_COMMENTS: dict[str, str] = {
+    "snapshot_offsets": "The snapshot's cut as rows: the next Kafka offset per topic and partition.",
+    "account_horizons": "Per account: its data_through and what it is made of (own horizon, partition idle floor).",
+    "latest_plans": "The plan in effect now, per account.",
+    "accounts": "Every account with its event count, users, first and last event and current plan.",
+    "usage_steps": "The usage step function of each account: one row per step, the last one open.",
+    "current_usage": "Usage at the snapshot's cut, licenses and headroom per account.",
+    "daily_peaks": "Per account-local day (from the 1d peak windows): peak, excess, time over licenses, license hours.",
+    "hourly_heatmap": "Per account, local weekday and local hour: peaks of the hours with usage.",
+    "hourly_heatmap_utc": "Per account, UTC weekday and UTC hour: peaks of the hours with usage.",
+    "top_accounts_by_overage": "The current billing period of every account, ranked by billable overage.",
+    "alert_history": "Each alert with when it was raised and resolved and how long it lasted.",
+    "open_alerts": "Alerts raised and not resolved yet.",
+    "dead_letter_summary": "Dead letters counted by reason.",
+    "dead_letters_by_account": "Each dead letter under the account that keyed its events record (and the decoded one).",
+    "event_counts_daily": "Valid events per account, UTC date and type.",
+}
+VIEW_COLUMN_COMMENTS: dict[str, dict[str, str]] = {
+    "snapshot_offsets": {
+        "topic_key": "Logical topic: events, usage-changes, peak-windows, alerts, dead-letters or intervals.",
+        "topic": "Kafka topic name (with the deployment's prefix).",
+        "partition": "Kafka partition.",
+        "next_offset": "The snapshot holds every record of the partition below this offset and nothing else.",
+        "watermark": "Event-time watermark of the events partition at the cut (events topic only).",
+    },
+    "account_horizons": {
+        "events_partition": "The events partition of the account's latest horizon record.",
+        "own_horizon": "The largest data_through of the account's own horizon records.",
+        "idle_floor": "The latest idle floor of that partition.",
+        "watermark": "The account's latest event time.",
+    },
+    "latest_plans": {"since": "Instant the plan took effect."},
+    "accounts": {
+        "events": "Valid events of the account.",
+        "users": "Distinct user ids in the account's valid events.",
+        "first_event_at": "Earliest occurred_at of the account's valid events.",
+        "last_event_at": "Latest occurred_at of the account's valid events.",
+        "kafka_partition": "The events partition the account's records are on.",
+        "licenses": "Licenses of the current plan (0 without a plan).",
+    },
+    "usage_steps": {
+        "start_at": "Instant the step starts (a usage change).",
+        "end_at": "Instant of the next change; NULL for the last step.",
+        "usage": "Distinct users counted during the step.",
+        "licenses": "Licenses in effect during the step.",
+        "excess": "Users above the licenses during the step (0 when not over).",
+    },
+    "current_usage": {
+        "since": "Instant of the account's latest usage change.",
+        "usage": "Distinct users counted at the cut.",
+        "licenses": "Licenses of the current plan.",
+        "overage_allowance": "Overage allowance of the current plan.",
+        "headroom": "Licenses minus usage (negative when over).",
+    },
+    "daily_peaks": {
+        "date": "The account-local date.",
+        "timezone": "Timezone of the plan in effect at the day's start.",
+        "day_start": "Start of the local day (UTC instant).",
+        "day_end": "End of the local day (UTC instant, exclusive).",
+        "max_usage": "Peak usage of the day.",
+        "max_at": "First instant the day's peak was reached.",
+        "licenses": "Licenses of the plan in effect at the day's start.",
+        "peak_excess": "Users above the licenses at the day's peak.",
+        "license_hours": "Integral of usage over the day, in hours.",
+    },
+    "hourly_heatmap": {
+        "timezone": "Timezone of the plan in effect at each hour's start.",
+        "weekday": "Local ISO weekday (1 = Monday).",
+        "weekday_name": "Local weekday name.",
+        "local_hour": "Local hour of the day (0..23).",
+        "max_usage": "Largest hourly peak.",
+        "avg_peak": "Average hourly peak over the hours with usage.",
+        "active_hours": "Hours with usage.",
+    },
+    "hourly_heatmap_utc": {
+        "weekday": "UTC ISO weekday (1 = Monday).",
+        "weekday_name": "UTC weekday name.",
+        "utc_hour": "UTC hour of the day (0..23).",
+        "max_usage": "Largest hourly peak.",
+        "avg_peak": "Average hourly peak over the hours with usage.",
+        "active_hours": "Hours with usage.",
+    },
+    "top_accounts_by_overage": {"rank": "Rank by billable overage, then over allowance (1 = most)."},
+    "alert_history": {
+        "kind": "near_capacity, over_licenses, over_grace or over_allowance.",
+        "raised_at": "Instant the alert was raised.",
+        "resolved_at": "Instant it was resolved; NULL while open.",
+        "duration": "How long it was raised; NULL while open.",
+        "usage_at_raise": "Usage when it was raised.",
+        "licenses": "Licenses in effect when it was raised.",
+        "overage_allowance": "Overage allowance in effect when it was raised.",
+    },
+    "open_alerts": {
+        "kind": "near_capacity, over_licenses, over_grace or over_allowance.",
+        "raised_at": "Instant the alert was raised.",
+        "usage_at_raise": "Usage when it was raised.",
+        "licenses": "Licenses in effect when it was raised.",
+        "overage_allowance": "Overage allowance in effect when it was raised.",
+    },
+    "dead_letter_summary": {
+        "records": "Dead letters with this reason.",
+        "first_at": "Kafka timestamp of the first of them.",
+        "last_at": "Kafka timestamp of the last of them.",
+    },
+    "dead_letters_by_account": {
+        "account_id": "The account that keyed the events record, or the account_id it decoded to.",
+        "kafka_ts": "Kafka timestamp of the original events record (when it was published).",
+        "dead_lettered_at": "Kafka timestamp of the dead letter.",
+    },
+    "event_counts_daily": {"utc_date": "UTC date of occurred_at.", "events": "Valid events."},
+}
+
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
     """Create (or replace) every view of VIEWS, in order."""
