@@ -44,4 +44,4 @@ bench: install kafka-jars
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) tools/kafka/lib tools/kafka/target demo-output .pytest_cache .ruff_cache
+	rm -rf $(VENV) tools/kafka/lib tools/kafka/target demo-output .pytest_cache .ruff_cache .cache
