@@ -218,7 +218,8 @@ Try next:
   .venv/bin/ccmeter report --snapshot {snapshot} --all --from {first} --to {last}
   .venv/bin/ccmeter report --snapshot {snapshot} --account acct-2 --from {first} --to {last} --format json
   .venv/bin/ccmeter replay verify --snapshot {snapshot}
-  duckdb -readonly {snapshot} "SELECT * FROM top_accounts_by_overage"   (see docs/analysts.md)
+  .venv/bin/python -c "import duckdb; duckdb.connect('{snapshot}', read_only=True).sql('FROM accounts').show()"
+     (SQL on the snapshot: any DuckDB from 1.1 on opens it, see docs/analysts.md)
   Live queries: run a broker and a worker (README, "Run the processor"), then
   curl http://127.0.0.1:6066/accounts/acct-0/usage
 """

@@ -1,4 +1,5 @@
-"""Usage chart of one account: usage steps against licenses and licenses + allowance, billable overage shaded.
+"""Usage chart of one account (PNG or SVG): usage steps against licenses and licenses + allowance, billable overage
+shaded.
 
 Only what is known is drawn: the series stop at the account's `data_through`, which a vertical line marks.
 """
@@ -12,6 +13,8 @@ from typing import Any
 
 from processor.core.billing import Segment, billable_overage, plan_at, usage_segments
 from processor.core.model import NEVER, Plan, UsageChange
+
+SVG_SETTINGS = {"svg.hashsalt": "ccmeter", "svg.fonttype": "none"}  # stable ids; text stays text
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,18 @@ def chart_data(
     return ChartData(times, usage, licenses, ceiling, end_ms, billable, stretches, start_ms, upto, data_through_ms)
 
 
+def chart_format(out: str | Path) -> str:
+    """The file format of a chart by its suffix: `png` or `svg` (ValueError for anything else)."""
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in ("png", "svg"):
+        raise ValueError(f"a chart is a .png or .svg file, not {str(out)!r}")
+    return suffix
+
+
 def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
-    """Draw the chart into a PNG file and return its path (written atomically)."""
+    """Draw the chart into a PNG or SVG file (by the suffix of `out`) and return its path (written atomically; an
+    SVG keeps its text as text and is byte-for-byte reproducible)."""
+    fmt = chart_format(out)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,8 +133,10 @@ def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
             ax.legend(loc="upper left", fontsize="small")
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp.png")
-        fig.savefig(tmp, bbox_inches="tight")
+        tmp = target.with_name(f"{target.name}.tmp.{fmt}")
+        metadata = {"Date": None} if fmt == "svg" else None  # no timestamp: the same data gives the same file
+        with matplotlib.rc_context(SVG_SETTINGS):
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata=metadata)
         tmp.replace(target)
     finally:
         plt.close(fig)

@@ -15,29 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError
-from processor.commands.report import parse_date
-from processor.reports.render import FORMATS, escape_control, render_report, text_table
-from processor.snapshots.history import (
-    PERIOD_HELP,
-    AccountHistory,
-    load_histories,
-    resolve_period,
-    snapshot_accounts,
+from processor.commands.report import (
+    account_dates,
+    add_range_arguments,
+    billing_run,
+    check_range_flags,
+    check_report_flags,
+    events_history,
+    require_account,
 )
+from processor.reports.render import (
+    BILLING_RUN_KEYS,
+    FORMATS,
+    escape_control,
+    render_billing_run,
+    render_report,
+    text_table,
+)
+from processor.snapshots.history import AccountHistory, load_histories, snapshot_accounts
+from schemas.outputs import Report
 
 ONCE_GIVE_UP = "60s"  # how long `sink --once` waits for an unreachable broker by default
-ALL_KEYS: tuple[str, ...] = (
-    "account_id",
-    "from",
-    "to",
-    "peak_usage",
-    "licenses",
-    "billable_overage",
-    "over_allowance",
-    "license_hours",
-    "data_through",
-    "complete",
-)
+ALL_KEYS: tuple[str, ...] = BILLING_RUN_KEYS  # the columns of `report --all` (processor/reports/render.py)
+CHART_SUFFIXES: tuple[str, ...] = (".png", ".svg")
 # Tables a snapshot needs for reports up to data_through (a snapshot written by an older ccmeter lacks them).
 _NEEDED_TABLES = ("horizons", "partition_horizons", "presence_intervals")
 LETTER_KEYS: tuple[str, ...] = (
@@ -128,16 +128,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     chart = subparsers.add_parser(
         "chart",
-        help="PNG chart of one account's usage against its licenses, from a snapshot",
+        help="PNG or SVG chart of one account's usage against its licenses, from a snapshot or an event file",
         description="Draw usage steps, licenses and licenses + allowance over a billing period or date range, with "
         "the billable overage shaded. A vertical line marks the account's data_through: nothing after it is known, "
-        "so nothing is drawn there.",
-        epilog="Example: ccmeter chart --snapshot usage.duckdb --account acct-1 --period current --out usage.png",
+        "so nothing is drawn there. The --out suffix chooses the format: .png or .svg.",
+        epilog="Example: ccmeter chart --snapshot usage.duckdb --account acct-1 --period current --out usage.svg",
     )
-    chart.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
+    source = chart.add_mutually_exclusive_group(required=True)
+    source.add_argument("--snapshot", metavar="FILE", help="a snapshot from `ccmeter snapshot`")
+    source.add_argument("--events", metavar="FILE", help="event file (.jsonl or .parquet; batch engine)")
     chart.add_argument("--account", required=True, metavar="ID", help="account_id")
-    add_period_arguments(chart)
-    chart.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    add_range_arguments(chart)
+    chart.add_argument("--out", required=True, metavar="FILE", help="chart file to write: FILE.png or FILE.svg")
     chart.set_defaults(func=run_chart_command)
 
     letters = subparsers.add_parser(
@@ -154,17 +156,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     letters.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     letters.add_argument("--limit", type=int, default=None, metavar="N", help="at most N letters (the first N)")
     letters.set_defaults(func=run_deadletters_command)
-
-
-def add_period_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """`--from`/`--to` (account-local dates) and `--period` (billing period)."""
-    parser.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD", help="first local date")
-    parser.add_argument("--to", dest="to_date", metavar="YYYY-MM-DD", help="last local date (inclusive)")
-    parser.add_argument(
-        "--period",
-        metavar="PERIOD",
-        help=f"billing period: {PERIOD_HELP}; current is the one containing the account's data_through",
-    )
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -263,31 +254,14 @@ def run_snapshot_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_range_flags(args: argparse.Namespace) -> None:
-    if args.period is not None and (args.from_date is not None or args.to_date is not None):
-        raise CliError("give either --period or --from/--to, not both")
-    if args.period is None and (args.from_date is None or args.to_date is None):
-        raise CliError("give --period (current, previous or YYYY-MM) or both --from and --to")
-
-
-def _dates(args: argparse.Namespace, history: AccountHistory) -> tuple[date, date]:
-    if args.period is not None:
-        try:
-            return resolve_period(args.period, history.latest_plan, history.data_through_ms)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-    start, end = parse_date(args.from_date, "--from"), parse_date(args.to_date, "--to")
-    if end < start:
-        raise CliError(f"--to ({end}) is before --from ({start})")
-    return start, end
-
-
 def _open(path: str) -> tuple[Any, int | None]:
     from processor.snapshots.snapshot import SnapshotError, open_snapshot
 
     try:
         con, watermark_ms = open_snapshot(path)
     except SnapshotError as exc:
+        if "version number" in str(exc):  # DuckDB's words for a storage format newer than the one it reads
+            raise CliError(f"{path}: written in a newer DuckDB storage format than this ccmeter reads") from None
         raise CliError(str(exc)) from None
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     missing = [name for name in _NEEDED_TABLES if name not in tables]
@@ -297,32 +271,32 @@ def _open(path: str) -> tuple[Any, int | None]:
     return con, watermark_ms
 
 
-def _unknown_account(account: str, path: str, accounts: list[str]) -> CliError:
-    known = ", ".join(accounts[:10]) + (" ..." if len(accounts) > 10 else "")
-    return CliError(f"account {account!r} not found in snapshot {path} (accounts: {known or 'none'})")
-
-
 def _history(con: Any, path: str, account: str) -> AccountHistory:
-    accounts = snapshot_accounts(con)
-    if account not in accounts:
-        raise _unknown_account(account, path, accounts)
+    require_account(account, snapshot_accounts(con), f"snapshot {path}")
     return load_histories(con, [account]).get(account) or AccountHistory(account)
 
 
-def all_accounts_rows(con: Any, args: argparse.Namespace) -> list[dict[str, object]]:
-    """One summary row (ALL_KEYS) per account of the snapshot, each over its own period (up to its data_through)."""
+def snapshot_history(path: str, account: str) -> AccountHistory:
+    """One account's history from a snapshot (a CliError for a bad snapshot or an unknown account)."""
+    con, _ = _open(path)
+    try:
+        return _history(con, path, account)
+    finally:
+        con.close()
+
+
+def snapshot_billing_run(con: Any, args: argparse.Namespace) -> list[Report]:
+    """The billing run of every account of the snapshot, each over its own period (up to its data_through)."""
     histories = load_histories(con)
-    rows: list[dict[str, object]] = []
-    for account in snapshot_accounts(con):
-        history = histories.get(account) or AccountHistory(account)
-        start, end = _dates(args, history)
-        summary = history.report(start, end).to_json_dict()
-        rows.append({key: summary[key] for key in ALL_KEYS})
-    return rows
+
+    def report(account: str, start: date, end: date) -> Report:
+        return (histories.get(account) or AccountHistory(account)).report(start, end)
+
+    return billing_run(histories, snapshot_accounts(con), report, args)
 
 
-def render_rows(rows: list[dict[str, object]], fmt: str, keys: tuple[str, ...] = ALL_KEYS) -> str:
-    """Rows of `keys` (ALL_KEYS by default) as JSON (a list of objects), CSV (with a header) or a terminal table."""
+def render_rows(rows: list[dict[str, object]], fmt: str, keys: tuple[str, ...]) -> str:
+    """Rows of `keys` as JSON (a list of objects), CSV (with a header) or a terminal table."""
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     if fmt == "csv":
@@ -344,36 +318,31 @@ def _csv_cell(value: object) -> object:
 
 
 def run_snapshot_report(args: argparse.Namespace) -> str:
-    """The text of `ccmeter report --snapshot FILE ...` (one account's report, or `--all` rows)."""
-    if args.all and args.account:
-        raise CliError("give either --account or --all, not both")
-    if not args.all and not args.account:
-        raise CliError("give --account ID (or --all for every account)")
-    _check_range_flags(args)
+    """The text of `ccmeter report --snapshot FILE ...` (one account's report, or the `--all` billing run)."""
+    check_report_flags(args)
     con, _ = _open(args.snapshot)
     try:
         if args.all:
-            return render_rows(all_accounts_rows(con, args), args.format)
+            return render_billing_run(snapshot_billing_run(con, args), args.format)
         history = _history(con, args.snapshot, args.account)
-        start, end = _dates(args, history)
+        start, end = account_dates(args, history)
         return render_report(history.report(start, end), args.format)
     finally:
         con.close()
 
 
 def run_chart_command(args: argparse.Namespace) -> int:
-    """`ccmeter chart`."""
+    """`ccmeter chart`: from a snapshot or an event file, into a PNG or SVG file (by the --out suffix)."""
     from processor.reports.chart import chart_data, render_chart
 
-    _check_range_flags(args)
-    if not args.out.lower().endswith(".png"):
-        raise CliError(f"--out must name a .png file, not {args.out!r}")
-    con, _ = _open(args.snapshot)
-    try:
-        history = _history(con, args.snapshot, args.account)
-    finally:
-        con.close()
-    start, end = _dates(args, history)
+    check_range_flags(args)
+    if Path(args.out).suffix.lower() not in CHART_SUFFIXES:
+        raise CliError(f"--out must name a .png or .svg file, not {args.out!r}")
+    if args.snapshot is not None:
+        history = snapshot_history(args.snapshot, args.account)
+    else:
+        history = events_history(args.events, args.account, quiet=True)
+    start, end = account_dates(args, history)
     start_ms, end_ms = history.bounds_ms(start, end)
     data = chart_data(history.changes, history.plans, start_ms, end_ms, data_through_ms=history.data_through_ms)
     peak = max(data.usage, default=0)
@@ -427,9 +396,7 @@ def run_deadletters_command(args: argparse.Namespace) -> int:
         raise CliError(f"--limit must be at least 1, not {args.limit}")
     con, _ = _open(args.snapshot)
     try:
-        accounts = _known_accounts(con)
-        if args.account not in accounts:
-            raise _unknown_account(args.account, args.snapshot, accounts)
+        require_account(args.account, _known_accounts(con), f"snapshot {args.snapshot}")
         rows = dead_letter_rows(con, args.account, args.limit)
     finally:
         con.close()

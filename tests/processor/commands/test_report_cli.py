@@ -16,6 +16,7 @@ from processor.core.billing import build_report
 from processor.core.fold import fold_history
 from processor.core.model import Settings
 from processor.eventfile import read_events
+from processor.reports.render import BILLING_RUN_KEYS, EXPORT_DAY_KEYS
 from processor.simulation import SimConfig, write_events
 from schemas.events import Rejection, to_ms
 from schemas.outputs import DAY_KEYS, SUMMARY_KEYS
@@ -78,12 +79,12 @@ def test_csv_report_has_the_days_then_the_summary(events_file: Path, tmp_path: P
     days_text, summary_text = out.read_text().split("\n\n")  # two sections: the days, then the summary
     rows = list(csv.DictReader(io.StringIO(days_text)))
     assert [row["date"] for row in rows] == ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", PAST]
-    assert list(rows[0]) == ["account_id", *DAY_KEYS]
+    assert list(rows[0]) == ["account_id", *EXPORT_DAY_KEYS]
     assert {row["account_id"] for row in rows} == {"acct-0"}
     assert [row["complete"] for row in rows] == ["true", "true", "true", "false", "false"]
     assert rows[3]["peak_usage"] != "" and rows[4]["peak_usage"] == rows[4]["license_hours"] == ""  # null: empty
     (summary,) = csv.DictReader(io.StringIO(summary_text))
-    assert list(summary) == list(SUMMARY_KEYS)
+    assert list(summary) == list(BILLING_RUN_KEYS)
     assert (summary["account_id"], summary["from"], summary["to"]) == ("acct-0", START, PAST)
     assert summary["complete"] == "false" and summary["data_through"].startswith("2026-11-05T")
     # one cell: user[devices...,portal,api] per user, joined by ';'
@@ -133,3 +134,60 @@ def test_errors_are_one_clear_line_and_a_non_zero_exit(events_file: Path, args: 
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_billing_run_from_an_archive(events_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run.csv"
+    done = ccmeter("report", "--events", str(events_file), "--all", "--period", "current", "--format", "csv",
+                   "--out", str(out), "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [row["account_id"] for row in rows] == ["acct-0", "acct-1", "acct-2"] and list(rows[0]) == [
+        *BILLING_RUN_KEYS
+    ]
+    done = ccmeter("report", "--events", str(events_file), "--all", "--period", "current", "--format", "json",
+                   "--quiet")  # fmt: skip
+    for row, line in zip(rows, json.loads(done.stdout), strict=True):
+        one = ccmeter("report", "--events", str(events_file), "--account", row["account_id"], "--from", row["from"],
+                      "--to", row["to"], "--format", "json", "--quiet")  # fmt: skip
+        report = json.loads(one.stdout)
+        assert {key: line[key] for key in SUMMARY_KEYS} == {key: report[key] for key in SUMMARY_KEYS}
+        assert float(row["license_hours"]) == round(line["license_hours"], 6)
+        assert row["peak_at_local"][:10] >= row["from"] and row["complete"] == "false"
+    done = ccmeter("report", "--events", str(events_file), "--all", "--period", "2026-12", "--quiet")  # not started
+    header, _, *lines = done.stdout.splitlines()
+    assert done.returncode == 0 and header.split()[:3] == ["line_id", "account_id", "from"] and len(lines) == 3
+
+
+def test_timeline_range_and_chart_from_an_archive(events_file: Path, tmp_path: Path) -> None:
+    done = ccmeter("timeline", "--events", str(events_file), "--account", "acct-0", "--from", "2026-11-03", "--to",
+                   "2026-11-03", "--quiet")  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert done.returncode == 0 and rows and list(rows[0]) == ["at", "at_local", "usage", "licenses", "change_id"]
+    assert all(row["at_local"].startswith("2026-11-03T") for row in rows)
+    for name in ("usage.svg", "usage.png"):
+        done = ccmeter("chart", "--events", str(events_file), "--account", "acct-0", "--period", "current", "--out",
+                       str(tmp_path / name))  # fmt: skip
+        assert done.returncode == 0 and "wrote" in done.stderr, done.stderr
+    assert (tmp_path / "usage.svg").read_text().rstrip().endswith("</svg>")
+    assert (tmp_path / "usage.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["report", "--all", "--period", "2026-09"], "no account has events in that period"),
+        (["report", "--account", "acct-0", "--period", "2027-03"], "is empty for account 'acct-0'"),
+        (["report", "--account", "acct-0", "--from", "2026-10-01", "--to", "2026-10-31"], "ends before the first"),
+        (["report", "--all", "--account", "acct-0", "--period", "current"], "either --account or --all"),
+        (["timeline", "--account", "nobody"], "account 'nobody' not found"),
+        (["timeline", "--account", "acct-0", "--from", "2026-11-03"], "or both --from and --to"),
+        (["chart", "--account", "acct-0", "--period", "current", "--out", "x.pdf"], ".png or .svg"),
+        (["chart", "--account", "acct-0", "--period", "2020-01", "--out", "x.svg"], "ends before the first event"),
+    ],
+)
+def test_archive_errors_are_one_line(events_file: Path, command: list[str], message: str) -> None:
+    quiet = [] if command[0] == "chart" else ["--quiet"]
+    done = ccmeter(command[0], "--events", str(events_file), *command[1:], *quiet)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and done.stdout == "" and len(lines) == 1 and message in lines[0], done.stderr

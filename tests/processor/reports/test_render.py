@@ -11,8 +11,14 @@ import pytest
 
 from processor.core.billing import build_report
 from processor.core.model import Plan, PresenceInterval, UsageChange, UserInterval
-from processor.reports.render import partial_note, peak_users_cell, render_report
-from schemas.outputs import DAY_KEYS, SUMMARY_KEYS, PeakUser, Report
+from processor.reports.render import (
+    BILLING_RUN_KEYS,
+    EXPORT_DAY_KEYS,
+    partial_note,
+    peak_users_cell,
+    render_report,
+)
+from schemas.outputs import SUMMARY_KEYS, PeakUser, Report
 
 HOUR = 3_600_000
 M2 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
@@ -65,12 +71,12 @@ def test_json_carries_the_new_fields_and_nulls() -> None:
 def test_csv_has_the_days_then_the_summary() -> None:
     days_text, summary_text = render_report(report(PARTIAL), "csv").split("\n\n")
     days = list(csv.DictReader(io.StringIO(days_text)))
-    assert list(days[0]) == ["account_id", *DAY_KEYS]
+    assert list(days[0]) == ["account_id", *EXPORT_DAY_KEYS]
     assert [d["complete"] for d in days] == ["true", "false", "false"]
     assert [d["peak_usage"] for d in days] == ["2", "0", ""]  # null: an empty cell
     assert all(days[2][key] == "" for key in ("peak_at", "seconds_over_licenses", "max_excess", "distinct_users"))
     (summary,) = csv.DictReader(io.StringIO(summary_text))
-    assert list(summary) == list(SUMMARY_KEYS)
+    assert list(summary) == list(BILLING_RUN_KEYS) and set(SUMMARY_KEYS) < set(BILLING_RUN_KEYS)
     assert summary["peak_users"] == "u-1[laptop-1,portal];u-2[api]"
     assert (summary["data_through"], summary["complete"]) == ("2026-03-03T06:00:00.000Z", "false")
 
@@ -105,7 +111,7 @@ def test_table_shows_peak_users_and_null_days_as_dashes() -> None:
     assert "  complete               false" in text
     last = text.rstrip().splitlines()[-1].split()
     assert last[0] == "2026-03-04" and last[1:3] == ["-", "-"] and last[-1] == "false"
-    assert last.count("-") == 6  # peak_usage, peak_at, seconds_over_licenses, max_excess, license_hours, users
+    assert last.count("-") == 7  # peak_usage, peak_at(_local), seconds_over_licenses, max_excess, license_hours, users
 
 
 def test_control_characters_in_ids_never_reach_the_terminal_raw() -> None:

@@ -167,19 +167,20 @@ def test_reports_say_data_through_in_every_format(capsys: pytest.CaptureFixture[
     assert report["data_through"] == "2026-11-15T12:00:00.000Z" and report["complete"] is False
     assert report["license_hours"] == 350.0
     code, out, _ = run_cli(capsys, "report", "--snapshot", snap, "--all", "--period", "current", "--format", "json")
-    assert code == 0 and json.loads(out) == [
-        {"account_id": "a", "from": "2026-11-01", "to": "2026-11-30", "peak_usage": 2, "licenses": 1,
-         "billable_overage": 1, "over_allowance": 1, "license_hours": 350.0,
-         "data_through": "2026-11-15T12:00:00.000Z", "complete": False}
-    ]  # fmt: skip
+    (line,) = json.loads(out)
+    assert code == 0 and line | {
+        "account_id": "a", "from": "2026-11-01", "to": "2026-11-30", "peak_usage": 2, "licenses": 1,
+        "billable_overage": 1, "over_allowance": 1, "license_hours": 350.0,
+        "data_through": "2026-11-15T12:00:00.000Z", "complete": False, "restatement": "live",
+    } == line  # fmt: skip
     code, out, _ = run_cli(capsys, "report", "--snapshot", snap, "--all", "--period", "current", "--format", "csv")
     row = next(csv.DictReader(io.StringIO(out)))
     assert code == 0 and (row["data_through"], row["complete"]) == ("2026-11-15T12:00:00.000Z", "false")
     code, out, _ = run_cli(capsys, "report", "--snapshot", snap, "--all", "--period", "current")
     header, _, line = out.splitlines()
-    assert code == 0 and header.split()[-2:] == ["data_through", "complete"]
-    assert line.split()[:3] == ["a", "2026-11-01", "2026-11-30"] and line.split()[-2:] == [
-        "2026-11-15T12:00:00.000Z", "false"
+    assert code == 0 and header.split()[-4:] == ["data_through", "data_through_local", "complete", "restatement"]
+    assert line.split()[1:4] == ["a", "2026-11-01", "2026-11-30"] and line.split()[-4:] == [
+        "2026-11-15T12:00:00.000Z", "2026-11-15T12:00:00.000+00:00", "false", "live"
     ]  # fmt: skip
     code, out, _ = run_cli(capsys, "report", "--snapshot", snap, "--account", "a", "--period", "current")
     assert code == 0 and "data_through" in out and "2026-11-15T12:00:00.000Z" in out
