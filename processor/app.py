@@ -1,26 +1,27 @@
-"""The streaming worker: a Faust app for group membership, the state table, live queries and health; the events
-themselves are read by the worker's own aiokafka consumer (processor/worker/feed.py).
+"""The streaming worker: a Faust app for lifecycle, group membership and the web views; the worker reads the events
+(processor/worker/feed.py), sends its outputs and keeps its state (processor/worker/store.py) itself.
 
-Faust's consumer group assigns the events partitions (and with them the partitions of the `state` table and its
-changelog); Faust recovers the table after every rebalance and serves the HTTP views. A pump task then reads the
-owned partitions directly, each from its stored applied offset + 1, and per batch:
+Faust's consumer group assigns the events partitions. A pump task reads the owned partitions directly, each from its
+stored applied offset + 1, folds each batch with `StreamProcessor.process` and checkpoints it in one documented order
+(processor/worker/checkpoint.py, docs/running.md "Checkpoint, fencing and failures"):
 
-1. folds the records with `StreamProcessor.process` (processor/worker), one result per partition;
-2. sends every output record through its own producer in per-partition batches and waits until the broker has
-   acknowledged them all (processor/worker/sender.py);
-3. writes each touched account's state entry once, then the partition's clock entry, to the `state` table, whose
-   changelog partition is the events partition;
-4. every commit interval, commits `applied + 1` per partition for the consumer group (for lag monitoring only: the
-   applied offsets in the table are what the worker resumes from).
+1. outputs sent and acknowledged;
+2. state entries (touched accounts, then the partition's clock) sent to the changelog topic and acknowledged; with
+   `exactly_once`, outputs and entries of a partition are one Kafka transaction, committed here;
+3. the local store updated;
+4. every commit interval, the group's offsets committed (lag tools; a refusal means the partitions are gone).
 
-So outputs are delivered before the state that says they were produced: after a crash, records are read again from
-the stored applied offset and outputs may repeat (same ids), but none are lost. On a rebalance, Faust waits for the
-batch in flight (the revocation handler takes the pump's lock) before it hands partitions over.
+After a crash at any point, the next owner of a partition restores it from the changelog (records of aborted
+transactions are never read) and resumes from the applied offset in its clock: outputs may repeat with the same ids,
+none are lost, nothing is counted twice. A worker that lost its partitions (rebalance, refused commit, expired
+session, fenced transaction) stops writing for them before anything else (`FencedError`), logs one line, and waits for
+its next assignment. Failures of steps 1 and 2 and of a recovery stop the worker with `EXIT_CHECKPOINT` and one line.
 
-Why not Faust's stream: it delivers about 7,000 events/s here whatever the agent does, and around restarts and
-rebalances it drops records in flight and commits offsets it never delivered (docs/performance.md,
-docs/semantics.md). An agent stays subscribed to the events topic so that Faust assigns it and co-partitions the
-table; the pump pauses those partitions in Faust's consumer, and records the agent still gets are ignored.
+Faust's stream is not used for the events: it delivers about 7,000 events/s here whatever the agent does, and around
+restarts and rebalances it dropped records in flight and committed offsets it never delivered (docs/performance.md).
+An agent stays subscribed to the events topic so that Faust assigns its partitions; the pump pauses them in Faust's
+consumer and ignores records the agent still gets. The Faust internals still used are all in
+processor/faust_adapter.py, checked at startup.
 """
 
 from __future__ import annotations
@@ -31,71 +32,45 @@ import logging
 import os
 import sys
 import time
-import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.streams import _current_event
-from faust.types import TP
 
+from processor import faust_adapter
 from processor.core.fold import LiveView
 from processor.topics import EVENTS, topic_names
+from processor.worker.checkpoint import AT_LEAST_ONCE, EXACTLY_ONCE, Checkpoint, supports_transactions
 from processor.worker.config import WorkerConfig
+from processor.worker.errors import CheckpointError, FencedError
+from processor.worker.faults import Faults
 from processor.worker.feed import PartitionFeed
 from processor.worker.partition import BatchResult
 from processor.worker.peers import FORWARDED_HEADER, RETRY_AFTER_S, Answer, Local, PeerRouter, peer_urls
 from processor.worker.runner import StreamProcessor
-from processor.worker.sender import BatchSender, output_records
 from processor.worker.state import account_header, account_key, clock_key, decode_clock, is_clock_key
+from processor.worker.store import ChangelogStore, changelog_topic, ensure_changelog
 from schemas.events import format_ms
 
 log = logging.getLogger("ccmeter.worker")
 
-TABLE_NAME = "state"
-EXIT_CRASH = 70
+EXIT_CRASH = 70  # an unexpected exception
+EXIT_CHECKPOINT = 75  # a checkpoint step failed (broker unreachable, ...): a restart resumes from the changelog
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (docs/performance.md)
-WAIT_S = 0.05  # pause of the pump while Faust rebalances or recovers the table
-
-
-@dataclass(eq=False)
-class _Message:
-    topic: str
-    partition: int
-
-
-@dataclass(eq=False)
-class PartitionContext:
-    """Stand-in for Faust's current event: table writes take their changelog partition from `message.partition`."""
-
-    message: _Message
-
-
-class TableStore:
-    """`StateStore` view of the Faust table (keys and values are bytes)."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.table.get(key)
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self.table.data.items())
+WAIT_S = 0.05  # pause of the pump while Faust rebalances
 
 
 class Worker:
-    """The app, its table, the pump and the views."""
+    """The app, the store, the pump and the views."""
 
-    def __init__(self, config: WorkerConfig, partitions: int) -> None:
+    def __init__(self, config: WorkerConfig, partitions: int, guarantee: str = AT_LEAST_ONCE) -> None:
         self.config = config
         self.partitions = partitions
+        self.guarantee = guarantee
         self.names = names = {**topic_names(config.prefix), EVENTS: config.events}
         self.events_topic_name = names[EVENTS]
         self.app = app = faust.App(
             config.app_id,
             broker=[f"kafka://{server}" for server in config.broker.split(",")],
-            store=config.store,
             datadir=config.data_dir,
             autodiscover=False,
             web_enabled=True,
@@ -105,29 +80,31 @@ class Worker:
             canonical_url=f"http://{config.web_host}:{config.web_port}",
             topic_partitions=partitions,
             topic_replication_factor=config.replication,
-            table_standby_replicas=config.standby_replicas,
             broker_session_timeout=config.session_timeout / 1000,
             broker_heartbeat_interval=config.heartbeat_interval / 1000,
             broker_rebalance_timeout=config.rebalance_timeout / 1000,
             broker_commit_interval=config.commit_interval / 1000,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
-            processing_guarantee="at_least_once",
+            processing_guarantee="at_least_once",  # Faust's own: it writes nothing of ours
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw"}
         raw["value_serializer"] = "raw"
         self.events = app.topic(names[EVENTS], **raw)
-        self.table = app.Table(
-            TABLE_NAME, partitions=partitions, key_type=bytes, value_type=bytes, help="ccmeter account and clock state"
-        )
+        self.faust = faust_adapter.FaustAdapter(app, names[EVENTS])
+        self.faults = Faults.from_env()
+        self.store = ChangelogStore(config.broker, changelog_topic(config.app_id), config.store, config.data_dir)
+        self.store.on_recovery_batch = lambda: self.faults.hit("during_recovery")
+        self.checkpoint = Checkpoint(config.broker, config.app_id, names, self.store, guarantee, self.faults)
         self.feed = PartitionFeed(config.broker, names[EVENTS])
-        self.sender = BatchSender(config.broker)
         self.ignored = 0  # records Faust's stream delivered to the placeholder agent
         self._lock = asyncio.Lock()  # held for a whole batch; the revocation handler takes it too
-        self._committed: dict[int, int] = {}
         self._commit_due = 0.0
+        self._confirmed = time.monotonic()  # when the group last accepted this member (commit or assignment)
+        self._fenced_at: float | None = None  # set when the partitions were lost; cleared by the next assignment
+        self.fenced = 0  # how often this worker found itself fenced
         self.processor = StreamProcessor(
-            self.events_topic_name, config.settings, TableStore(self.table), share=config.near_capacity
+            self.events_topic_name, config.settings, self.store, share=config.near_capacity
         )
         self.router = PeerRouter()
         self._register()
@@ -149,33 +126,37 @@ class Worker:
                 await worker.pump()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - state may be half updated: stop hard, the table knows what was applied
-                log.exception("processing failed; exiting so that a fresh worker resumes from the stored state")
+            except CheckpointError as exc:  # the changelog holds everything applied: a restart resumes there
+                log.error("%s", exc.line())
+                logging.shutdown()
+                os._exit(EXIT_CHECKPOINT)
+            except Exception:  # noqa: BLE001 - the changelog holds everything applied: a restart resumes there
+                log.exception("processing failed; exiting so that a fresh worker resumes from the changelog")
                 logging.shutdown()
                 os._exit(EXIT_CRASH)
 
         async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
             async with worker._lock:  # let the batch in flight finish before the partitions go elsewhere
-                worker.processor.reset()
-                worker._committed.clear()
-                await worker.flush_table_writes()
+                await worker.release_all()
 
-        async def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
-            worker.processor.reset()
+        async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+            if worker._fenced_at is not None:
+                log.info("new assignment after being fenced: resuming")
+            worker._fenced_at = None
+            worker._confirmed = time.monotonic()
 
         app.on_partitions_revoked.connect(on_revoked)
-        app.on_partitions_assigned.connect(on_rebalance)
-        app.on_rebalance_complete.connect(on_rebalance)  # after table recovery
+        app.on_partitions_assigned.connect(on_assigned)
 
         @app.service
         class CloseClients(faust.Service):
-            """Stops the pump's consumer and producer with the app."""
+            """Stops the pump's clients with the app; owned partitions are released cleanly (checkpoints)."""
 
             async def on_stop(self) -> None:
                 async with worker._lock:
-                    await worker.flush_table_writes()
+                    await worker.release_all()
+                    await worker.checkpoint.close()
                     await worker.feed.close()
-                    await worker.sender.close()
                 await worker.router.close()
 
         @app.page("/accounts/{account_id}/usage")
@@ -195,38 +176,102 @@ class Worker:
             async def get(self, request: faust.web.Request) -> faust.web.Response:
                 return self.json(worker.health())
 
-    # -- the pump --------------------------------------------------------------------------------------------------
+    # -- ownership -------------------------------------------------------------------------------------------------
 
     def assigned(self) -> set[int]:
-        """Events-topic partitions this worker owns now."""
-        name = self.events_topic_name
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == name}
+        """Events-topic partitions this worker owns now (assigned and recovered)."""
+        if self._fenced_at is not None:
+            return set()
+        return self.faust.assigned() & self.store.owned()
 
     def ready(self) -> bool:
-        """Whether the assignment is settled and the table recovered."""
-        app = self.app
-        return not (app.rebalancing or app.in_recovery) and app.tables.recovery.completed.is_set()
+        """Whether the assignment is settled, this worker is not fenced and its partitions are recovered."""
+        if self._fenced_at is not None or not self.faust.settled():
+            return False
+        return self.faust.assigned() <= self.store.owned()
+
+    async def take(self, mine: list[int]) -> None:
+        """Own exactly `mine`: release partitions gone, and for new ones first start their producers (fencing the
+        previous owner), then recover their state from the changelog."""
+        owned = self.store.owned()
+        gone = sorted(owned - set(mine))
+        new = [p for p in mine if p not in owned]
+        if gone:
+            await self._release(gone)
+        if new:
+            await self.checkpoint.own(new)
+            await self.store.acquire(new)
+            self._confirmed = time.monotonic()
+        if gone or new:
+            self.processor.reset()
+
+    async def _release(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self.store.release(partition)
+        await self.checkpoint.drop(partitions)
+
+    async def release_all(self) -> None:
+        """Let every partition go cleanly (revocation, shutdown)."""
+        await self._release(sorted(self.store.owned()))
+        self.processor.reset()
+
+    async def fence(self, error: FencedError) -> None:
+        """This worker lost its partitions: stop writing for all of them at once, forget their state, say so."""
+        log.error("%s", error.line())
+        self._fenced_at = time.monotonic()
+        self.fenced += 1
+        for partition in sorted(self.store.owned()):
+            self.store.forget(partition)
+        await self.checkpoint.drop(sorted(self.store.owned() | set(error.partitions) | set(range(self.partitions))))
+        self.processor.reset()
+
+    def _fence_expired(self) -> bool:
+        """Fenced for longer than a rejoin can take: the group has forgotten this member."""
+        if self._fenced_at is None:
+            return False
+        limit = (self.config.session_timeout + self.config.rebalance_timeout) / 1000 + 10
+        return time.monotonic() - self._fenced_at > limit
+
+    # -- the pump --------------------------------------------------------------------------------------------------
 
     async def pump(self) -> None:
-        """Read, fold, send, store: until the app stops (see the module docstring)."""
-        config = self.config
+        """Read, fold, checkpoint: until the app stops (see the module docstring)."""
+        log.info(
+            "processing guarantee %s, store %s, changelog %s%s",
+            self.guarantee,
+            self.config.store,
+            self.store.topic,
+            f", faults armed: {self.faults.armed}" if self.faults.armed else "",
+        )
         while not self.app.should_stop:
-            if not self.ready():
+            if self._fence_expired():
+                error = FencedError("no new assignment came after this worker was fenced", set())
+                error.expect = "the worker exits so that a restart rejoins the group"
+                raise error
+            if self._fenced_at is not None or not self.faust.settled():
                 await asyncio.sleep(WAIT_S)
                 continue
             async with self._lock:
-                mine = sorted(self.assigned()) if self.ready() else []
-                if not mine:
-                    await asyncio.sleep(WAIT_S)
-                    continue
-                tps = {TP(self.events_topic_name, p) for p in mine}
-                self.app.consumer.pause_partitions(tps)  # Faust resumes them after each recovery
-                positions = {p: await self._position(p) for p in mine}
-                fetched = await self.feed.fetch(positions, config.batch_size, config.batch_within)
-                if fetched:
-                    results = [self.processor.process(p, raws, accept_gaps=True) for p, raws in fetched.items()]
-                    await self.commit_results(results)
-                await self._commit_offsets(mine)
+                mine = sorted(self.faust.assigned()) if self.faust.settled() and self._fenced_at is None else []
+                try:
+                    await self.take(mine)
+                    if mine:
+                        await self._step(mine)
+                except FencedError as exc:
+                    await self.fence(exc)
+            if not mine:
+                await asyncio.sleep(WAIT_S)
+
+    async def _step(self, mine: list[int]) -> None:
+        """One batch of the owned partitions, then the group commit when due."""
+        config = self.config
+        self.faust.pause(mine)  # Faust resumes them after each rebalance
+        positions = {p: await self._position(p) for p in mine}
+        fetched = await self.feed.fetch(positions, config.batch_size, config.batch_within)
+        if fetched:
+            results = [self.processor.process(p, raws, accept_gaps=True) for p, raws in fetched.items()]
+            await self.commit_results(results)
+        await self._commit_offsets(mine)
 
     async def _position(self, partition: int) -> int:
         """The next offset to read: the stored applied offset + 1, else the partition's log start."""
@@ -237,47 +282,47 @@ class Worker:
         return state.applied + 1
 
     async def commit_results(self, results: list[BatchResult]) -> None:
-        """Send the outputs, wait for their delivery, then write each partition's state entries."""
-        names = self.names
-        await self.sender.send(record for result in results for record in output_records(names, result))
-        table = self.table
+        """Steps 1-3 of the checkpoint (processor/worker/checkpoint.py) for one batch."""
+        if self.guarantee != EXACTLY_ONCE:
+            await self._confirm_membership(sorted(r.partition for r in results))
+        await self.checkpoint.write(results)
         for result in results:
-            context = PartitionContext(_Message(self.events_topic_name, result.partition))
-            token = _current_event.set(weakref.ref(context))
-            try:
-                for key, value in result.states.items():
-                    table[key] = value
-            finally:
-                _current_event.reset(token)
             self.processor.trim(result.partition, keep=(k.decode() for k in result.states if not is_clock_key(k)))
+        self.faults.hit("before_commit")
 
-    async def flush_table_writes(self) -> None:
-        """Wait until Faust's producer has delivered the table's changelog writes."""
-        producer = self.app.producer
-        while producer.buffer.size:  # Faust's buffer flush gives up after 0.1 s without progress: loop
-            await producer.buffer.flush()
-        await producer.flush()
+    async def _confirm_membership(self, partitions: list[int]) -> None:
+        """Without transactions nothing fences a paused worker. The group confirms this member at every commit
+        interval; without that for a whole session timeout (a long pause, a frozen VM), the session has expired:
+        fenced. For half of one, ask the group now by committing the offsets already applied."""
+        silent = time.monotonic() - self._confirmed
+        if silent > self.config.session_timeout / 1000:
+            raise FencedError(f"no word from the group for {silent:.1f}s (session timeout passed)", set(partitions))
+        if silent <= self.config.session_timeout / 2000:
+            return
+        stored = {p: self._stored_applied(p) + 1 for p in partitions}
+        if not await self.faust.commit({p: max(o, 0) for p, o in stored.items()}):
+            raise FencedError("the group no longer knows this member (session expired or rebalanced)", set(partitions))
+        self._confirmed = time.monotonic()
+
+    def _stored_applied(self, partition: int) -> int:
+        raw = self.store.get(clock_key(partition))
+        return decode_clock(raw).applied if raw is not None else -1
 
     async def _commit_offsets(self, partitions: list[int]) -> None:
-        """Every commit interval: commit `applied + 1` of each owned partition for the group (lag monitoring)."""
+        """Step 4, every commit interval: commit `applied + 1` of each owned partition for the group (lag tools; a
+        refused commit used to be counted as done, which left the group's offsets behind for good). A refusal means
+        the group took the partitions away: FencedError."""
         now = time.monotonic()
         if now < self._commit_due:
             return
+        offsets = {p: self.processor.partition(p).applied + 1 for p in partitions}
+        offsets = {p: offset for p, offset in offsets.items() if offset > 0}
+        # Committed even when unchanged: each accepted commit confirms this member (`_confirm_membership`).
+        if offsets and not await self.faust.commit(offsets):
+            raise FencedError(f"the group refused the commit of offsets {offsets}", set(offsets))
         self._commit_due = now + self.config.commit_interval / 1000
-        offsets = {}
-        for partition in partitions:
-            next_offset = self.processor.partition(partition).applied + 1
-            if next_offset > 0 and self._committed.get(partition) != next_offset:
-                offsets[TP(self.events_topic_name, partition)] = next_offset
-        if not offsets:
-            return
-        try:
-            # Faust's commit path: it flushes the producer (the table writes) first, then commits.
-            await self.app.consumer._commit_offsets(offsets)
-        except Exception as exc:  # noqa: BLE001 - monitoring only: the table holds the applied offsets
-            log.warning("committing offsets %s failed: %r", {tp.partition: o for tp, o in offsets.items()}, exc)
-            return
-        self._committed.update({tp.partition: offset for tp, offset in offsets.items()})
+        if offsets:
+            self._confirmed = time.monotonic()
 
     # -- queries ---------------------------------------------------------------------------------------------------
 
@@ -296,35 +341,36 @@ class Worker:
         return Local(True, mine, live_json(view) if view is not None else None)
 
     def peer_urls(self) -> list[str]:
-        """Web URLs of the other members of the group that own partitions (from the last assignment)."""
-        # Faust's router (public API): {member canonical_url: {changelog topic: [active partitions]}}.
-        members = self.app.router.table_metadata(TABLE_NAME)
-        return peer_urls(members, str(self.app.conf.canonical_url))
+        """Web URLs of the other members of the group that own events partitions (from the last assignment)."""
+        return peer_urls(self.faust.members(), str(self.app.conf.canonical_url))
 
     def all_partitions(self) -> range:
         """Every partition of the events topic (a 404 needs all of them checked)."""
-        # Faust's consumer (public ConsumerT method): the partition count from the group's metadata.
-        count = self.app.consumer.topic_partitions(self.events_topic_name)
-        return range(count or self.partitions)
+        return range(self.faust.partition_count() or self.partitions)
 
     def health(self) -> dict[str, Any]:
         """Status of this worker (GET /health)."""
         watermarks: dict[str, str | None] = {}
-        for partition in sorted(self.assigned()):
-            raw = self.table.get(clock_key(partition))
+        mine = sorted(self.assigned())
+        for partition in mine:
+            raw = self.store.get(clock_key(partition))
             watermark = decode_clock(raw).watermark if raw else None
             watermarks[str(partition)] = format_ms(watermark) if watermark is not None else None
         return {
             "status": "ok",
             "app_id": self.config.app_id,
             "events_topic": self.events_topic_name,
-            "partitions": sorted(self.assigned()),
-            "rebalancing": bool(self.app.rebalancing),
+            "processing_guarantee": self.guarantee,
+            "partitions": mine,
+            "rebalancing": not self.ready(),
+            "fenced": self._fenced_at is not None,
             "watermarks": watermarks,
             "stats": {
                 **self.processor.stats.as_dict(),
                 "ignored_stream_records": self.ignored,
-                "outputs": self.sender.sent,
+                "outputs": self.checkpoint.sent,
+                "restored_changelog_records": self.store.restored,
+                "fenced": self.fenced,
             },
         }
 
@@ -335,8 +381,8 @@ def _ms(timestamp: float | None) -> int | None:
 
 
 def own_view(processor: StreamProcessor, account_id: str, mine: frozenset[int]) -> LiveView | None:
-    """The account's live view if one of the partitions `mine` holds it, else None. The table may also hold copies of
-    other partitions (standby replicas, entries written before a rebalance moved a partition away): not ours."""
+    """The account's live view if one of the partitions `mine` holds it, else None (the store holds only owned
+    partitions; an entry of another partition, e.g. written before a rebalance moved it, is not ours)."""
     try:
         key = account_key(account_id)
     except UnicodeError:  # e.g. a lone surrogate from a percent-encoded path
@@ -364,9 +410,35 @@ def live_json(view: Any) -> dict[str, Any]:
     }
 
 
+async def prepare(config: WorkerConfig, partitions: int) -> str:
+    """Create the changelog topic if missing and pick the processing guarantee; ValueError with one line if they
+    cannot be used."""
+    topic = changelog_topic(config.app_id)
+    count = await ensure_changelog(config.broker, topic, partitions, config.replication)
+    if count != partitions:
+        raise ValueError(f"changelog topic {topic} has {count} partitions, {config.events} has {partitions}")
+    wanted = config.processing_guarantee
+    if wanted == AT_LEAST_ONCE:
+        return AT_LEAST_ONCE
+    if await supports_transactions(config.broker, config.app_id):
+        return EXACTLY_ONCE
+    if wanted == EXACTLY_ONCE:
+        raise ValueError(f"--processing-guarantee exactly_once: the broker at {config.broker} has no transactions")
+    return AT_LEAST_ONCE
+
+
 def run_worker(config: WorkerConfig, partitions: int) -> int:
     """Build the app and run it until SIGINT/SIGTERM (blocks; returns the exit status)."""
-    worker = Worker(config, partitions)
+    from aiokafka.errors import KafkaError
+
+    try:
+        faust_adapter.self_check()
+        Faults.from_env()
+        guarantee = asyncio.run(prepare(config, partitions))
+    except (faust_adapter.FaustIncompatible, ValueError, KafkaError, OSError) as exc:
+        print(f"ccmeter worker: {exc}", file=sys.stderr)
+        return 2
+    worker = Worker(config, partitions, guarantee)
     # Every event allocates short-lived tuples and dicts; with Python's default threshold (700) the cyclic
     # collector runs every few events. Fewer, larger young-generation collections: about 10% more events/s.
     gc.set_threshold(GC_THRESHOLD, 20, 100)

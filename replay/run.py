@@ -18,6 +18,7 @@ from typing import Any
 from processor.cli import CliError
 from processor.core.model import Settings
 from processor.topics import EVENTS, topic_names
+from processor.worker.store import changelog_topic
 from replay import kafka
 from replay.common import check_version, show_ms, table
 from replay.kafka import GroupState
@@ -50,8 +51,8 @@ class RunConfig:
 
     @property
     def changelog(self) -> str:
-        """The new version's changelog topic (its Faust table `state`)."""
-        return f"{self.app_id}-state-changelog"
+        """The new version's changelog topic (the worker's state store, processor/worker/store.py)."""
+        return changelog_topic(self.app_id)
 
     @property
     def events_topic(self) -> str:

@@ -50,6 +50,12 @@ def _store(text: str) -> str:
     return text
 
 
+def _guarantee(text: str) -> str:
+    if text not in ("auto", "exactly_once", "at_least_once"):
+        raise ValueError(f"{text!r}: the processing guarantee is auto, exactly_once or at_least_once")
+    return text
+
+
 def _topic(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", text):
         raise ValueError(f"{text!r} is not a Kafka topic name (letters, digits, '.', '_', '-')")
@@ -98,6 +104,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("web_port", _port, 6066, "HTTP port of live queries and /health", "PORT"),
     Option("store", _store, "memory://", "table store: memory:// or rocksdb:// (needs rocksdict)", "URL"),
     Option("data_dir", str, "ccmeter-data", "directory for the worker's local data (RocksDB files)", "DIR"),
+    Option(
+        "processing_guarantee",
+        _guarantee,
+        "auto",
+        "exactly_once (Kafka transactions fence a worker that lost its partitions), at_least_once, or auto: "
+        "exactly_once where the broker has transactions",
+        "MODE",
+    ),
     Option("batch_size", _positive_int, 20_000, "events per processing batch (at most)", "N"),
     Option("batch_within", parse_duration_ms, 200, "wait at most this long to fill a batch", "DURATION"),
     Option("partitions", _positive_int, 4, "partitions of the topics when the worker has to create them", "N"),
@@ -144,6 +158,7 @@ class WorkerConfig:
     web_port: int = 6066
     store: str = "memory://"
     data_dir: str = "ccmeter-data"
+    processing_guarantee: str = "auto"
     batch_size: int = 20_000
     batch_within: int = 200
     partitions: int = 4

@@ -6,7 +6,7 @@ records themselves are read here, each partition from its stored applied offset 
 - Faust's stream delivers about 7,000 events/s on a 2-core machine whatever the agent does (docs/performance.md),
   while aiokafka alone reads well over 100,000;
 - around restarts and rebalances Faust's stream drops records in flight and commits offsets it never delivered,
-  and a seek back does not reliably bring them. Reading from the stored applied offset makes the table the only
+  and a seek back does not reliably bring them. Reading from the stored applied offset makes the changelog the only
   truth about what was processed.
 """
 

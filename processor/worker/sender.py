@@ -8,8 +8,10 @@ of the key; keyless records, the dead letters, go to a random partition), so rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -59,10 +61,15 @@ def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
 
 
 class BatchSender:
-    """Sends records in per-partition batches and waits until the broker has acknowledged all of them."""
+    """Sends records in per-partition batches and waits until the broker has acknowledged all of them.
 
-    def __init__(self, bootstrap: str) -> None:
+    With a `transactional_id` the producer is transactional (`begin`, `commit`, `abort`): a newer producer with the
+    same id fences this one, whose next send or commit then fails with `ProducerFenced`.
+    """
+
+    def __init__(self, bootstrap: str, transactional_id: str | None = None) -> None:
         self.bootstrap = bootstrap
+        self.transactional_id = transactional_id
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._placed: dict[tuple[str, bytes], int] = {}  # (topic, key) -> partition: murmur2 in Python is slow
@@ -70,12 +77,21 @@ class BatchSender:
 
     async def _ensure(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, max_batch_size=1024 * 1024
-            )
-            await producer.start()
+            options: dict[str, Any] = {"acks": "all", "linger_ms": 0, "max_batch_size": 1024 * 1024}
+            if self.transactional_id is not None:
+                options["transactional_id"] = self.transactional_id  # start() runs InitProducerId: fences older ones
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **options)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
             self._producer = producer
         return self._producer
+
+    async def start(self) -> None:
+        """Connect now (for a transactional sender: register its id with the broker, fencing older producers)."""
+        await self._ensure()
 
     async def _partitions_of(self, producer: AIOKafkaProducer, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
@@ -86,7 +102,7 @@ class BatchSender:
     async def send(self, records: Iterable[Record]) -> None:
         """Send `records` and wait for every acknowledgement; raises if one was not delivered."""
         producer = await self._ensure()
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         placed = self._placed
         for topic, key, value in records:
             partition = placed.get((topic, key)) if key is not None else None
@@ -101,23 +117,73 @@ class BatchSender:
                     placed[(topic, key)] = partition
             groups.setdefault((topic, partition), []).append((key, value))
         pending = []
-        count = 0
         for (topic, partition), items in groups.items():
-            batch = producer.create_batch()
-            for key, value in items:
+            pending += await self._submit(producer, topic, partition, items)
+        await _all(pending)
+        self.sent += sum(map(len, groups.values()))
+
+    async def send_to(self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]]) -> int:
+        """Send `(key, value)` items to one partition in order, wait for the acks; the offset after the last one
+        (-1 when `items` is empty)."""
+        if not items:
+            return -1
+        producer = await self._ensure()
+        pending = await self._submit(producer, topic, partition, items)
+        acks = await _all(pending)
+        return max(ack.offset + count for ack, count in acks)
+
+    @staticmethod
+    async def _submit(
+        producer: AIOKafkaProducer, topic: str, partition: int, items: list[tuple[bytes | None, bytes | None]]
+    ) -> list[Awaitable[tuple[Any, int]]]:
+        """Queue `items` as batches; one awaitable per batch giving (its metadata, its record count)."""
+        pending: list[Awaitable[tuple[Any, int]]] = []
+
+        async def acked(future: Awaitable[Any], count: int) -> tuple[Any, int]:
+            return await future, count
+
+        async def queue(batch: Any) -> None:
+            future = await producer.send_batch(batch, topic, partition=partition)
+            pending.append(acked(future, batch.record_count()))
+
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                await queue(batch)
+                batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    pending.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"an output record of {len(value)} bytes does not fit a batch")
-            if batch.record_count():
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-            count += len(items)
-        await asyncio.gather(*pending)
-        self.sent += count
+                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch")
+        if batch.record_count():
+            await queue(batch)
+        return pending
+
+    async def begin(self) -> None:
+        """Begin a transaction (transactional senders only)."""
+        await (await self._ensure()).begin_transaction()
+
+    async def commit(self) -> None:
+        """Commit the open transaction: its records become visible to `read_committed` readers at once."""
+        await (await self._ensure()).commit_transaction()
+
+    async def abort(self) -> None:
+        """Abort the open transaction, if any (errors are swallowed: the producer is closed next anyway)."""
+        producer = self._producer
+        if producer is None or self.transactional_id is None:
+            return
+        with contextlib.suppress(Exception):
+            await producer.abort_transaction()
 
     async def close(self) -> None:
         """Flush and stop the producer if it was started."""
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+
+
+async def _all(pending: list[Awaitable[Any]]) -> list[Any]:
+    """Await every acknowledgement; raise the first failure only after all are settled (none left unretrieved)."""
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes

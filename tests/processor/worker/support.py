@@ -89,6 +89,13 @@ class WorkerProcess:
         except OSError:
             return "(no log)"
 
+    def exited(self, timeout: float = 90.0) -> int:
+        """Wait until the process ends by itself; its exit status (AssertionError with the log if it does not)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker still running after {timeout}s:\n{self.tail()}") from None
+
     def kill(self) -> None:
         """SIGKILL, no goodbye."""
         if self.proc.poll() is None:
@@ -105,8 +112,11 @@ class WorkerProcess:
                 self.kill()
 
 
-def start_worker(bootstrap: str, prefix: str, app_id: str, workdir: Path, *extra: str) -> WorkerProcess:
-    """Start `python -m processor.cli worker` with short timeouts and a free web port."""
+def start_worker(
+    bootstrap: str, prefix: str, app_id: str, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> WorkerProcess:
+    """Start `python -m processor.cli worker` with short timeouts and a free web port (`env`: extra `CCMETER_*`
+    variables, e.g. `CCMETER_FAULT`; the caller's own `CCMETER_*` variables are not passed on)."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"worker-{port}.log"
@@ -117,9 +127,9 @@ def start_worker(bootstrap: str, prefix: str, app_id: str, workdir: Path, *extra
         "--store", "memory://", "--data-dir", str(workdir / f"data-{port}"),
         *FAST, *extra,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETER_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CCMETER_")} | (env or {})
     with log.open("wb") as handle:
-        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
     return WorkerProcess(proc, port, log, args)
 
 
@@ -203,6 +213,7 @@ async def _consume(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_bytes=fetch_max_bytes,
+        isolation_level="read_committed",  # like the sink: records of aborted (fenced) transactions never count
     )
     await consumer.start()
     got: dict[str, list[dict]] = {topic: [] for topic in topics}
