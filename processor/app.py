@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import faust
@@ -351,11 +352,14 @@ class Worker:
     def health(self) -> dict[str, Any]:
         """Status of this worker (GET /health)."""
         watermarks: dict[str, str | None] = {}
+        counts: Counter[str] = Counter()  # kept with each partition's clock entry: they survive restarts
         mine = sorted(self.assigned())
         for partition in mine:
             raw = self.store.get(clock_key(partition))
-            watermark = decode_clock(raw).watermark if raw else None
+            clock = decode_clock(raw) if raw else None
+            watermark = clock.watermark if clock else None
             watermarks[str(partition)] = format_ms(watermark) if watermark is not None else None
+            counts.update(clock.counts if clock else {})
         return {
             "status": "ok",
             "app_id": self.config.app_id,
@@ -365,6 +369,7 @@ class Worker:
             "rebalancing": not self.ready(),
             "fenced": self._fenced_at is not None,
             "watermarks": watermarks,
+            "counts": dict(sorted(counts.items())),
             "stats": {
                 **self.processor.stats.as_dict(),
                 "ignored_stream_records": self.ignored,

@@ -47,8 +47,10 @@ class GroupState:
 
 
 def consumer(broker: str, **options: Any) -> AIOKafkaConsumer:
-    """A group-less consumer that commits nothing (start it before use)."""
+    """A group-less consumer that commits nothing and reads committed records only, as the worker writes its outputs
+    and changelog in transactions (start it before use)."""
     options.setdefault("request_timeout_ms", 15_000)
+    options.setdefault("isolation_level", "read_committed")
     return AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, group_id=None, **options)
 
 

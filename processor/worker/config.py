@@ -116,7 +116,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_within", parse_duration_ms, 200, "wait at most this long to fill a batch", "DURATION"),
     Option("partitions", _positive_int, 4, "partitions of the topics when the worker has to create them", "N"),
     Option("replication", _positive_int, 1, "replication factor of topics the worker creates", "N"),
-    Option("standby_replicas", int, 1, "standby copies of each state partition on other workers", "N"),
+    Option("standby_replicas", int, 1, "no effect (state recovers from the changelog); kept for old scripts", "N"),
     Option("session_timeout", parse_duration_ms, 30_000, "Kafka consumer session timeout", "DURATION"),
     Option("heartbeat_interval", parse_duration_ms, 3_000, "Kafka consumer heartbeat interval", "DURATION"),
     Option("rebalance_timeout", parse_duration_ms, 60_000, "Kafka consumer rebalance timeout", "DURATION"),

@@ -144,6 +144,9 @@ def test_outputs_equal_the_batch_engine_and_live_queries_answer(broker: str, top
         assert status == 404
         health = worker.health()
         assert health and health["stats"]["records"] >= len(lines)
+        counts = health["counts"]  # kept with the state: what every owned partition saw since it began
+        assert counts.get("dead_letter:invalid_json", 0) + counts.get("dead_letter:invalid_timestamp", 0) > 0
+        assert counts["applied"] > 0 and counts.get("duplicate", 0) > 0
     finally:
         worker.stop()
 
