@@ -92,7 +92,7 @@ def plan_seed(snapshot: Path, events_topic: str, at_from: dict[int, int], beginn
 
 
 class DictStore:
-    """The worker's StateStore over a dict (what the Faust table would hold)."""
+    """The worker's StateStore over a dict (what the worker's changelog-backed store would hold)."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}

@@ -1,4 +1,4 @@
-"""All partitions of one worker, over a key-value state store (the Faust table, or a dict in tests)."""
+"""All partitions of one worker, over a key-value state store (processor/worker/store.py, or a dict in tests)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the worker keeps in its Faust table (key and value bytes), one entry per account plus one per partition.
+"""What the worker keeps in its state store and changelog (key and value bytes), one entry per account plus one per
+partition.
 
 - account entry, key `account_id` (UTF-8): msgpack `[1, partition, applied_offset, wake_at, alert_state, fold]` where
   `applied_offset` is the last events-topic offset applied to this account, `wake_at` the event time at which the
