@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from processor.batch import wire
 from processor.batch.engine import BatchEngine
 from schemas.events import PlanChanged, Rejection, decode, decode_mapping, parse_timestamp, to_ms
-from tests.schemas.cases import TIMESTAMPS, number_lines, timestamp_lines
+from tests.schemas.cases import PLAN, TIMESTAMPS, number_lines, timestamp_lines
 
 from .helpers import write_jsonl
 
@@ -47,16 +47,6 @@ BASE = {
     "occurred_at": "2026-11-02T09:00:00.250Z",
     "user_id": "u1",
     "device_id": "d1",
-}
-PLAN = {
-    "event_id": "p1",
-    "type": "account.plan_changed",
-    "account_id": "a1",
-    "occurred_at": "2026-11-02T09:00:00Z",
-    "licenses": 10,
-    "overage_allowance": 2,
-    "billing_anchor_day": 1,
-    "timezone": "Europe/Berlin",
 }
 DROP = object()
 
