@@ -9,11 +9,11 @@ import sys
 from typing import TYPE_CHECKING
 
 from processor.cli import CliError
+from processor.durations import ONCE_GIVE_UP, flag_seconds, give_up_seconds
 
 if TYPE_CHECKING:
     from processor.alerts.deliver import DeliverConfig
 
-ONCE_GIVE_UP = "60s"  # how long `deliver --once` waits for a failing receiver by default
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,27 +84,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _seconds(text: str, flag: str) -> float:
-    from processor.worker.config import parse_duration_ms
-
-    try:
-        seconds = parse_duration_ms(text) / 1000
-    except ValueError as exc:
-        raise CliError(f"{flag}: {exc}") from None
-    if seconds <= 0:
-        raise CliError(f"{flag}: {text!r} must be more than 0")
-    return seconds
-
-
-def _give_up_seconds(text: str | None, once: bool) -> float | None:
-    """Seconds of `--give-up-after` (None: retry forever)."""
-    if text is None:
-        text = ONCE_GIVE_UP if once else "never"
-    if text.strip().lower() == "never":
-        return None
-    return _seconds(text, "--give-up-after")
-
-
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("ccmeter").setLevel(logging.WARNING if quiet else logging.INFO)
@@ -124,7 +103,7 @@ def build_config(args: argparse.Namespace) -> DeliverConfig:
         secret = load_secret(args.secret_file, os.environ)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    first, cap = _seconds(args.retry_first, "--retry-first"), _seconds(args.retry_max, "--retry-max")
+    first, cap = flag_seconds(args.retry_first, "--retry-first"), flag_seconds(args.retry_max, "--retry-max")
     if first > cap:
         raise CliError(f"--retry-first ({args.retry_first}) is longer than --retry-max ({args.retry_max})")
     return DeliverConfig(
@@ -134,9 +113,9 @@ def build_config(args: argparse.Namespace) -> DeliverConfig:
         secret=secret,
         group=args.group or default_group(url),
         once=args.once,
-        timeout=_seconds(args.timeout, "--timeout"),
+        timeout=flag_seconds(args.timeout, "--timeout"),
         policy=RetryPolicy(first, cap),
-        give_up_seconds=_give_up_seconds(args.give_up_after, args.once),
+        give_up_seconds=give_up_seconds(args.give_up_after, args.once),
         start=args.start,
     )
 

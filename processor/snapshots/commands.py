@@ -24,6 +24,7 @@ from processor.commands.report import (
     events_history,
     require_account,
 )
+from processor.durations import ONCE_GIVE_UP, flag_seconds, give_up_seconds
 from processor.reports.render import (
     BILLING_RUN_KEYS,
     FORMATS,
@@ -35,7 +36,6 @@ from processor.reports.render import (
 from processor.snapshots.history import AccountHistory, load_histories, snapshot_accounts
 from schemas.outputs import Report
 
-ONCE_GIVE_UP = "60s"  # how long `sink --once` waits for an unreachable broker by default
 ALL_KEYS: tuple[str, ...] = BILLING_RUN_KEYS  # the columns of `report --all` (processor/reports/render.py)
 CHART_SUFFIXES: tuple[str, ...] = (".png", ".svg")
 # Tables a snapshot needs for reports up to data_through (a snapshot written by an older ccmeter lacks them).
@@ -164,24 +164,6 @@ def _setup_logging(quiet: bool) -> None:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
 
-def _seconds(text: str, flag: str) -> float:
-    from processor.worker.config import parse_duration_ms
-
-    try:
-        return parse_duration_ms(text) / 1000
-    except ValueError as exc:
-        raise CliError(f"{flag}: {exc}") from None
-
-
-def _give_up_seconds(text: str | None, once: bool) -> float | None:
-    """Seconds of `--give-up-after` (None: retry forever)."""
-    if text is None:
-        text = ONCE_GIVE_UP if once else "never"
-    if text.strip().lower() == "never":
-        return None
-    return _seconds(text, "--give-up-after")
-
-
 def run_sink_command(args: argparse.Namespace) -> int:
     """`ccmeter sink`."""
     from aiokafka.errors import KafkaError
@@ -207,8 +189,8 @@ def run_sink_command(args: argparse.Namespace) -> int:
         flush_seconds=args.flush_seconds,
         flush_records=args.flush_records,
         compact_seconds=max(0.0, args.compact_seconds),
-        give_up_seconds=_give_up_seconds(args.give_up_after, args.once),
-        retry_max_seconds=max(0.5, _seconds(args.retry_max, "--retry-max")),
+        give_up_seconds=give_up_seconds(args.give_up_after, args.once),
+        retry_max_seconds=max(0.5, flag_seconds(args.retry_max, "--retry-max")),
     )
     try:
         stats = run_sink(config)
