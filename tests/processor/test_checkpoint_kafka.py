@@ -206,17 +206,22 @@ def test_a_zombie_writes_nothing_after_losing_its_partitions(
         written = [names[t] for t in (USAGE_CHANGES, PEAK_WINDOWS, ALERTS, DEAD_LETTERS, INTERVALS)]
         written.append(changelog_topic(app_id))
         marks = _marks(broker, written, committed=True)
-        sent = _marks(broker, written, committed=False)
         zombie.proc.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 60
         while "ownership failed" not in zombie.log.read_text(errors="replace") and zombie.proc.poll() is None:
             assert time.monotonic() < deadline, zombie.tail()
             time.sleep(0.2)
         assert "ownership failed" in zombie.log.read_text(errors="replace"), zombie.tail()
-        time.sleep(3)  # give anything the zombie might still send the time to land
-        assert _after(broker, marks, committed=True) == {}, zombie.tail()
-        if guarantee == "at_least_once":  # nothing was even sent: the group refused the zombie before its batch
-            assert _after(broker, sent, committed=False) == {}, zombie.tail()
+        # A fenced worker rejoins the group about a second later and may own partitions again, legitimately: stop it
+        # here, so that what lands below can only be a write of the zombie's lost generation.
+        zombie.proc.kill()
+        zombie.proc.wait(timeout=30)
+        time.sleep(3)  # give anything the zombie might still have sent the time to land
+        if guarantee == "exactly_once":  # the broker fenced the zombie: nothing of its lost generation is committed
+            assert _after(broker, marks, committed=True) == {}, zombie.tail()
+        # at_least_once (no transactions) closes the window only at the membership check before each batch: a pause
+        # that begins after it lets that one batch through (docs/running.md). What holds for both: the zombie says it
+        # was fenced, and every output still equals the batch engine's, no id with two contents.
         check_equal(outputs(broker, names, want_changes, want_windows), names, want_changes, want_windows)
     finally:
         if zombie.proc.poll() is None:
