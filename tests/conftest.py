@@ -18,11 +18,15 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from processor.brokers.common import Broker, BrokerError
 from processor.brokers.probe import probe_brokers
+
+if TYPE_CHECKING:
+    from processor.brokers.secure import SecureKafka
 
 BROKER_ENV = "CCMETER_TEST_BROKER"
 
@@ -70,6 +74,32 @@ def broker(broker_kind: str) -> Iterator[str]:
         pytest.fail(failure, pytrace=False)
     try:
         yield server.bootstrap
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureKafka]:
+    """A second, secured real Kafka for the session (processor.brokers.secure.SecureKafka), started on first use.
+
+    SASL_SSL on `bootstrap` with TLS from a CA generated now (`ca_file`), SCRAM-SHA-256/512 and PLAIN users
+    (`users`: name -> password; `admin` is the super user; producer, worker, sink, alerts, replay-publish, ccmeter
+    and guest start with no rights),
+    ACLs enforced. `client_kwargs(user)` gives aiokafka keyword arguments, `grant(principal, resource_type, name,
+    operations, pattern="LITERAL"|"PREFIXED")` adds ACLs. Always a local Kafka, whatever $CCMETER_TEST_BROKER.
+    """
+    from processor.brokers.secure import SecureKafka
+
+    server = SecureKafka()
+    failure = None
+    try:
+        server.start()
+    except BrokerError as exc:  # fail outside the except block: no "during handling" chain in the report
+        failure = f"could not start the secured test Kafka: {exc}"
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield server
     finally:
         server.stop()
 

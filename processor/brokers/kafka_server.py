@@ -249,21 +249,23 @@ class KafkaServer:
     def _launch(self, java: str, lib: Path) -> None:
         assert self.workdir is not None
         config = self.workdir / "server.properties"
-        props = server_properties(
-            self.port,
-            self.controller_port,
-            self.workdir / "data",
-            auto_create_topics=self.auto_create_topics,
-            extra=self.extra_properties,
-        )
-        _write_properties(config, props)
+        _write_properties(config, self._server_properties())
         (self.workdir / "log4j2.properties").write_text(
             _LOG4J2.format(log=self.log_path, level=self.log_level), encoding="utf-8"
         )
         self.cluster_id = random_cluster_id()
         fmt = subprocess.run(
             self._java_command(
-                java, lib, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(config), tool=True
+                java,
+                lib,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self.cluster_id,
+                "-c",
+                str(config),
+                *self._format_arguments(),
+                tool=True,
             ),
             capture_output=True,
             text=True,
@@ -273,6 +275,28 @@ class KafkaServer:
         if fmt.returncode != 0:
             raise KafkaServerError(f"kafka-storage format failed ({fmt.returncode}):\n{fmt.stdout}{fmt.stderr}")
         self._spawn(java, lib)
+
+    def _server_properties(self) -> dict[str, str]:
+        """The server.properties of this run (a hook: the secured broker in processor.brokers.secure extends it)."""
+        assert self.workdir is not None
+        return server_properties(
+            self.port,
+            self.controller_port,
+            self.workdir / "data",
+            auto_create_topics=self.auto_create_topics,
+            extra=self.extra_properties,
+        )
+
+    def _format_arguments(self) -> list[str]:
+        """Extra `kafka-storage format` arguments (a hook, e.g. `--add-scram` for the secured broker)."""
+        return []
+
+    def _probe(self) -> bool:
+        """True when the broker answers a Metadata request listing a broker (a hook: the secured broker probes TLS).
+
+        Raises OSError while it is not serving yet.
+        """
+        return bool(probe_brokers(HOST, self.port, timeout=2.0))
 
     def _spawn(self, java: str, lib: Path) -> None:
         assert self.workdir is not None
@@ -296,7 +320,7 @@ class KafkaServer:
             if code is not None:
                 raise KafkaServerError(f"Kafka exited with status {code} during start-up; {self._diagnostics()}")
             try:
-                if probe_brokers(HOST, self.port, timeout=2.0):
+                if self._probe():
                     return
                 last_error = "Metadata listed no brokers"
             except OSError as exc:

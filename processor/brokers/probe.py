@@ -8,6 +8,7 @@ so it works from sync code, from inside a running event loop, and against Kafka 
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 
@@ -79,12 +80,21 @@ def _metadata_body(version: int) -> bytes:
     return body
 
 
-def probe_brokers(host: str, port: int, timeout: float = 2.0) -> list[BrokerInfo]:
+def probe_brokers(
+    host: str, port: int, timeout: float = 2.0, *, ssl_context: ssl.SSLContext | None = None
+) -> list[BrokerInfo]:
     """Ask host:port for its ApiVersions and then its Metadata; return the brokers it lists.
 
-    Raises OSError/ConnectionError when the broker is not (yet) serving.
+    With `ssl_context` the probe speaks TLS (e.g. to a broker's mutual-TLS inter-broker listener).
+    Raises OSError/ConnectionError (ssl.SSLError is an OSError) when the broker is not (yet) serving.
     """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context else raw
+        return _ask_for_brokers(sock)
+
+
+def _ask_for_brokers(sock: socket.socket) -> list[BrokerInfo]:
+    with sock:
         reader = _call(sock, API_VERSIONS, 0, 1, b"")
         error = reader.take(">h")
         ranges: dict[int, tuple[int, int]] = {}
