@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "processor.brokers.commands",
     "processor.snapshots.commands",
     "processor.alerts.commands",
+    "processor.console.commands",
+    "processor.web.commands",
     "replay.commands",
 )
 
@@ -42,15 +45,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except CliError as exc:
+    from processor import kafka_security as ks
+
+    broker, security = ks.broker_of_args(args), ks.KafkaSecurity()
+    try:  # the Kafka security options (processor/kafka_security.py) of commands that talk to Kafka
+        if ks.takes_security(args):
+            security = ks.security_from_args(args)
+        with ks.use_security(security):
+            if security.protocol != "PLAINTEXT":
+                asyncio.run(ks.check_access(broker, security))
+            return int(args.func(args) or 0)
+    except ks.KafkaAccessError as exc:
         print(f"ccmeter: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except (CliError, ks.SecurityConfigError) as exc:
+        refused = ks.access_error(exc, broker, security) if isinstance(exc, CliError) else None
+        print(f"ccmeter: error: {refused or exc}", file=sys.stderr)
+        return 1 if refused else 2
+    except Exception as exc:
+        refused = ks.access_error(exc, broker, security)
+        if refused is None:
+            raise
+        print(f"ccmeter: error: {refused}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ccmeter: interrupted", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m processor.cli` runs this file as `__main__`; the commands raise `processor.cli.CliError`, a second
+    # copy of this module, so run the imported module's `main` for one `CliError` class.
+    from processor.cli import main as imported_main
+
+    sys.exit(imported_main())

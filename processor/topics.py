@@ -16,6 +16,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, for_code
 
+from processor.kafka_security import client_kwargs
+
 DEFAULT_PREFIX = "ccmeter."
 
 # Logical keys of topic_names(); each is also the topic's suffix after the prefix.
@@ -91,7 +93,9 @@ async def create_topics(
     if partitions < 1 or replication < 1:
         raise ValueError("partitions and replication must be at least 1")
     names = topic_names(prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ccmeter-topics", request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ccmeter-topics", request_timeout_ms=timeout_ms, **client_kwargs()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

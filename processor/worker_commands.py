@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError
+from processor.kafka_security import add_security_options, client_kwargs
 from processor.topics import EVENTS, create_topics, topic_names, validate_prefix
 from processor.worker.config import WorkerConfig, add_arguments
 
@@ -27,6 +28,7 @@ def register(subparsers: Any) -> None:
         epilog="Example: ccmeter worker --broker 127.0.0.1:9092 --web-port 6066",
     )
     add_arguments(worker)
+    add_security_options(worker)
     worker.set_defaults(func=run_worker_command)
 
     publish = subparsers.add_parser(
@@ -41,6 +43,7 @@ def register(subparsers: Any) -> None:
     publish.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
     publish.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
     publish.add_argument("--topic", default=None, help="publish to this topic instead of PREFIX + 'events'")
+    add_security_options(publish)
     publish.set_defaults(func=run_publish_command)
 
 
@@ -48,6 +51,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     """Ensure the topics exist, then run the worker in the foreground."""
     try:
         config = WorkerConfig.from_args(args)
+        check_web_access(config)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if config.store.startswith("rocksdb://"):
@@ -59,6 +63,15 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from processor.app import run_worker
 
     return run_worker(config, partitions)
+
+
+def check_web_access(config: WorkerConfig) -> None:
+    """Read the HTTP API's tokens and TLS files before anything else (ValueError with one line)."""
+    from processor.web.auth import Access
+    from processor.web.tls import contexts
+
+    Access.from_config(config)
+    contexts(config.web_tls_cert, config.web_tls_key)
 
 
 async def prepare_topics(config: WorkerConfig) -> int:
@@ -73,7 +86,7 @@ async def prepare_topics(config: WorkerConfig) -> int:
     try:
         if config.events_topic is None:
             await create_topics(config.broker, config.prefix, config.partitions, config.replication, timeout_ms=15_000)
-        admin = AIOKafkaAdminClient(bootstrap_servers=config.broker, request_timeout_ms=15_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=config.broker, request_timeout_ms=15_000, **client_kwargs())
         await admin.start()
         try:
             described = await admin.describe_topics([events])
@@ -111,7 +124,9 @@ async def publish_file(path: Path, broker: str, topic: str) -> int:
     """Send each line of `path` to `topic` (key = account_id), in order; return the number of records."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker, acks="all", linger_ms=5, max_batch_size=256 * 1024, **client_kwargs()
+    )
     await producer.start()
     count = 0
     try:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from processor.cli import CliError
 from processor.core.model import Settings
+from processor.kafka_security import KafkaAccessError, access_error, add_security_options, current_security
 from processor.topics import DEFAULT_PREFIX, validate_prefix
 from schemas.events import format_ms, parse_timestamp, to_ms
 
@@ -77,6 +78,7 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, required_broker: bo
         help="Kafka bootstrap servers ($CCMETER_BROKER; default 127.0.0.1:9092)",
     )
     parser.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
+    add_security_options(parser)
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +124,9 @@ def run_async(coro: Coroutine[Any, Any, T], broker: str) -> T:
     try:
         return asyncio.run(coro)
     except (KafkaError, OSError) as exc:
+        refused = access_error(exc, broker, current_security())
+        if refused is not None:
+            raise KafkaAccessError(refused) from None
         raise CliError(f"Kafka at {broker}: {exc!r}") from None
 
 

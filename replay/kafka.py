@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.cli import CliError
+from processor.kafka_security import client_kwargs
 
 SEEDING = "ccmeter replay: seeding"  # offsets committed while a seed from a snapshot has not finished
 
@@ -51,12 +52,15 @@ def consumer(broker: str, **options: Any) -> AIOKafkaConsumer:
     and changelog in transactions (start it before use)."""
     options.setdefault("request_timeout_ms", 15_000)
     options.setdefault("isolation_level", "read_committed")
+    options.update(client_kwargs())
     return AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, group_id=None, **options)
 
 
 def admin(broker: str) -> AIOKafkaAdminClient:
     """An admin client (start it before use)."""
-    return AIOKafkaAdminClient(bootstrap_servers=broker, client_id="ccmeter-replay", request_timeout_ms=15_000)
+    return AIOKafkaAdminClient(
+        bootstrap_servers=broker, client_id="ccmeter-replay", request_timeout_ms=15_000, **client_kwargs()
+    )
 
 
 async def partitions_of(client: AIOKafkaConsumer, topic: str) -> list[int]:
@@ -150,7 +154,7 @@ async def commit_group_offsets(
     """Commit `offsets` (with `metadata`) for `group` on `topic` (the group must have no members)."""
     from aiokafka.structs import OffsetAndMetadata
 
-    client = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    client = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False, **client_kwargs())
     await client.start()
     try:
         parts = tps(topic, offsets)

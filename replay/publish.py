@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from processor.batch.wire import FIELDS
 from processor.cli import CliError
+from processor.kafka_security import client_kwargs
 from processor.worker_commands import record_key as key_of_line
 from schemas.events import format_ms
 
@@ -121,6 +122,7 @@ async def publish(
         linger_ms=5,
         max_batch_size=256 * 1024,
         client_id="ccmeter-replay-publish",
+        **client_kwargs(),
     )
     await producer.start()
     began = time.monotonic()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError
+from processor.kafka_security import child_env
 from processor.worker.state import decode_clock, is_clock_key
 from replay import kafka
 
@@ -89,9 +89,7 @@ class WorkerProcess:
     def _start(self) -> subprocess.Popen[bytes]:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as handle:
-            return subprocess.Popen(
-                self.command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ)
-            )
+            return subprocess.Popen(self.command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=child_env())
 
     def exited(self) -> int | None:
         """The exit status once the process has ended, else None."""

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from processor.cli import CliError
 from processor.durations import ONCE_GIVE_UP, flag_seconds, give_up_seconds
+from processor.kafka_security import access_error, add_security_options, current_security
 
 if TYPE_CHECKING:
     from processor.alerts.deliver import DeliverConfig
-
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{ONCE_GIVE_UP} with --once, else never)",
     )
     deliver.add_argument("--quiet", action="store_true", help="only warnings and errors (no line per delivery)")
+    add_security_options(deliver)
     deliver.set_defaults(func=run_deliver_command)
 
 
@@ -134,6 +135,10 @@ def run_deliver_command(args: argparse.Namespace) -> int:
         print(f"ccmeter alerts: {exc}", file=sys.stderr)
         return 1
     except (KafkaError, OSError) as exc:
+        refused = access_error(exc, config.broker, current_security())
+        if refused is not None:
+            print(f"ccmeter alerts: {refused}", file=sys.stderr)
+            return 1
         reason = "cannot connect" if "Unable to bootstrap" in str(exc) else type(exc).__name__
         print(f"ccmeter alerts: broker {config.broker} failed: {reason}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from processor.alerts.webhook import BadAlert, Delivery, RetryPolicy, build_delivery, post, redact_url
+from processor.kafka_security import client_kwargs
 from processor.stopping import run_until_signalled
 from processor.topics import ALERTS, topic_names
 
@@ -95,6 +96,7 @@ class Deliverer:
             auto_offset_reset=self.config.start,
             isolation_level="read_committed",
             request_timeout_ms=15_000,
+            **client_kwargs(),
         )
         try:
             await consumer.start()
@@ -141,7 +143,10 @@ class Deliverer:
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.config.broker, client_id="ccmeter-alerts", request_timeout_ms=15_000
+            bootstrap_servers=self.config.broker,
+            client_id="ccmeter-alerts",
+            request_timeout_ms=15_000,
+            **client_kwargs(),
         )
         await admin.start()
         try:

@@ -8,6 +8,7 @@ from typing import Any
 
 from processor.brokers.common import Broker, BrokerError, serve_forever
 from processor.cli import CliError
+from processor.kafka_security import add_security_options
 from processor.topics import DEFAULT_PREFIX, TOPICS, create_topics, topic_names, validate_prefix
 
 
@@ -55,6 +56,7 @@ def register(subparsers: Any) -> None:
     create.add_argument("--partitions", type=int, default=4, help="partitions per new topic (default: 4)")
     create.add_argument("--replication", type=int, default=1, help="replication factor of new topics (default: 1)")
     create.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default: 30)")
+    add_security_options(create)
     create.set_defaults(func=run_topics_create)
 
 

@@ -35,6 +35,7 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
 )
 
+from processor.kafka_security import access_error
 from processor.worker.errors import ChangelogWriteError, CheckpointError, FencedError, OutputDeliveryError
 from processor.worker.faults import Faults
 from processor.worker.partition import BatchResult
@@ -63,6 +64,8 @@ async def supports_transactions(bootstrap: str, app_id: str) -> bool:
     try:
         await asyncio.wait_for(sender.start(), timeout=20)
     except (TimeoutError, KafkaError, OSError) as exc:
+        if access_error(exc, bootstrap) is not None:  # refused (missing ACL...), not a broker without transactions
+            raise
         log.info("the broker gives no transactional producer (%r): at_least_once", exc)
         return False
     finally:

@@ -17,6 +17,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processor.kafka_security import client_kwargs
 from processor.worker.partition import Raw
 
 log = logging.getLogger("ccmeter.worker")
@@ -43,6 +44,7 @@ class PartitionFeed:
                 isolation_level="read_committed",  # records of aborted transactions are never folded
                 max_partition_fetch_bytes=FETCH_BYTES,
                 fetch_max_bytes=FETCH_BYTES,
+                **client_kwargs(),
             )
             await consumer.start()
             self._consumer = consumer
@@ -99,6 +101,22 @@ class PartitionFeed:
                 self._next[tp.partition] = raws[-1][0] + 1
                 out.setdefault(tp.partition, []).extend(raws)
                 count += len(raws)
+        return out
+
+    def progress(self) -> dict[int, tuple[int, int]]:
+        """`(next offset to read, end offset)` of each partition read, the end as of its last fetch response (no
+        request to the broker; metrics); partitions without both are absent."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[int, tuple[int, int]] = {}
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)  # read_committed: the end a reader can reach
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            position = self._next.get(tp.partition)
+            if end is not None and position is not None:
+                out[tp.partition] = (position, end)
         return out
 
     async def close(self) -> None:

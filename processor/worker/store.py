@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from processor.kafka_security import client_kwargs
 from processor.worker.errors import RecoveryError
 
 log = logging.getLogger("ccmeter.worker")
@@ -53,7 +54,7 @@ def changelog_topic(app_id: str) -> str:
 
 async def ensure_changelog(bootstrap: str, topic: str, partitions: int, replication: int) -> int:
     """Create the compacted changelog topic if it is missing; its partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000, **client_kwargs())
     await admin.start()
     try:
         if topic not in set(await admin.list_topics()):
@@ -211,6 +212,7 @@ class ChangelogStore:
             isolation_level="read_committed",
             max_partition_fetch_bytes=FETCH_BYTES,
             fetch_max_bytes=FETCH_BYTES,
+            **client_kwargs(),
         )
         loaded: dict[int, PartitionData] = {}
         try:
