@@ -130,7 +130,7 @@ class Probe:
     async def poll(self) -> None:
         """Ask the live endpoint while probes are outstanding; resolve the probes its `as_of` covers."""
         url = f"http://127.0.0.1:{self.worker.port}/accounts/{PROBE_ACCOUNT}/usage"
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=self.worker.auth) as session:
             while not (self.stop and not self.outstanding):
                 if not self.outstanding:
                     await asyncio.sleep(0.005)

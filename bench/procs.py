@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.common import ROOT
 from processor.brokers.common import free_port
+from processor.web.tokens import new_token, token_line
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -52,6 +53,12 @@ class Proc:
     proc: subprocess.Popen[bytes]
     log: Path
     port: int = 0
+    token: str | None = None  # operator token of the worker's HTTP API
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Authorization header of the worker's HTTP API (empty without a token)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def pid(self) -> int:
@@ -69,7 +76,8 @@ class Proc:
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
         """(status, JSON body) of GET path on the web port."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as response:
+            request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=self.auth)
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, None
@@ -115,10 +123,14 @@ def start_worker(
 ) -> Proc:
     """`ccmeter worker` with its real (default) settings: memory store, batch 20,000 / 200 ms, commit every 2 s.
     Only the broker, names, web port and data directory are set. `module` runs a variant (bench.worker_variant),
-    `env` adds environment variables."""
+    `env` adds environment variables. The HTTP API gets an operator token (`Proc.token`), as in production."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"worker-{app_id}.log"
+    token = new_token()
+    tokens = workdir / f"tokens-{app_id}.txt"
+    tokens.write_text(token_line(token) + "\n")
+    extra = ("--web-tokens-file", str(tokens), *extra)
     args = [
         sys.executable, "-m", module, "worker",
         "--broker", bootstrap, "--prefix", prefix, "--app-id", app_id,
@@ -130,7 +142,7 @@ def start_worker(
         proc = subprocess.Popen(
             args, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env={**clean_env(), **(env or {})}
         )
-    return Proc(proc, log, port)
+    return Proc(proc, log, port, token)
 
 
 def start_naive(

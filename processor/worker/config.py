@@ -17,6 +17,7 @@ from typing import Any
 from processor.core.alerts import DEFAULT_SHARE, parse_share
 from processor.core.model import Settings
 from processor.topics import DEFAULT_PREFIX, EVENTS, topic_names, validate_prefix
+from schemas.events import MAX_RECORD_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -69,6 +70,13 @@ def _broker(text: str) -> str:
     return text
 
 
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{text!r} is not a yes/no value (1, true, yes, on / 0, false, no, off)")
+    return value in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Option:
     """One worker setting: attribute name, flag, environment variable, parser, default and help text."""
@@ -78,6 +86,7 @@ class Option:
     default: Any
     help: str
     metavar: str = ""
+    switch: bool = False  # a flag without a value (`--web-insecure-no-auth`); its variable takes 1/true/yes
 
     @property
     def flag(self) -> str:
@@ -100,8 +109,25 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("app_id", str, "ccmeter-worker", "Faust app id: consumer group and changelog topic names", "ID"),
     Option("web_host", str, "127.0.0.1", "host name other workers use to reach this worker's HTTP port", "HOST"),
-    Option("web_bind", str, "0.0.0.0", "address the HTTP server listens on", "ADDR"),
+    Option(
+        "web_bind",
+        str,
+        "127.0.0.1",
+        "address the HTTP server listens on (0.0.0.0: every interface; see docs/security.md)",
+        "ADDR",
+    ),
     Option("web_port", _port, 6066, "HTTP port of live queries and /health", "PORT"),
+    Option("web_tokens_file", str, None, "file of API token hashes, one per line (docs/security.md)", "FILE"),
+    Option("web_tokens", str, None, "API token hash lines, separated by ';' (as in --web-tokens-file)", "LINES"),
+    Option(
+        "web_insecure_no_auth",
+        _switch,
+        False,
+        "serve every account without tokens (local development only; logged at startup)",
+        switch=True,
+    ),
+    Option("web_tls_cert", str, None, "PEM certificate (chain) of the HTTPS server; with --web-tls-key", "FILE"),
+    Option("web_tls_key", str, None, "PEM private key of the HTTPS server", "FILE"),
     Option("store", _store, "memory://", "table store: memory:// or rocksdb:// (needs rocksdict)", "URL"),
     Option("data_dir", str, "ccmeter-data", "directory for the worker's local data (RocksDB files)", "DIR"),
     Option(
@@ -113,6 +139,13 @@ OPTIONS: tuple[Option, ...] = (
         "MODE",
     ),
     Option("batch_size", _positive_int, 20_000, "events per processing batch (at most)", "N"),
+    Option(
+        "max_record_bytes",
+        _positive_int,
+        MAX_RECORD_BYTES,
+        "a larger events record is a too_large dead letter, by reference (docs/running.md, Dead letters)",
+        "BYTES",
+    ),
     Option("batch_within", parse_duration_ms, 200, "wait at most this long to fill a batch", "DURATION"),
     Option("partitions", _positive_int, 4, "partitions of the topics when the worker has to create them", "N"),
     Option("replication", _positive_int, 1, "replication factor of topics the worker creates", "N"),
@@ -154,12 +187,18 @@ class WorkerConfig:
     events_topic: str | None = None
     app_id: str = "ccmeter-worker"
     web_host: str = "127.0.0.1"
-    web_bind: str = "0.0.0.0"
+    web_bind: str = "127.0.0.1"
     web_port: int = 6066
+    web_tokens_file: str | None = None
+    web_tokens: str | None = None
+    web_insecure_no_auth: bool = False
+    web_tls_cert: str | None = None
+    web_tls_key: str | None = None
     store: str = "memory://"
     data_dir: str = "ccmeter-data"
     processing_guarantee: str = "auto"
     batch_size: int = 20_000
+    max_record_bytes: int = MAX_RECORD_BYTES
     batch_within: int = 200
     partitions: int = 4
     replication: int = 1
@@ -230,6 +269,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per option (default None, so that environment variables can fill in)."""
     for option in OPTIONS:
         default = option.default
+        if option.switch:
+            help_text = f"{option.help} (${option.env}=1)"
+            parser.add_argument(option.flag, dest=option.name, action="store_const", const=True, help=help_text)
+            continue
         shown = f"{float(default):g}" if isinstance(default, Fraction) else default
         parser.add_argument(
             option.flag,
@@ -246,7 +289,9 @@ def settings_table() -> str:
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for option in OPTIONS:
         default = option.default
-        if isinstance(default, Fraction):
+        if option.switch:
+            shown = "off"
+        elif isinstance(default, Fraction):
             shown = f"{float(default):g}"
         elif option.parse is parse_duration_ms:
             shown = _show_ms(default)

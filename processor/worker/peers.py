@@ -6,7 +6,9 @@ that receives `GET /accounts/{id}/usage`:
 1. answers from its own partitions when one of them holds the account (and its assignment is settled);
 2. otherwise asks every other member of the group that owns partitions, all at once, each with a short timeout,
    and returns the first 200. The forwarded request carries `FORWARDED_HEADER`: a worker never forwards such a
-   request again (no loops); it answers 200, 404 with the partitions it checked, or 503 while it rebalances;
+   request again (no loops); it answers 200, 404 with the partitions it checked, or 503 while it rebalances. It
+   also carries the caller's own `Authorization` header, so that the peer checks the same token and scope
+   (processor/web/auth.py) as the worker that received it: forwarding grants nothing the caller did not have;
 3. answers 404 `unknown account` only when it is settled, no member failed and the partitions checked (its own and
    those each peer's 404 lists) cover every partition of the events topic; otherwise 503 with the reason.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,20 +116,29 @@ def conclude(account_id: str, local: Local, replies: Sequence[PeerReply], total:
 class PeerRouter:
     """Answers live queries from this worker or its peers (see the module docstring)."""
 
-    def __init__(self, timeout: float = PEER_TIMEOUT_S) -> None:
+    def __init__(self, timeout: float = PEER_TIMEOUT_S, ssl_context: ssl.SSLContext | None = None) -> None:
         self.timeout = timeout
+        self.ssl_context = ssl_context  # verifies HTTPS peers (processor/web/tls.py)
         self._session: aiohttp.ClientSession | None = None
 
     async def answer(
-        self, account_id: str, path: str, forwarded: bool, local: Local, peers: Sequence[str], total: Iterable[int]
+        self,
+        account_id: str,
+        path: str,
+        forwarded: bool,
+        local: Local,
+        peers: Sequence[str],
+        total: Iterable[int],
+        authorization: str | None = None,
     ) -> Answer:
-        """The answer to GET `path` (an encoded path and query) for `account_id`; `total`: every partition."""
+        """The answer to GET `path` (an encoded path and query) for `account_id`; `total`: every partition;
+        `authorization`: the caller's Authorization header, passed on to the peers."""
         if local.body is not None:
             return Answer(200, local.body)
         if forwarded:  # never forwarded again
             return unknown(account_id, local.partitions) if local.ready else unavailable(account_id, REBALANCING)
         replies: list[PeerReply] = []
-        tasks = [asyncio.ensure_future(self.ask(url, path)) for url in peers]
+        tasks = [asyncio.ensure_future(self.ask(url, path, authorization)) for url in peers]
         try:
             for next_reply in asyncio.as_completed(tasks):
                 reply = await next_reply
@@ -138,12 +150,16 @@ class PeerRouter:
                 task.cancel()
         return conclude(account_id, local, replies, total)
 
-    async def ask(self, base_url: str, path: str) -> PeerReply:
-        """GET `path` from one peer, marked as forwarded; never raises."""
+    async def ask(self, base_url: str, path: str, authorization: str | None = None) -> PeerReply:
+        """GET `path` from one peer, marked as forwarded, with the caller's Authorization if any; never raises."""
         url = URL(base_url.rstrip("/") + path, encoded=True)
+        headers = {FORWARDED_HEADER: "1"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        extra: dict[str, Any] = {"ssl": self.ssl_context} if self.ssl_context is not None else {}
         try:
             session = self._ensure()
-            async with session.get(url, headers={FORWARDED_HEADER: "1"}) as response:
+            async with session.get(url, headers=headers, **extra) as response:
                 try:
                     body = await response.json(content_type=None)
                 except ValueError:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,9 +20,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from processor import deadletters
 from processor.brokers.common import free_port
 from processor.core.fold import fold_history
 from processor.core.model import PeakWindow, Settings, UsageChange
+from processor.topics import DEAD_LETTERS
+from processor.web.tokens import new_token, token_line
 from processor.worker import records as rec
 from processor.worker_commands import record_key as key_of
 from schemas.events import decode, format_ms
@@ -33,6 +37,9 @@ FAST = (
     "--session-timeout", "6s", "--heartbeat-interval", "500ms", "--rebalance-timeout", "4s",
     "--commit-interval", "500ms", "--batch-within", "100ms", "--log-level", "info",
 )  # fmt: skip
+OPERATOR_TOKEN = new_token()  # test workers get a tokens file with this operator token unless told otherwise
+_AUTH_FLAGS = ("--web-tokens-file", "--web-tokens", "--web-insecure-no-auth")
+OWN = "own token"  # `WorkerProcess.get(token=OWN)`: the worker's operator token
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -48,14 +55,22 @@ class WorkerProcess:
     port: int
     log: Path
     args: list[str] = field(default_factory=list)
+    token: str | None = None  # the operator token of its tokens file (None: the test configured access itself)
+    tls: ssl.SSLContext | None = None  # client context when the worker serves HTTPS
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-        """(status, JSON body) of GET path."""
+    def get(
+        self, path: str, timeout: float = 5.0, token: str | None = OWN, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """(status, JSON body) of GET path, with `Authorization: Bearer <token>` (default: the worker's own operator
+        token; None: no header) and any other `headers`."""
+        token = self.token if token == OWN else token
+        sent = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(self.url(path), headers=sent | (headers or {}))
         try:
-            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.tls) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             body = exc.read()
@@ -116,10 +131,17 @@ def start_worker(
     bootstrap: str, prefix: str, app_id: str, workdir: Path, *extra: str, env: dict[str, str] | None = None
 ) -> WorkerProcess:
     """Start `python -m processor.cli worker` with short timeouts and a free web port (`env`: extra `CCMETER_*`
-    variables, e.g. `CCMETER_FAULT`; the caller's own `CCMETER_*` variables are not passed on)."""
+    variables, e.g. `CCMETER_FAULT`; the caller's own `CCMETER_*` variables are not passed on). Unless `extra` or
+    `env` configure the HTTP API's access, the worker gets a tokens file with `OPERATOR_TOKEN`, which `get` sends."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"worker-{port}.log"
+    token: str | None = None
+    if not any(flag in extra for flag in _AUTH_FLAGS) and not any(k.startswith("CCMETER_WEB_") for k in env or {}):
+        token = OPERATOR_TOKEN
+        tokens = workdir / f"tokens-{port}.txt"
+        tokens.write_text(f"# test operator token\n{token_line(token)}\n")
+        extra = ("--web-tokens-file", str(tokens), *extra)
     args = [
         sys.executable, "-m", "processor.cli", "worker",
         "--broker", bootstrap, "--prefix", prefix, "--app-id", app_id,
@@ -130,7 +152,7 @@ def start_worker(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CCMETER_")} | (env or {})
     with log.open("wb") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
-    return WorkerProcess(proc, port, log, args)
+    return WorkerProcess(proc, port, log, args, token)
 
 
 # -- input ------------------------------------------------------------------------------------------------------------
@@ -196,6 +218,34 @@ def produce(bootstrap: str, topic: str, lines: list[bytes], timestamps: list[int
     return asyncio.run(_produce(bootstrap, topic, list(lines), timestamps))
 
 
+async def _committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp: await consumer.committed(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """The offsets `group` has committed for `tps` (None: nothing committed)."""
+    return asyncio.run(_committed(bootstrap, group, tps))
+
+
+async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+    finally:
+        await consumer.stop()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[TopicPartition, int]:
+    """The offset the next record of each partition of `topic` will get."""
+    return asyncio.run(_end_offsets(bootstrap, topic, partitions))
+
+
 # -- output -----------------------------------------------------------------------------------------------------------
 
 
@@ -235,7 +285,7 @@ async def _consume(
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             for tp, messages in batches.items():
-                got[tp.topic].extend(json.loads(m.value) for m in messages)
+                got[tp.topic].extend(_record(tp.topic, m) for m in messages)
                 last_new = time.monotonic()
             if finished_at is None and done(got):
                 finished_at = time.monotonic()
@@ -244,6 +294,13 @@ async def _consume(
     finally:
         await consumer.stop()
     return got
+
+
+def _record(topic: str, message: Any) -> dict:
+    """A JSON output record, or a dead letter of either format as a dict (processor/deadletters.py)."""
+    if topic.endswith(DEAD_LETTERS):
+        return dict(deadletters.read(message.key, message.value, message.headers))
+    return json.loads(message.value)
 
 
 def consume(

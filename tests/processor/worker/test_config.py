@@ -74,3 +74,19 @@ def test_events_topic_defaults_to_the_prefix_and_can_be_another_topic() -> None:
     assert parse([], {"CCMETER_EVENTS_TOPIC": "live.events"}).events == "live.events"
     with pytest.raises(SystemExit):
         parse(["--events-topic", "no spaces allowed"], {})
+
+
+def test_web_access_settings() -> None:
+    config = parse([], {})
+    assert config.web_bind == "127.0.0.1"  # loopback unless asked
+    assert (config.web_tokens_file, config.web_tokens, config.web_insecure_no_auth) == (None, None, False)
+    assert parse(["--web-insecure-no-auth"], {}).web_insecure_no_auth is True
+    assert parse([], {"CCMETER_WEB_INSECURE_NO_AUTH": "yes"}).web_insecure_no_auth is True
+    assert parse([], {"CCMETER_WEB_INSECURE_NO_AUTH": "0"}).web_insecure_no_auth is False
+    with pytest.raises(ValueError, match="CCMETER_WEB_INSECURE_NO_AUTH"):
+        parse([], {"CCMETER_WEB_INSECURE_NO_AUTH": "maybe"})
+    with pytest.raises(SystemExit):
+        parse(["--web-insecure-no-auth", "yes"], {})  # a switch takes no value
+    config = parse(["--web-tokens-file", "t.txt", "--web-tls-cert", "c.pem", "--web-tls-key", "k.pem"], {})
+    assert (config.web_tokens_file, config.web_tls_cert, config.web_tls_key) == ("t.txt", "c.pem", "k.pem")
+    assert parse([], {"CCMETER_WEB_TOKENS": "sha256:ab operator"}).web_tokens == "sha256:ab operator"

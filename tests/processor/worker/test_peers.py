@@ -189,3 +189,29 @@ def test_replies_are_classified_whatever_a_peer_sends():
     for status, body in ((200, None), (200, [1]), (404, {"error": UNKNOWN}), (404, {"partitions": "x"}), (502, "?")):
         got = read_reply("u", status, body)
         assert got.body is None and got.checked is None and got.failure, (status, body)
+
+
+def test_the_callers_authorization_goes_to_the_peers_and_their_refusal_is_a_503_with_the_reason():
+    seen: list[str | None] = []
+
+    async def check(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != "Bearer right":
+            return web.json_response({"error": "unauthorized", "reason": "invalid token"}, status=401)
+        return web.json_response(BODY)
+
+    async def run() -> None:
+        async with Peer(check) as peer:
+            router = PeerRouter(timeout=2.0)
+            try:
+                ok = await router.answer(
+                    "acme", "/accounts/acme/usage", False, settled(0), [peer.url], ALL, "Bearer right"
+                )
+                refused = await router.answer("acme", "/accounts/acme/usage", False, settled(0), [peer.url], ALL, None)
+            finally:
+                await router.close()
+            assert ok == Answer(200, BODY)
+            assert refused.status == 503 and refused.body["reason"] == f"{peer.url} answered 401: invalid token"
+            assert seen == ["Bearer right", None]
+
+    asyncio.run(run())
