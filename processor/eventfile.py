@@ -27,13 +27,22 @@ def check_event_file(path: str | Path) -> Path:
     return file
 
 
+def line_content(line: bytes) -> bytes:
+    """A line without its line break (b"\\n", b"\\r\\n"): what the size limit of a record counts."""
+    if line.endswith(b"\n"):
+        line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+    return line
+
+
 def read_events(path: str | Path) -> Iterator[tuple[int, Event | Rejection]]:
     """Yield `(arrival, event or rejection)` for every record of the file, in arrival order."""
     file = check_event_file(path)
     if file.suffix == ".jsonl":
         with file.open("rb") as handle:
             for number, raw in enumerate(handle):
-                yield number, decode(raw.rstrip(b"\r\n"))
+                yield number, decode(line_content(raw))
         return
     yield from _read_parquet(file)
 

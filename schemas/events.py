@@ -62,6 +62,12 @@ GRACE_MINUTES_LIMIT = 10**6
 # occurred_at, once in UTC, lies in the years MIN_YEAR..MAX_YEAR (inclusive).
 MIN_YEAR, MAX_YEAR = 1970, 9998
 
+# Input limits, checked before any parsing (docs/running.md, "Dead letters"): a record value longer than
+# MAX_RECORD_BYTES (the worker's default; `--max-record-bytes`), or whose JSON brackets nest deeper than
+# MAX_JSON_DEPTH, is rejected as `too_large`. The batch engine applies the same rules to the lines of a file.
+MAX_RECORD_BYTES = 1_000_000
+MAX_JSON_DEPTH = 64
+
 # RFC 3339 date-time (SPEC section 3): the strict shape, as a JSON Schema (ECMA-262) and Python pattern. Whether the
 # day exists in its month and the UTC year bounds are checked after the match.
 TIMESTAMP_PATTERN = (
@@ -279,13 +285,46 @@ def _validate_json(raw: bytes | str) -> Event | Rejection:
         return Rejection(reason=_reason(first), detail=f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
 
 
-def decode(raw: bytes | str) -> Event | Rejection:
-    """Decode one wire record; bad input gives a `Rejection`, never an exception."""
+# What the depth check skips (the batch engine uses the same patterns, in RE2): first every escape pair (a backslash
+# and the character after it), then every string literal: from a `"` to the next `"`, or to the end of the text when
+# it is not closed. Both patterns always match where they start, so the scan is linear.
+ESCAPE_PATTERN = r"(?s)\\."
+STRING_PATTERN = r'"[^"]*(?:"|$)'
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING_LITERAL = re.compile(rb'"[^"]*(?:"|\Z)')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when brackets outside JSON strings nest deeper than `limit`: a running sum, +1 for every `[`/`{` and -1
+    for every `]`/`}`, exceeds it (whether or not the text is JSON; a leading `]` takes the sum below zero, but a
+    parser stops there). Cheap: only a text with more than `limit` opening brackets is scanned."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    import numpy as np  # only for the rare texts with that many brackets
+
+    text = _ESCAPE.sub(b"", raw) if b"\\" in raw else raw
+    steps = _STRING_LITERAL.sub(b"", text).translate(_DEPTH_STEP, _NOT_BRACKETS)
+    return bool(steps) and int(np.frombuffer(steps, dtype=np.int8).cumsum().max()) > limit
+
+
+def decode(raw: bytes | str, max_bytes: int = MAX_RECORD_BYTES) -> Event | Rejection:
+    """Decode one wire record; bad input gives a `Rejection`, never an exception.
+
+    The limits come first, before any parsing: longer than `max_bytes` (UTF-8 bytes) is `too_large`, then bytes
+    that are not UTF-8 are `invalid_utf8`, then nesting deeper than MAX_JSON_DEPTH is `too_large`.
+    """
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        return Rejection(reason="too_large", detail=f"{len(data)} bytes, more than the limit of {max_bytes}")
     if isinstance(raw, bytes):
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             return Rejection(reason="invalid_utf8", detail=str(exc))
+    if too_deep(data):
+        return Rejection(reason="too_large", detail=f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return _validate_json(raw)
     except Exception as exc:  # noqa: BLE001 - decode must never raise on input

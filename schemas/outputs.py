@@ -56,7 +56,8 @@ class AlertRecord(_Output):
 
 
 class DeadLetterRecord(_Output):
-    """Input that was not applied: the original bytes (base64), the reason and where it came from."""
+    """Dead-letter format 1 (older versions), still read: the original bytes (base64), the reason and where from.
+    Format 2 is the original record with headers (docs/running.md, Dead letters)."""
 
     reason: str
     detail: str = ""

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from processor.core.model import LateEvents, PeakWindow, Plan, PresenceInterval, Settings, UsageChange, UserInterval
+from schemas.events import MAX_RECORD_BYTES
 from schemas.outputs import Report
 
 from . import derive, wire
@@ -127,17 +128,35 @@ def _line_batches(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[
                 return
 
 
+def _content_sizes(lines: pa.Array) -> np.ndarray:
+    """Bytes of each line of a `_line_batches` array without its line break (a final b"\\n", then one b"\\r")."""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = np.frombuffer(lines.buffers()[2], dtype=np.uint8)
+    ends = offsets[1:]
+    sizes = ends - offsets[:-1]
+    newline = (sizes > 0) & (data[np.maximum(ends - 1, 0)] == 10)
+    sizes = sizes - newline
+    return sizes - (newline & (sizes > 0) & (data[np.maximum(ends - 2, 0)] == 13))
+
+
 class BatchEngine:
     """Load event files, then query usage changes, peak windows, user intervals, plans and reports."""
 
     def __init__(
-        self, settings: Settings = Settings(), database: str = ":memory:", late_events: LateEvents = "count"
+        self,
+        settings: Settings = Settings(),
+        database: str = ":memory:",
+        late_events: LateEvents = "count",
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         """`database`: ':memory:' or a DuckDB file; records already in a file's `parsed` table are kept.
 
         `late_events`: "count" reads a file as the restated view (every valid event counts, SPEC 2); "drop" drops
-        the events a stream would find too late (below their account's horizon at arrival), like the worker."""
+        the events a stream would find too late (below their account's horizon at arrival), like the worker.
+        `max_record_bytes`: a `.jsonl` line longer than this (without its line break) is `too_large`, like a
+        record the worker's `--max-record-bytes` refuses."""
         self.late_events = late_events
+        self.max_record_bytes = max_record_bytes
         for name in ("device_timeout_ms", "portal_idle_timeout_ms", "api_activity_window_ms"):
             if getattr(settings, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -187,14 +206,15 @@ class BatchEngine:
         """Validate the file chunk by chunk into `parsed`; keep only the lines that need the exact slow paths."""
         con = self.con
         con.execute("CREATE OR REPLACE TEMP TABLE pending_lines (seq BIGINT, arrival BIGINT, line BLOB)")
-        checked = wire.jsonl_checked_sql(wire.jsonl_fields_sql("raw_chunk"))
+        checked = wire.jsonl_checked_sql(wire.jsonl_fields_sql("raw_chunk", self.max_record_bytes))
         bar.reset(total=file.stat().st_size)
         bar.set_postfix_str("parsing")
         count = 0
         for array, consumed in _line_batches(file):
             low, high = first + count, first + count + len(array)
             numbers = pa.array(np.arange(low, high, dtype=np.int64))
-            con.register("raw_chunk", pa.table({"seq": numbers, "arrival": numbers, "line": array}))
+            sizes = pa.array(_content_sizes(array))
+            con.register("raw_chunk", pa.table({"seq": numbers, "arrival": numbers, "line": array, "size": sizes}))
             try:
                 con.execute(f"INSERT INTO parsed BY NAME SELECT {EVENT_COLUMNS}, tier, needs_lex FROM ({checked})")
                 con.execute(
@@ -222,6 +242,7 @@ class BatchEngine:
             [first],
         )
         con.execute(wire.LEX_FIX_SQL.format(raw="lex_lines"))
+        con.execute(wire.DEPTH_FIX_SQL.format(raw="lex_lines"))
         for table in ("lex_lines", "pending_lines", "dupkey_seqs"):
             con.execute(f"DROP TABLE {table}")
 

@@ -7,7 +7,9 @@ Two readers feed one validation stage (`validate_sql`):
   known fields present) are exact from the transform; lines with unknown keys or nulls take presence from the key
   list; lines with a repeated key (pydantic keeps the last copy, yyjson the first) are redone from `json_each`
   (`jsonl_dupkey_fields_sql`). Where yyjson is more lenient than pydantic's parser (trailing commas, `nan`/`inf`
-  spellings, nesting beyond level 201), flagged lines are re-checked by `LEX_FIX_SQL`.
+  spellings, nesting beyond level 201), flagged lines are re-checked by `LEX_FIX_SQL`. The input limits of
+  `schemas.events.decode` come first: a line longer than the maximum record size is `too_large` without being
+  decoded; one whose brackets nest deeper than MAX_JSON_DEPTH is `too_large` (`DEPTH_FIX_SQL`).
 * `.parquet` (engine.py): typed columns, null = absent field (as `schemas.events.decode_mapping`).
 
 Both produce, per record and wire field `f`: `k_f` (kind: NULL absent, 'null', 's' string, 'i' integer fitting
@@ -34,10 +36,14 @@ from datetime import UTC, datetime
 from schemas.events import (
     CONTACT_CENTER_PAGES,
     COUNT_LIMIT,
+    ESCAPE_PATTERN,
     EVENT_TYPES,
     GRACE_MINUTES_LIMIT,
+    MAX_JSON_DEPTH,
+    MAX_RECORD_BYTES,
     MAX_YEAR,
     MIN_YEAR,
+    STRING_PATTERN,
     TIMESTAMP_PATTERN,
 )
 
@@ -158,8 +164,9 @@ def _integers(struct: str) -> str:
     return ", ".join(f"CASE WHEN k_{f} = 'i' THEN TRY_CAST({struct}.{f} AS BIGINT) END AS i_{f}" for f in FIELDS)
 
 
-def jsonl_fields_sql(raw: str) -> str:
-    """Kinds and values of the wire fields per line of `raw` (seq, arrival, line BLOB), in one pass.
+def jsonl_fields_sql(raw: str, max_bytes: int = MAX_RECORD_BYTES) -> str:
+    """Kinds and values of the wire fields per line of `raw` (seq, arrival, line BLOB, size: the line's bytes
+    without its line break), in one pass. A line of more than `max_bytes` is `too_large` and is not decoded.
 
     The fields come from one `json_transform` (first copy of a key; JSON null and absent both NULL), the key list
     from `json_keys`. Tier 1: no `null` anywhere and as many keys as non-null known fields, so the keys are exactly
@@ -187,11 +194,13 @@ FROM (
         CASE WHEN syn IS NULL THEN json_keys(txt) END AS keys
       FROM (
         SELECT seq, arrival, txt,
-          CASE WHEN txt IS NULL THEN 'invalid_utf8'
+          CASE WHEN big THEN 'too_large'
+               WHEN txt IS NULL THEN 'invalid_utf8'
                WHEN NOT json_valid(txt) THEN 'invalid_json'
                WHEN left(ltrim(txt, ' ' || chr(9) || chr(10) || chr(13)), 1) <> '{{' THEN 'not_an_object'
           END AS syn
-        FROM (SELECT seq, arrival, try(decode(line)) AS txt FROM {raw})
+        FROM (SELECT seq, arrival, size > {int(max_bytes)} AS big,
+                CASE WHEN size <= {int(max_bytes)} THEN try(decode(line)) END AS txt FROM {raw})
       )
     )
   )
@@ -229,11 +238,14 @@ MAX_JSON_LEVEL = 201
 
 def jsonl_checked_sql(fields: str) -> str:
     """Validated JSON records for `parsed`, with `needs_lex`: yyjson accepted the line, but pydantic's parser may
-    not (trailing commas; NaN, Infinity and -Infinity only; nesting): `LEX_FIX_SQL` decides for these few lines."""
+    not (trailing commas; NaN, Infinity and -Infinity only; nesting): `LEX_FIX_SQL` decides for these few lines.
+    Lines with more than MAX_JSON_DEPTH opening brackets are flagged too, for `DEPTH_FIX_SQL`."""
     validated = validate_sql(fields, keep="txt, tier")
+    opens = "strlen(txt) - strlen(replace(replace(txt, '[', ''), '{', ''))"
     return f"""
 SELECT * EXCLUDE (txt, extra_known),
-  CASE WHEN txt IS NULL OR reason IN ('invalid_utf8', 'invalid_json') THEN FALSE
+  CASE WHEN strlen(txt) > {MAX_JSON_DEPTH} AND {opens} > {MAX_JSON_DEPTH} THEN TRUE
+       WHEN txt IS NULL OR reason IN ('invalid_utf8', 'invalid_json') THEN FALSE
        WHEN strlen(txt) > {2 * MAX_JSON_LEVEL} THEN TRUE
        WHEN regexp_matches(txt, ',[ \\t\\n\\r]*[\\]}}]') THEN TRUE
        WHEN tier = 1 AND reason IS NULL AND NOT extra_known THEN FALSE
@@ -264,6 +276,35 @@ WHERE seq IN (
   )
   GROUP BY seq
   HAVING max(CASE WHEN ch IN ('[', '{{{{') THEN n WHEN ch = '0' THEN n + 1 END) > {MAX_JSON_LEVEL}
+)
+"""
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# `{raw}`: the (seq, line) of the records flagged needs_lex. Nesting deeper than MAX_JSON_DEPTH is `too_large`
+# (schemas.events.too_deep, independently): escape pairs and then string literals removed, the brackets left are
+# walked with a running sum (every opening one +1, every closing one -1). It runs after LEX_FIX_SQL and wins.
+DEPTH_FIX_SQL = f"""
+UPDATE parsed SET reason = 'too_large'
+WHERE seq IN (
+  SELECT seq FROM (
+    SELECT seq, sum(CASE WHEN ch IN ('[', '{{{{') THEN 1 ELSE -1 END)
+                  OVER (PARTITION BY seq ORDER BY pos ROWS UNBOUNDED PRECEDING) AS n
+    FROM (
+      SELECT seq, unnest(chars) AS ch, unnest(range(len(chars))) AS pos
+      FROM (
+        SELECT seq, string_split(regexp_replace(regexp_replace(regexp_replace(
+                 try(decode(line)), {_sql_text(ESCAPE_PATTERN)}, '', 'g'), {_sql_text(STRING_PATTERN)}, '', 'g'),
+                 '[^\\[\\]{{{{}}}}]', '', 'g'), '') AS chars
+        FROM {{raw}}
+      )
+    )
+  )
+  GROUP BY seq
+  HAVING max(n) > {MAX_JSON_DEPTH}
 )
 """
 

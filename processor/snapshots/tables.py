@@ -9,15 +9,16 @@ the records' `at` is `changed_at` (usage changes), `alert_at` (alerts) or `effec
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 import pyarrow as pa
 
+from processor import deadletters
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
 from schemas.events import EPOCH, ONE_MS, Rejection, decode, from_ms
 
@@ -134,6 +135,9 @@ DEAD_LETTERS_TABLE = Table(
         ("source_partition", pa.int32()),
         ("source_offset", pa.int64()),
         ("source_line", pa.int64()),
+        ("original_size", pa.int64()),
+        ("original_sha256", pa.string()),
+        ("source_timestamp", TS),
     ),
     ("source_topic", "source_partition", "source_offset"),
     None,
@@ -298,25 +302,32 @@ def _alert(record: dict[str, Any]) -> tuple[Table, Row]:
     return ALERTS_TABLE, row
 
 
-def _dead_letter(record: dict[str, Any]) -> tuple[Table, Row]:
-    _require(record, "reason")
+def dead_letter_row(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> Row:
+    """The `dead_letters` row of a dead-letter record of either format (processor/deadletters.py)."""
     try:
-        original = base64.b64decode(record.get("original_base64") or "", validate=True)
-    except ValueError as exc:
-        raise BadRecord("original_base64 is not base64") from exc
+        letter = deadletters.read(key, value, headers)
+    except deadletters.BadLetter as exc:
+        raise BadRecord(str(exc)) from exc
+    original = letter["original"]
     try:
-        text: str | None = original.decode("utf-8")
+        text = None if original is None else original.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    return DEAD_LETTERS_TABLE, {
-        "reason": record["reason"],
-        "detail": record.get("detail"),
+    digest = letter["sha256"]
+    if digest is None and original is not None:
+        digest = sha256(original).hexdigest()
+    return {
+        "reason": letter["reason"],
+        "detail": letter["detail"],
         "original": original,
         "original_text": text,
-        "source_topic": record.get("topic"),
-        "source_partition": record.get("partition"),
-        "source_offset": record.get("offset"),
-        "source_line": record.get("line"),
+        "source_topic": letter["topic"],
+        "source_partition": letter["partition"],
+        "source_offset": letter["offset"],
+        "source_line": letter["line"],
+        "original_size": letter["size"],
+        "original_sha256": digest,
+        "source_timestamp": letter["timestamp"],
     }
 
 
@@ -394,15 +405,25 @@ _OUTPUT_PARSERS: dict[str, Callable[[dict[str, Any]], tuple[Table, Row]]] = {
     USAGE_CHANGES: _usage_change,
     PEAK_WINDOWS: _peak_window,
     ALERTS: _alert,
-    DEAD_LETTERS: _dead_letter,
     INTERVALS: _interval_or_plan,
 }
 
 
 def output_row(
-    topic_key: str, partition: int, offset: int, timestamp_ms: int, value: bytes | None
+    topic_key: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    value: bytes | None,
+    key: bytes | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
 ) -> tuple[Table, Row]:
-    """The table and row of one output record; raises BadRecord when it is not what the topic carries."""
+    """The table and row of one output record; raises BadRecord when it is not what the topic carries (`key` and
+    `headers` are read for dead letters only)."""
+    if topic_key == DEAD_LETTERS:
+        row = dead_letter_row(key, value, headers)
+        row.update(_source(partition, offset, timestamp_ms))
+        return DEAD_LETTERS_TABLE, row
     try:
         record = json.loads(value or b"")
     except ValueError as exc:
@@ -434,7 +455,8 @@ TABLE_COMMENTS: dict[str, str] = {
     "usage_changes": "One row per change of an account's usage (distinct users counted), deduplicated by change_id.",
     "peak_windows": "Closed windows (1m, 15m, 1h, account-local 1d) in which someone was counted, by window_id.",
     "alerts": "Alert transitions (raised, resolved) of each account, by alert_id and state.",
-    "dead_letters": "Input the processor did not apply, with the original bytes and the reason.",
+    "dead_letters": "Input the processor did not apply, with the original bytes (or, too_large, their size and "
+    "SHA-256) and the reason.",
     "user_intervals": "Half-open times during which a user was counted (the closed copy kept, by interval_id).",
     "presence_intervals": "Half-open times during which one presence (desktop device, portal, api) was active.",
     "horizons": "Horizon records of the processor: how far each account was known when the record was written.",
@@ -481,12 +503,15 @@ COLUMN_COMMENTS: dict[str, str] = {
     "message": "Human-readable alert text.",
     "reason": "Why the input was not applied, e.g. invalid_json, missing_field:user_id, too_late.",
     "detail": "More about the reason (the field, the parser's message).",
-    "original": "The original record bytes.",
+    "original": "The original record bytes; NULL for a too_large letter (by reference) or a null value.",
     "original_text": "The original record as text; NULL when it is not valid UTF-8.",
     "source_topic": "Topic of the record that was dead-lettered.",
     "source_partition": "Partition of the record that was dead-lettered.",
     "source_offset": "Offset of the record that was dead-lettered.",
     "source_line": "Line of the archive file the record came from (replays of files only).",
+    "original_size": "Bytes of the original record value (NULL for a null value).",
+    "original_sha256": "SHA-256 (hex) of the original record value: matches a too_large letter to its record.",
+    "source_timestamp": "Kafka timestamp of the record that was dead-lettered (NULL in older letters).",
     "interval_id": "Deterministic id of the interval; its open and closed copies share it.",
     "events_partition": "The events topic partition the record is about.",
     "data_through": "The account's data_through: everything before it is final; nothing after it is counted.",

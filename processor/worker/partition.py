@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
 
 import msgpack
 
@@ -27,6 +26,7 @@ from processor.core.alerts import DEFAULT_SHARE, Alert, AlertTracker
 from processor.core.fold import AccountFold, LiveView, PartitionClock
 from processor.core.model import NEVER, FoldOutput, Metrics, Settings
 from processor.core.records import at_ms_of
+from processor.deadletters import Letter
 from processor.worker import records as rec
 from processor.worker.state import (
     AccountEntry,
@@ -40,7 +40,7 @@ from processor.worker.state import (
     encode_clock,
     is_clock_key,
 )
-from schemas.events import Event, Rejection, decode, format_ms
+from schemas.events import MAX_RECORD_BYTES, Event, Rejection, decode, format_ms
 
 log = logging.getLogger("ccmeter.worker")
 
@@ -48,6 +48,9 @@ log = logging.getLogger("ccmeter.worker")
 # of the future-skew check (docs/semantics.md section 7), None if unknown.
 Raw = tuple[int, bytes | None, bytes | None, int | None]
 Loader = Callable[[bytes], bytes | None]
+# A key longer than this cannot be an account_id (128 characters): such a record is `too_large` (by reference), so
+# that a dead letter, which carries the original key, stays within the broker's limits.
+MAX_KEY_BYTES = 1024
 
 
 @dataclass(slots=True)
@@ -67,7 +70,7 @@ class BatchResult:
     partition: int
     output: FoldOutput = field(default_factory=FoldOutput)
     alerts: list[Alert] = field(default_factory=list)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[Letter] = field(default_factory=list)
     states: dict[bytes, bytes] = field(default_factory=dict)  # table entries to write, the clock last
     redelivered: int = 0
     applied: int = 0
@@ -75,7 +78,8 @@ class BatchResult:
     resume_at: int | None = None  # records are missing before the rest of the batch: re-read from this offset
     idle_floor: int | None = None  # W_p - account_idle_lateness after the batch (None before any event)
     watermarks: dict[str, int | None] = field(default_factory=dict)  # W_a of the accounts in `output.horizons`
-    offered: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)  # accepted (offset, value)s
+    # accepted (offset, value, timestamp)s of each account
+    offered: dict[str, list[tuple[int, bytes | None, int | None]]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)  # applied, orphan, duplicate(_conflict), dead_letter:<reason>
 
 
@@ -92,8 +96,10 @@ class PartitionState:
         share: Fraction = DEFAULT_SHARE,
         clock: ClockEntry | None = None,
         wakes: dict[str, int] | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.partition = partition
+        self.max_record_bytes = max_record_bytes
         self.topic = topic
         self.settings = settings
         self.share = share
@@ -171,7 +177,10 @@ class PartitionState:
                 self._admit(offset, key, value, record_ms, touched, result)
             except Exception as exc:  # noqa: BLE001 - one record never stops the partition (SPEC 2)
                 log.exception("partition %d offset %d: processing failed; dead-lettered", self.partition, offset)
-                letter = rec.dead_letter("processing_error", _describe(exc), value, self.topic, self.partition, offset)
+                letter = rec.dead_letter(
+                    "processing_error", _describe(exc), value, self.topic, self.partition, offset, key=key,
+                    timestamp=record_ms
+                )  # fmt: skip
                 dead.append(letter)
         self._advance(touched, result)
         counts = result.counts
@@ -192,19 +201,26 @@ class PartitionState:
         touched: dict[str, Slot],
         result: BatchResult,
     ) -> None:
-        """Decode one record and offer it to its account, or dead-letter it with the reason."""
+        """Decode one record and offer it to its account, or dead-letter it with the reason (a record beyond the
+        limits before any parsing, by reference: `too_large`)."""
         clock, dead = self.clock, result.dead_letters
+        where = (self.topic, self.partition, offset)
         if value is None:
             event: Event | Rejection = Rejection(reason="invalid_json", detail="null record value (a tombstone)")
+        elif key is not None and len(key) > MAX_KEY_BYTES:
+            event = Rejection(reason="too_large", detail=f"record key of {len(key)} bytes, more than {MAX_KEY_BYTES}")
         else:
-            event = decode(value)
+            event = decode(value, self.max_record_bytes)
         if isinstance(event, Rejection):
-            dead.append(rec.dead_letter(event.reason, event.detail, value, self.topic, self.partition, offset))
+            if event.reason == "too_large":
+                dead.append(rec.too_large(event.detail, value or b"", *where, timestamp=record_ms))
+            else:
+                dead.append(rec.dead_letter(event.reason, event.detail, value, *where, key=key, timestamp=record_ms))
             return
         account_id = event.account_id
         if key != account_id.encode():
             detail = f"record key {key!r} is not the event's account_id"
-            dead.append(rec.dead_letter("key_mismatch", detail, value, self.topic, self.partition, offset))
+            dead.append(rec.dead_letter("key_mismatch", detail, value, *where, key=key, timestamp=record_ms))
             return
         slot = touched.get(account_id) or self.slot(account_id)
         touched[account_id] = slot
@@ -229,7 +245,7 @@ class PartitionState:
                 offered = result.offered.get(account_id)
                 if offered is None:
                     offered = result.offered[account_id] = []
-                offered.append((offset, value))
+                offered.append((offset, value, record_ms))
             return
         if fresh:
             if verdict == "too_late":
@@ -241,7 +257,7 @@ class PartitionState:
             if verdict == "too_late"
             else f"occurred_at {format_ms(at_ms)}, partition watermark {clock.watermark} ms"
         )
-        dead.append(rec.dead_letter(verdict, detail, value, self.topic, self.partition, offset))
+        dead.append(rec.dead_letter(verdict, detail, value, *where, key=key, timestamp=record_ms))
 
     def _advance(self, touched: dict[str, Slot], result: BatchResult) -> None:
         clock = self.clock
@@ -305,8 +321,12 @@ class PartitionState:
             exc_info=exc,
         )
         self.slots.pop(account_id, None)
-        for offset, value in result.offered.pop(account_id, ()):
-            letter = rec.dead_letter("processing_error", _describe(exc), value, self.topic, self.partition, offset)
+        key = account_id.encode()  # an accepted record's key is its account_id
+        for offset, value, record_ms in result.offered.pop(account_id, ()):
+            letter = rec.dead_letter(
+                "processing_error", _describe(exc), value, self.topic, self.partition, offset, key=key,
+                timestamp=record_ms
+            )  # fmt: skip
             result.dead_letters.append(letter)
 
     # -- queries ---------------------------------------------------------------------------------------------------

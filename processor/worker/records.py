@@ -2,17 +2,18 @@
 
 Built from plain dicts (much cheaper than a pydantic model per record); tests check that every record validates
 against its model. User intervals and plans go to the `intervals` topic (for snapshots), tagged by `record`.
+Dead letters are dicts too, sent as the original key and value with headers (processor/deadletters.py).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import astuple
 from hashlib import sha256
 from typing import Any
 
 from processor.core.model import NEVER, PeakWindow, Plan, PresenceInterval, UsageChange, UserInterval
+from processor.deadletters import FORMAT, Letter
 from schemas.events import format_ms
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -122,15 +123,37 @@ def plan(account_id: str, value: Plan) -> dict[str, Any]:
 
 
 def dead_letter(
-    reason: str, detail: str, original: bytes | None, topic: str, partition: int, offset: int
-) -> dict[str, Any]:
-    """A DeadLetterRecord."""
+    reason: str,
+    detail: str,
+    original: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    key: bytes | None = None,
+    timestamp: int | None = None,
+) -> Letter:
+    """A dead letter carrying the original key and value (processor/deadletters.py `encode` makes its record)."""
     return {
         "reason": reason,
         "detail": detail,
-        "original_base64": base64.b64encode(original or b"").decode("ascii"),
         "topic": topic,
         "partition": partition,
         "offset": offset,
+        "timestamp": timestamp,
+        "key": key,
+        "original": original,
+        "size": None if original is None else len(original),
+        "sha256": None,
         "line": None,
+        "format": FORMAT,
     }
+
+
+def too_large(
+    detail: str, original: bytes, topic: str, partition: int, offset: int, *, timestamp: int | None = None
+) -> Letter:
+    """A `too_large` dead letter: by reference (size and SHA-256 of the value), without key or value."""
+    letter = dead_letter("too_large", detail, None, topic, partition, offset, timestamp=timestamp)
+    letter["size"], letter["sha256"] = len(original), sha256(original).hexdigest()
+    return letter

@@ -14,6 +14,7 @@ from processor.core.fold import AccountFold, LiveView
 from processor.core.model import Metrics, Settings
 from processor.worker.partition import BatchResult, PartitionState, Raw, scan_entries
 from processor.worker.state import ClockEntry, account_key, clock_key, decode_account, decode_clock
+from schemas.events import MAX_RECORD_BYTES
 
 log = logging.getLogger("ccmeter.worker")
 
@@ -68,8 +69,10 @@ class StreamProcessor:
         *,
         share: Fraction = DEFAULT_SHARE,
         cache_limit: int = 100_000,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.topic = topic
+        self.max_record_bytes = max_record_bytes
         self.settings = settings
         self.store = store
         self.share = share
@@ -109,6 +112,7 @@ class StreamProcessor:
                 share=self.share,
                 clock=self._clocks.pop(partition, None),
                 wakes=self._wakes.pop(partition, None),
+                max_record_bytes=self.max_record_bytes,
             )
         return state
 

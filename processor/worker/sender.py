@@ -16,47 +16,55 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from processor import deadletters
 from processor.core.model import NEVER
+from processor.kafka_security import client_kwargs
 from processor.topics import ALERTS, DEAD_LETTERS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
 from processor.worker import records as rec
 from processor.worker.partition import BatchResult
 
-Record = tuple[str, bytes | None, bytes]  # topic, key, value
+Header = tuple[str, bytes]
+Record = tuple[str, bytes | None, bytes | None, list[Header]]  # topic, key, value, headers
+Item = tuple[bytes | None, bytes | None, list[Header]]  # key, value, headers
+NO_HEADERS: list[Header] = []
 PLACED_LIMIT = 1_000_000  # cached partitions of keys; the cache starts over beyond this
 
 
 def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
-    """(topic, key, value) of every output record of a batch result."""
+    """(topic, key, value, headers) of every output record of a batch result (only dead letters have headers)."""
     out, dumps, peak_window_json = result.output, rec.dumps, rec.peak_window_json
     records: list[Record] = []
+    none = NO_HEADERS
     add = records.append
     topic = names[USAGE_CHANGES]
     for change in out.usage_changes:
-        add((topic, change.account_id.encode(), dumps(rec.usage_change(change))))
+        add((topic, change.account_id.encode(), dumps(rec.usage_change(change)), none))
     topic = names[PEAK_WINDOWS]
     for window in out.windows:
-        add((topic, window.account_id.encode(), peak_window_json(window)))
+        add((topic, window.account_id.encode(), peak_window_json(window), none))
     topic = names[ALERTS]
     for alert in result.alerts:
-        add((topic, alert.account_id.encode(), dumps(alert.to_record().model_dump(mode="json"))))
+        add((topic, alert.account_id.encode(), dumps(alert.to_record().model_dump(mode="json")), none))
     topic = names[INTERVALS]
     for interval in (*out.opened, *out.intervals):
-        add((topic, interval.account_id.encode(), dumps(rec.user_interval(interval))))
+        add((topic, interval.account_id.encode(), dumps(rec.user_interval(interval)), none))
     for account_id, plan in out.plans:
-        add((topic, account_id.encode(), dumps(rec.plan(account_id, plan))))
+        add((topic, account_id.encode(), dumps(rec.plan(account_id, plan)), none))
     for presence in out.presences:
-        add((topic, presence.account_id.encode(), dumps(rec.presence_interval(presence))))
+        add((topic, presence.account_id.encode(), dumps(rec.presence_interval(presence)), none))
     # What is known comes after what it covers (same topic and key as the account's intervals and plans).
     partition, watermarks = result.partition, result.watermarks
     for account_id, horizon in out.horizons.items():
         if horizon > -NEVER:
             record = rec.horizon(account_id, partition, horizon, watermarks.get(account_id))
-            add((topic, account_id.encode(), dumps(record)))
+            add((topic, account_id.encode(), dumps(record), none))
     if result.idle_floor is not None:
-        add((topic, f"partition-{partition}".encode(), dumps(rec.partition_horizon(partition, result.idle_floor))))
+        add(
+            (topic, f"partition-{partition}".encode(), dumps(rec.partition_horizon(partition, result.idle_floor)), none)
+        )
     topic = names[DEAD_LETTERS]
     for letter in result.dead_letters:
-        add((topic, None, dumps(letter)))
+        add((topic, *deadletters.encode(letter)))
     return records
 
 
@@ -80,7 +88,7 @@ class BatchSender:
             options: dict[str, Any] = {"acks": "all", "linger_ms": 0, "max_batch_size": 1024 * 1024}
             if self.transactional_id is not None:
                 options["transactional_id"] = self.transactional_id  # start() runs InitProducerId: fences older ones
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **options)
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **options, **client_kwargs())
             try:
                 await producer.start()
             except BaseException:
@@ -102,9 +110,9 @@ class BatchSender:
     async def send(self, records: Iterable[Record]) -> None:
         """Send `records` and wait for every acknowledgement; raises if one was not delivered."""
         producer = await self._ensure()
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
+        groups: dict[tuple[str, int], list[Item]] = {}
         placed = self._placed
-        for topic, key, value in records:
+        for topic, key, value, headers in records:
             partition = placed.get((topic, key)) if key is not None else None
             if partition is None:
                 partitions = self._partitions.get(topic) or await self._partitions_of(producer, topic)
@@ -115,7 +123,7 @@ class BatchSender:
                     if len(placed) >= PLACED_LIMIT:
                         placed.clear()
                     placed[(topic, key)] = partition
-            groups.setdefault((topic, partition), []).append((key, value))
+            groups.setdefault((topic, partition), []).append((key, value, headers))
         pending = []
         for (topic, partition), items in groups.items():
             pending += await self._submit(producer, topic, partition, items)
@@ -128,13 +136,13 @@ class BatchSender:
         if not items:
             return -1
         producer = await self._ensure()
-        pending = await self._submit(producer, topic, partition, items)
+        pending = await self._submit(producer, topic, partition, [(key, value, NO_HEADERS) for key, value in items])
         acks = await _all(pending)
         return max(ack.offset + count for ack, count in acks)
 
     @staticmethod
     async def _submit(
-        producer: AIOKafkaProducer, topic: str, partition: int, items: list[tuple[bytes | None, bytes | None]]
+        producer: AIOKafkaProducer, topic: str, partition: int, items: list[Item]
     ) -> list[Awaitable[tuple[Any, int]]]:
         """Queue `items` as batches; one awaitable per batch giving (its metadata, its record count)."""
         pending: list[Awaitable[tuple[Any, int]]] = []
@@ -147,11 +155,11 @@ class BatchSender:
             pending.append(acked(future, batch.record_count()))
 
         batch = producer.create_batch()
-        for key, value in items:
-            if batch.append(key=key, value=value, timestamp=None) is None:
+        for key, value, headers in items:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 await queue(batch)
                 batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch")
         if batch.record_count():
             await queue(batch)

@@ -30,7 +30,9 @@ from schemas.events import Rejection, decode, format_ms
 from tests.processor.worker.support import (
     arrival_times,
     by_id,
+    committed_offsets,
     consume,
+    end_offsets,
     expected,
     key_of,
     produce,
@@ -137,7 +139,7 @@ def test_outputs_equal_the_batch_engine_and_live_queries_answer(broker: str, top
         dead = got[names[DEAD_LETTERS]]
         malformed = sum(1 for line in lines if key_of(line) is None)
         assert len({(d["partition"], d["offset"]) for d in dead}) >= malformed > 0
-        assert all(d["topic"] == names[EVENTS] and d["original_base64"] is not None for d in dead)
+        assert all(d["topic"] == names[EVENTS] and d["original"] is not None for d in dead)
         alerts = got[names[ALERTS]]
         assert all(a["state"] in ("raised", "resolved") for a in alerts)
         status, body = worker.get("/accounts/no-such-account/usage")
@@ -191,24 +193,6 @@ async def _commit_group(bootstrap: str, group: str, offsets: dict[TopicPartition
         await consumer.stop()
 
 
-async def _committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {tp: await consumer.committed(tp) for tp in tps}
-    finally:
-        await consumer.stop()
-
-
-async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-    finally:
-        await consumer.stop()
-
-
 def test_the_table_not_the_group_offsets_says_where_processing_resumes(
     broker: str, broker_kind: str, topic_prefix: str, tmp_path: Path
 ):
@@ -230,9 +214,9 @@ def test_the_table_not_the_group_offsets_says_where_processing_resumes(
             assert time.monotonic() < deadline, worker.tail()
             time.sleep(0.2)
         worker.stop()
-        before = asyncio.run(_end_offsets(broker, names[EVENTS], PARTITIONS))
+        before = end_offsets(broker, names[EVENTS], PARTITIONS)
         produce(broker, names[EVENTS], lines[third:], stamps[third:])
-        after = asyncio.run(_end_offsets(broker, names[EVENTS], PARTITIONS))
+        after = end_offsets(broker, names[EVENTS], PARTITIONS)
         planted = {tp: after[tp] if tp.partition < 2 else (before[tp] + after[tp]) // 2 for tp in after}
         assert all(planted[tp] > before[tp] + 1 for tp in planted), (before, after)
         asyncio.run(_commit_group(broker, app_id, planted))
@@ -244,7 +228,7 @@ def test_the_table_not_the_group_offsets_says_where_processing_resumes(
         assert health and health["stats"]["records"] >= len(lines) - third
         # A refused commit is retried (it used to be counted as done: the group stayed behind for good).
         deadline = time.monotonic() + 30
-        while (committed := asyncio.run(_committed(broker, app_id, list(after)))) != after:
+        while (committed := committed_offsets(broker, app_id, list(after))) != after:
             assert time.monotonic() < deadline, f"committed {committed}, end {after}\n{worker.tail(120)}"
             time.sleep(0.5)
     finally:

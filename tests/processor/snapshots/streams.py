@@ -8,6 +8,7 @@ partition of each output topic (like the worker, keyed by account_id).
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -102,6 +103,13 @@ def build_streams(lines: list[bytes], events_topic: str, partitions: int = PARTI
     return streams
 
 
+def legacy_letter(reason: str, detail: str, original: bytes, topic: str, partition: int, offset: int) -> bytes:
+    """A dead letter of format 1 (older workers: JSON with `original_base64`, no headers), which readers still
+    accept: the simulated streams carry these (the worker's own, format 2, are in tests/replay/support.py)."""
+    letter = {"reason": reason, "detail": detail, "original_base64": base64.b64encode(original).decode()}
+    return rec.dumps(letter | {"topic": topic, "partition": partition, "offset": offset, "line": None})
+
+
 def _outputs(streams: Streams, partition: int, events_topic: str, stamp: int) -> None:
     out = streams.records
     valid = []
@@ -110,8 +118,8 @@ def _outputs(streams: Streams, partition: int, events_topic: str, stamp: int) ->
     for offset, (_, value, _) in enumerate(streams.records[EVENTS].get(partition, [])):
         decoded = decode(value)
         if isinstance(decoded, Rejection):
-            letter = rec.dead_letter(decoded.reason, decoded.detail, value, events_topic, partition, offset)
-            out[DEAD_LETTERS][partition].append((None, rec.dumps(letter), stamp))
+            letter = legacy_letter(decoded.reason, decoded.detail, value, events_topic, partition, offset)
+            out[DEAD_LETTERS][partition].append((None, letter, stamp))
         else:
             valid.append(decoded)
             offsets.append(offset)
@@ -120,8 +128,8 @@ def _outputs(streams: Streams, partition: int, events_topic: str, stamp: int) ->
     for arrival, _event, verdict in rejected:
         if verdict in ("too_late", "future_skew"):
             raw = streams.records[EVENTS][partition][offsets[arrival]][1]
-            letter = rec.dead_letter(verdict, "", raw, events_topic, partition, offsets[arrival])
-            out[DEAD_LETTERS][partition].append((None, rec.dumps(letter), stamp))
+            letter = legacy_letter(verdict, "", raw, events_topic, partition, offsets[arrival])
+            out[DEAD_LETTERS][partition].append((None, letter, stamp))
     by_account: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
     for change in fold.usage_changes:
         out[USAGE_CHANGES][partition].append((change.account_id.encode(), rec.dumps(rec.usage_change(change)), stamp))

@@ -5,6 +5,7 @@ nothing after it, `report --all`, and `ccmeter deadletters` with the `dead_lette
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections import defaultdict
@@ -14,6 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from processor import deadletters
 from processor.cli import main
 from processor.core.model import Plan as PlanValue
 from processor.core.model import PresenceInterval, UsageChange, UserInterval
@@ -30,6 +32,7 @@ from processor.snapshots.tables import (
 from processor.topics import DEAD_LETTERS, EVENTS, INTERVALS, USAGE_CHANGES
 from processor.worker import records as rec
 from schemas.events import parse_timestamp, to_ms
+from tests.processor.snapshots.streams import legacy_letter
 
 H = 3_600_000
 
@@ -46,10 +49,12 @@ class Log:
         self.writer = SinkWriter(data, "ccmeter.")
         self.offsets: dict[tuple[str, int], int] = defaultdict(int)
 
-    def add(self, topic: str, value: bytes, key: bytes | None, partition: int = 0, ts: int = 0) -> int:
+    def add(
+        self, topic: str, value: bytes | None, key: bytes | None, partition: int = 0, ts: int = 0, headers=()
+    ) -> int:
         offset = self.offsets[(topic, partition)]
         self.offsets[(topic, partition)] += 1
-        self.writer.add(topic, partition, offset, ts, key, value)
+        self.writer.add(topic, partition, offset, ts, key, value, headers)
         return offset
 
     def output(self, topic: str, record: dict[str, Any], key: str, partition: int = 0) -> None:
@@ -275,18 +280,32 @@ def letters(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     for index, (key, raw, reason) in enumerate(raws):
         offset = log.add(EVENTS, raw, key, 0, ms("2026-11-02T09:00:00Z") + index)
-        letter = rec.dead_letter(reason, f"detail {offset}", raw, "ccmeter.events", 0, offset)
-        log.add(DEAD_LETTERS, rec.dumps(letter), None, 0, ms("2026-12-01T00:00:00Z"))
+        sent = ms("2026-12-01T00:00:00Z")
+        if index % 2:  # format 1 (older workers) and format 2 letters are read alike
+            log.add(DEAD_LETTERS, legacy_letter(reason, f"detail {offset}", raw, "ccmeter.events", 0, offset), None)
+        else:
+            letter = rec.dead_letter(reason, f"detail {offset}", raw, "ccmeter.events", 0, offset, key=key)
+            letter_key, value, headers = deadletters.encode(letter)
+            log.add(DEAD_LETTERS, value, letter_key, 0, sent, headers)
+    big = b"[" * 100  # too_large: the letter has no value, only the size and digest of the original
+    offset = log.add(EVENTS, big, b"a", 0, ms("2026-11-02T09:30:00Z"))
+    letter = rec.too_large("JSON nested deeper than 64 levels", big, "ccmeter.events", 0, offset)
+    letter_key, value, headers = deadletters.encode(letter)
+    log.add(DEAD_LETTERS, value, letter_key, 0, ms("2026-12-01T00:00:00Z"), headers)
     return log.snapshot(base / "usage.duckdb")
 
 
 def test_deadletters_of_one_account(capsys: pytest.CaptureFixture[str], letters: Path) -> None:
     code, out, _ = run_cli(capsys, "deadletters", "--snapshot", str(letters), "--account", "a", "--format", "json")
     rows = json.loads(out)
-    assert code == 0 and [tuple(row) for row in rows] == [LETTER_KEYS] * 3
+    assert code == 0 and [tuple(row) for row in rows] == [LETTER_KEYS] * 4
     assert [(r["reason"], r["source_offset"], r["detail"]) for r in rows] == [
-        ("invalid_json", 1, "detail 1"), ("too_late", 2, "detail 2"), ("invalid_json", 3, "detail 3")
+        ("invalid_json", 1, "detail 1"), ("too_late", 2, "detail 2"), ("invalid_json", 3, "detail 3"),
+        ("too_large", 5, "JSON nested deeper than 64 levels"),
     ]  # fmt: skip
+    assert [r["original_size"] for r in rows] == [9, len(rows[1]["original"]), 12, 100]
+    assert rows[3]["original"] == "" and rows[3]["original_sha256"] == hashlib.sha256(b"[" * 100).hexdigest()
+    assert rows[0]["original_sha256"] == hashlib.sha256(b"\x01oops\n{\t\x7f").hexdigest()
     assert rows[0]["original"] == "\\x01oops\\n{\\t\\x7f" and rows[2]["original"] == "\\xff\\xfe bad bytes"
     assert rows[0]["kafka_ts"] == "2026-11-02T09:00:00.000Z" and rows[0]["source_partition"] == 0
     code, out, _ = run_cli(capsys, "deadletters", "--snapshot", str(letters), "--account", "b", "--format", "csv")
@@ -297,7 +316,7 @@ def test_deadletters_of_one_account(capsys: pytest.CaptureFixture[str], letters:
     assert code == 0 and lines[0].split() == list(LETTER_KEYS) and len(lines) == 3
     assert "\\x01oops\\n{\\t\\x7f" in lines[2] and "\n" not in lines[2]
     by_view = query(letters, "SELECT account_id, source_offset FROM dead_letters_by_account ORDER BY 1, 2")
-    assert by_view == [("a", 1), ("a", 2), ("a", 3), ("b", 2), ("c", 4)]
+    assert by_view == [("a", 1), ("a", 2), ("a", 3), ("a", 5), ("b", 2), ("c", 4)]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ final horizon: usage changes before it, windows that end at or before it.
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import random
 import zlib
@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processor import deadletters
 from processor.core.alerts import alerts_for
 from processor.core.fold import fold_history
 from processor.core.model import Settings
@@ -25,7 +26,7 @@ from processor.worker.partition import BatchResult
 from processor.worker.runner import StreamProcessor
 from processor.worker.state import account_header, account_key, clock_key, decode_clock
 from schemas.events import Event, decode, format_ms
-from schemas.outputs import AlertRecord, DeadLetterRecord, PeakWindowRecord, UsageChangeRecord
+from schemas.outputs import AlertRecord, PeakWindowRecord, UsageChangeRecord
 from tests.histories import T0, HistoryShape, generate
 
 TOPIC = "t.events"
@@ -76,9 +77,7 @@ def reference(parts) -> tuple[dict[str, dict], dict[str, dict], dict[int, int], 
         changes.update(
             (c.change_id, rec.usage_change(c)) for c in out.usage_changes if c.at_ms < out.horizons[c.account_id]
         )
-        windows.update(
-            (w.window_id, rec.peak_window(w)) for w in out.windows if w.end_ms <= out.horizons[w.account_id]
-        )
+        windows.update((w.window_id, rec.peak_window(w)) for w in out.windows if w.end_ms <= out.horizons[w.account_id])
     return changes, windows, watermarks, horizons
 
 
@@ -166,8 +165,8 @@ def test_records_validate_against_the_output_models():
         assert PeakWindowRecord.model_validate(record).model_dump() == record
     for result in results:
         for letter in result.dead_letters:
-            DeadLetterRecord.model_validate(letter)
-            assert base64.b64decode(letter["original_base64"]) == parts[result.partition][letter["offset"]][2]
+            assert deadletters.read(*deadletters.encode(letter)) == letter  # what readers get back
+            assert letter["original"] == parts[result.partition][letter["offset"]][2]
         for alert in result.alerts:
             AlertRecord.model_validate(alert.to_record().model_dump())
 
@@ -273,7 +272,7 @@ def test_a_record_whose_processing_fails_is_a_dead_letter_and_the_partition_goes
     result = processor.process(0, batch)
     assert [(d["reason"], d["offset"]) for d in result.dead_letters] == [("processing_error", 1)]
     assert result.dead_letters[0]["detail"].split(":")[0] in {"ValueError", "TypeError", "ExtraData"}
-    assert base64.b64decode(result.dead_letters[0]["original_base64"]) == batch[1][2]
+    assert result.dead_letters[0]["original"] == batch[1][2] and result.dead_letters[0]["key"] == b"broken"
     assert decode_clock(result.states[clock_key(0)]).applied == 2
     assert processor.stats.dead_letters["processing_error"] == 1
 
@@ -322,3 +321,27 @@ def test_a_tombstone_and_an_empty_value_are_told_apart_in_their_dead_letters():
     result = StreamProcessor(TOPIC, SETTINGS, {}).process(0, [(0, b"a", None, None), (1, b"a", b"", None)])
     details = [letter["detail"] for letter in result.dead_letters]
     assert details[0] == "null record value (a tombstone)" and "EOF" in details[1]
+    (_, tombstone, marked), (_, empty, plain) = (deadletters.encode(letter) for letter in result.dead_letters)
+    assert tombstone is None and (deadletters.ORIGINAL_NULL, b"true") in marked
+    assert empty == b"" and deadletters.ORIGINAL_NULL not in dict(plain)
+
+
+def test_records_beyond_the_limits_are_too_large_letters_by_reference():
+    """Too long (before any parsing), nested too deep, or keyed beyond any account_id: `too_large`, no value."""
+    valid = _api_record(3, "a", 0)
+    batch = [
+        (0, b"a", b"x" * 2001, 1_000),
+        (1, b"a", b"[" * 65 + b"]" * 65, None),
+        (2, b"k" * 1025, valid[2], None),
+        valid,
+    ]
+    result = StreamProcessor(TOPIC, SETTINGS, {}, max_record_bytes=2000).process(0, batch)
+    letters = result.dead_letters
+    assert [(d["reason"], d["offset"]) for d in letters] == [("too_large", 0), ("too_large", 1), ("too_large", 2)]
+    assert letters[0]["detail"] == "2001 bytes, more than the limit of 2000" and "64 levels" in letters[1]["detail"]
+    assert [d["size"] for d in letters] == [2001, 130, len(valid[2])]
+    assert letters[0]["sha256"] == hashlib.sha256(b"x" * 2001).hexdigest()
+    key, value, headers = deadletters.encode(letters[0])
+    assert key is None and value is None
+    assert dict(headers)[deadletters.TIMESTAMP] == b"1000" and dict(headers)[deadletters.SIZE] == b"2001"
+    assert result.applied == 1  # the partition goes on

@@ -25,15 +25,15 @@ async def _create(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def _read(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes | None, bytes]]:
+async def _read(bootstrap: str, topic: str, count: int) -> list[tuple]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
-    got: list[tuple[int, bytes | None, bytes]] = []
+    got: list[tuple] = []
     try:
         async with asyncio.timeout(60):
             while len(got) < count:
                 batches = await consumer.getmany(timeout_ms=500)
-                got += [(r.partition, r.key, r.value) for records in batches.values() for r in records]
+                got += [(r.partition, r.key, r.value, list(r.headers)) for records in batches.values() for r in records]
     finally:
         await consumer.stop()
     return got
@@ -41,10 +41,10 @@ async def _read(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes
 
 def test_records_go_to_the_default_partitioners_partition_once(broker: str, unique_name: Callable[[str], str]) -> None:
     topic = unique_name("sender")
-    records = [(topic, f"acct-{i % 37}".encode(), f"v{i}".encode()) for i in range(3000)]
-    records += [(topic, None, f"keyless{i}".encode()) for i in range(20)]
+    records = [(topic, f"acct-{i % 37}".encode(), f"v{i}".encode(), []) for i in range(3000)]
+    records += [(topic, None, f"keyless{i}".encode(), [("ccmeter.dlq.reason", b"r%d" % i)]) for i in range(20)]
 
-    async def scenario() -> list[tuple[int, bytes | None, bytes]]:
+    async def scenario() -> list[tuple]:
         await _create(broker, topic)
         sender = BatchSender(broker)
         try:
@@ -56,12 +56,13 @@ def test_records_go_to_the_default_partitioners_partition_once(broker: str, uniq
         return await _read(broker, topic, len(records))
 
     got = asyncio.run(scenario())
-    assert sorted(value for _, _, value in got) == sorted(value for _, _, value in records)
+    assert sorted(value for _, _, value, _ in got) == sorted(value for _, _, value, _ in records)
+    assert sorted((v, h) for _, _, v, h in got if h) == sorted((v, h) for _, _, v, h in records if h)  # headers kept
     pick = DefaultPartitioner()
     every = list(range(PARTITIONS))
-    for partition, key, _ in got:
+    for partition, key, _, _ in got:
         if key is not None:
             assert partition == pick(key, every, every)
     # Records of one key keep their order.
-    values = [value for _, key, value in got if key == b"acct-0"]
-    assert values == [value for _, key, value in records if key == b"acct-0"]
+    values = [value for _, key, value, _ in got if key == b"acct-0"]
+    assert values == [value for _, key, value, _ in records if key == b"acct-0"]
