@@ -56,6 +56,7 @@ def register(subparsers: Any) -> None:
     _plan_parser(commands)
     _run_parser(commands)
     _restate_parser(commands)
+    _carry_parser(commands)
     _verify_parser(commands)
 
 
@@ -373,7 +374,10 @@ def _restate_parser(commands: Any) -> None:
         description="Recompute the report of ACCOUNT for PERIOD with the batch engine over the events the live worker "
         "applied plus the too-late ones (from the snapshot's events and dead_letters table, and with --broker from "
         "the dead-letter topic), write it as JSON and print its difference from the last report (the one the "
-        "snapshot's live outputs give) field by field and per day.",
+        "snapshot's live outputs give) field by field and per day. With --apply the restatement becomes part of "
+        "the billing record: it is recorded in the sink's data directory (DIR/restatements, one record per account "
+        "and period: restating again changes nothing) and every later `ccmeter snapshot` of DIR recomputes the "
+        "period from its own events plus these late events (billing_periods.restated, table adjustments).",
         epilog="Example: ccmeter replay restate --snapshot usage.duckdb --account acct-1 --period 2026-11",
     )
     parser.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
@@ -386,6 +390,19 @@ def _restate_parser(commands: Any) -> None:
     parser.add_argument(
         "--out", default=None, metavar="FILE", help="restated report JSON (default restated-ID-FROM.json)"
     )
+    parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="record the restatement in the sink's data directory: the next `ccmeter snapshot` of it shows the "
+        "restated numbers and the adjustments (without it: a dry run that says what would change)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="the sink data directory to record it in (default: the one the snapshot was built from)",
+    )
+    parser.add_argument("--reason", default=None, help="why the period is restated (kept with every adjustment)")
     add_settings_arguments(parser)
     _quiet(parser)
     parser.set_defaults(func=run_restate)
@@ -394,7 +411,18 @@ def _restate_parser(commands: Any) -> None:
 def run_restate(args: argparse.Namespace) -> int:
     """`ccmeter replay restate`."""
     from processor.snapshots.history import AccountHistory, load_histories, resolve_period
-    from replay.restate import LateEvents, differences, late_from_table, late_from_topic, restate, snapshot_prefix
+    from processor.snapshots.restatements import Restatement
+    from replay.restate import (
+        LateEvents,
+        differences,
+        late_from_table,
+        late_from_topic,
+        late_records,
+        restate,
+        snapshot_data_dir,
+        snapshot_events_topic,
+        snapshot_prefix,
+    )
     from replay.source import open_snapshot_file
 
     settings = settings_of(args)
@@ -407,11 +435,13 @@ def run_restate(args: argparse.Namespace) -> int:
         if not known and not history.changes:
             raise CliError(f"account {args.account!r} has no events in snapshot {args.snapshot}")
         try:
-            start, end = resolve_period(args.period, history.latest_plan, watermark)
+            through = history.data_through_ms if history.data_through_ms is not None else watermark
+            start, end = resolve_period(args.period, history.latest_plan, through)
         except ValueError as exc:
             raise CliError(str(exc)) from None
         prefix = prefix_of(args.prefix) if args.prefix else snapshot_prefix(con)
-        events_topic = topic_names(prefix)[EVENTS]
+        events_topic = snapshot_events_topic(con, prefix)
+        data_dir = Path(args.data_dir) if args.data_dir else snapshot_data_dir(con)
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", args.account)
         out = Path(args.out or f"restated-{safe}-{start}.json")
         sources = ["the snapshot's events (partition clock)", "its dead_letters table (reason too_late)"]
@@ -423,6 +453,9 @@ def run_restate(args: argparse.Namespace) -> int:
                 f"{known} events of the account in the snapshot; too-late events from " + ", ".join(sources),
                 "recompute with the batch engine; compare with the report of the snapshot's live outputs",
                 f"write the restated report to {out}",
+                f"record it in {data_dir}/restatements (--apply)"
+                if args.apply
+                else "dry run: record nothing (--apply records it for the next snapshot)",
             ],
         )
         last = history.report(start, end)
@@ -432,6 +465,8 @@ def run_restate(args: argparse.Namespace) -> int:
             with progress(0, "dead-letter topic", unit="rec", enabled=not args.quiet) as bar:
                 run_async(late_from_topic(args.broker, prefix, args.account, late, bar), args.broker)
         result = restate(con, args.account, start, end, settings, last, late, progress=not args.quiet)
+        recorded = late_records(con, late, result.horizon_ms)
+        version = snapshot_prefix(con)
     finally:
         con.close()
     tmp = atomic_target(out)
@@ -455,8 +490,12 @@ def run_restate(args: argparse.Namespace) -> int:
             "the last report"
         )
     summary, days = differences(result.last, result.restated)
+    record = Restatement(args.account, start, end, version=version, settings=settings, late=recorded)
+    if args.reason:
+        record.reason = args.reason
     if not summary and not days:
         print(f"no difference from the last report; wrote {out}")
+        _apply(args.apply, data_dir, record)
         return 0
     print("summary (field, last, restated, change):")
     for line in table(["field", "last", "restated", "change"], summary):
@@ -466,6 +505,76 @@ def run_restate(args: argparse.Namespace) -> int:
         for line in table(["date", "field", "last", "restated", "change"], days):
             print(f"  {line}")
     print(f"wrote {out}")
+    _apply(args.apply, data_dir, record)
+    return 0
+
+
+def _apply(apply: bool, data_dir: Path | None, record: Any) -> None:
+    """Record the restatement (`--apply`) or say what recording it would do."""
+    from processor.snapshots.restatements import apply_record, record_path
+
+    if not record.late:
+        print("nothing to apply: no late events below the horizon")
+        return
+    if data_dir is None:
+        raise CliError("the snapshot does not name its data directory: give --data-dir")
+    path = record_path(data_dir, record.restatement_id)
+    if not apply:
+        print(
+            f"dry run: would record restatement {record.restatement_id} ({len(record.late)} late events) in {path}; "
+            "add --apply to make it part of the billing record"
+        )
+        return
+    if not (data_dir / "_sink").is_dir():
+        raise CliError(f"{data_dir} is not a sink data directory (no _sink/manifest): give --data-dir")
+    try:
+        stored, changed = apply_record(data_dir, record)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    state = "applied" if changed else "already applied (nothing new)"
+    print(
+        f"{state}: restatement {stored.restatement_id} of {stored.account_id} {stored.period_from}..{stored.period_to} "
+        f"({len(stored.late)} late events) in {path}; the next `ccmeter snapshot --data-dir {data_dir}` shows it"
+    )
+
+
+# -- carry -------------------------------------------------------------------------------------------------------------
+
+
+def _carry_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "carry",
+        help="copy the applied restatements of one sink data directory into another (a rebuilt version's)",
+        description="Copy every restatement recorded with `replay restate --apply` in FROM/restatements into "
+        "TO/restatements. A record holds the late events' positions and bytes on the events topic, not numbers, so it "
+        "holds for every version built from that topic: the snapshots of TO (a sink with --events-prefix) recompute "
+        "the restated periods from their own events. Running it again changes nothing.",
+        epilog="Example: ccmeter replay carry --from data --to data-v2",
+    )
+    parser.add_argument("--from", dest="source", required=True, metavar="DIR", help="sink data directory to copy from")
+    parser.add_argument("--to", dest="target", required=True, metavar="DIR", help="sink data directory to copy into")
+    parser.set_defaults(func=run_carry)
+
+
+def run_carry(args: argparse.Namespace) -> int:
+    """`ccmeter replay carry`."""
+    from processor.snapshots.restatements import RESTATEMENTS_DIR, carry_over, read_records
+
+    source, target = Path(args.source), Path(args.target)
+    if not (source / "_sink").is_dir():
+        raise CliError(f"{source} is not a sink data directory (no _sink/manifest)")
+    records = read_records(source)
+    print_plan(
+        f"carry restatements from {source} to {target}",
+        [f"{len(records)} restatements in {source / RESTATEMENTS_DIR}", f"copy them into {target / RESTATEMENTS_DIR}"],
+    )
+    try:
+        carried = carry_over(source, target)
+    except OSError as exc:
+        raise CliError(f"cannot write {target / RESTATEMENTS_DIR}: {exc.strerror or exc}") from None
+    for record in carried:
+        print(f"  {record.restatement_id}  {record.account_id}  {record.period_from}..{record.period_to}")
+    print(f"carried {len(carried)} restatements; the next `ccmeter snapshot --data-dir {target}` applies them")
     return 0
 
 

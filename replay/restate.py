@@ -13,8 +13,6 @@ outputs are right (`ccmeter replay verify`), the two reports differ exactly by t
 
 from __future__ import annotations
 
-import base64
-import json
 import tempfile
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,6 +22,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from processor import deadletters
 from processor.cli import CliError
 from processor.core.model import NEVER, Settings, UserInterval
 from processor.snapshots.tables import EVENTS_TABLE, event_row
@@ -95,7 +94,7 @@ async def late_from_topic(broker: str, prefix: str, account: str, late: LateEven
                     if message.offset >= ends[tp.partition]:
                         break
                     bar.update(1)
-                    _letter(message.value, account, events_topic, late)
+                    _letter(message.key, message.value, message.headers, account, events_topic, late)
             for tp in list(remaining):
                 if await client.position(tp) >= ends[tp.partition]:
                     remaining.discard(tp)
@@ -103,16 +102,19 @@ async def late_from_topic(broker: str, prefix: str, account: str, late: LateEven
         await client.stop()
 
 
-def _letter(value: bytes | None, account: str, events_topic: str, late: LateEvents) -> None:
+def _letter(
+    key: bytes | None, value: bytes | None, headers: Any, account: str, events_topic: str, late: LateEvents
+) -> None:
+    """Collect a too_late letter of `account` (either dead-letter format, processor/deadletters.py)."""
     try:
-        letter = json.loads(value or b"")
-        if letter.get("reason") != "too_late" or letter.get("topic") != events_topic or letter.get("offset") is None:
-            return
-        original = base64.b64decode(letter.get("original_base64") or "", validate=True)
-    except (ValueError, AttributeError):
+        letter = deadletters.read(key, value, headers)
+    except deadletters.BadLetter:
         return
-    if _of_account(original, account):
-        late.add("dead-letter topic", (int(letter["partition"]), int(letter["offset"])), original)
+    original, partition, offset = letter["original"], letter["partition"], letter["offset"]
+    if letter["reason"] != "too_late" or letter["topic"] != events_topic or partition is None or offset is None:
+        return
+    if original is not None and _of_account(original, account):
+        late.add("dead-letter topic", (partition, offset), original)
 
 
 def late_table(late: LateEvents, account: str, skip: set[Position]) -> pa.Table:
@@ -157,9 +159,7 @@ def report_below(engine: Any, account: str, start: date, end: date, horizon_ms: 
         for p in engine.presence_intervals(account)
         if p.start_ms < horizon_ms
     ]
-    return build_report(
-        account, start, end, changes, intervals, plans, presences=presences, data_through_ms=horizon_ms
-    )
+    return build_report(account, start, end, changes, intervals, plans, presences=presences, data_through_ms=horizon_ms)
 
 
 def restate(
@@ -248,3 +248,40 @@ def differences(last: Report, restated: Report) -> tuple[list[list[object]], lis
             if key != "date" and a.get(key) != b.get(key):
                 days.append([day, key, a.get(key), b.get(key), _change(a.get(key), b.get(key))])
     return summary, days
+
+
+def snapshot_events_topic(con: duckdb.DuckDBPyConnection, prefix: str) -> str:
+    """The events topic the snapshot's sink read (a rebuilt version's sink reads the live one)."""
+    try:
+        rows = con.execute("SELECT events_topic FROM snapshot_info").fetchall()
+    except duckdb.BinderException:  # a snapshot of an older ccmeter
+        rows = []
+    return rows[0][0] if rows and rows[0][0] else topic_names(prefix)[EVENTS]
+
+
+def snapshot_data_dir(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """The sink data directory the snapshot was built from."""
+    rows = con.execute("SELECT data_dir FROM snapshot_info").fetchall()
+    return Path(rows[0][0]) if rows and rows[0][0] else None
+
+
+def late_records(
+    con: duckdb.DuckDBPyConnection, late: LateEvents, horizon_ms: int
+) -> dict[Position, tuple[str, bytes]]:
+    """The late events a restatement records: position -> (event id, original bytes), those below the horizon (the
+    ones the restated report counts). The partition clock's too-late events take their bytes from the snapshot."""
+    out: dict[Position, tuple[str, bytes]] = {}
+    for (partition, offset), value in sorted(late.raw.items()):
+        if not value:
+            rows = con.execute(
+                "SELECT raw, raw_bytes FROM events WHERE kafka_partition = ? AND kafka_offset = ?", [partition, offset]
+            ).fetchall()
+            if not rows:
+                continue
+            raw, raw_bytes = rows[0]
+            value = bytes(raw_bytes) if raw_bytes is not None else str(raw).encode()
+        event = decode(value)
+        if isinstance(event, Rejection) or event.at_ms >= horizon_ms:
+            continue
+        out[(partition, offset)] = (event.event_id, value)
+    return out

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError
+from processor.kafka_security import client_kwargs
 from processor.topics import EVENTS, topic_names
 from processor.worker.partition import Raw
 from processor.worker.sender import output_records
@@ -177,7 +178,9 @@ async def seed(config: Any, plan: SeedPlan, worker: Any, bar: Any) -> str:
     store = DictStore()
     processor = StreamProcessor(config.events_topic, worker.settings, store, share=worker.near_capacity)
     names = topic_names(config.new_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=config.broker, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=config.broker, acks="all", enable_idempotence=True, linger_ms=5, **client_kwargs()
+    )
     await producer.start()
     sent = 0
     try:
@@ -191,8 +194,8 @@ async def seed(config: Any, plan: SeedPlan, worker: Any, bar: Any) -> str:
                     result = processor.process(partition, raws, accept_gaps=False)
                     if result.resume_at is not None:
                         raise CliError(f"snapshot records of partition {partition} have a hole at {result.resume_at}")
-                    for topic, key, value in output_records(names, result):
-                        pending.append(await producer.send(topic, value=value, key=key))
+                    for topic, key, value, headers in output_records(names, result):
+                        pending.append(await producer.send(topic, value=value, key=key, headers=headers))
                     store.data.update(result.states)
                     bar.update(len(raws))
         finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from hashlib import sha256
@@ -34,6 +34,7 @@ SECONDS_PLACES = Decimal("0.001")  # seconds: milliseconds in CSV and table expo
 ROUNDING: dict[str, Decimal] = {"license_hours": LICENSE_HOURS_PLACES, "seconds_over_licenses": SECONDS_PLACES}
 LOCAL_SUFFIX = "_local"
 RESTATEMENT_LIVE = "live"  # the restatement status of a line computed from the live record
+RESTATEMENT_RESTATED = "restated"  # ... of a period restated with too-late events (a snapshot's restatements)
 
 
 def _with_local(keys: Sequence[str], instants: Sequence[str]) -> tuple[str, ...]:
@@ -52,14 +53,22 @@ BILLING_RUN_KEYS: tuple[str, ...] = (
 )
 
 
-def render_report(report: Report, fmt: str) -> str:
-    """The report in one of FORMATS."""
+def render_report(report: Report, fmt: str, restatement: str | None = None) -> str:
+    """The report in one of FORMATS; with `restatement` (a snapshot's report) JSON carries it as `restatement` too
+    (CSV and table always show it, `live` by default)."""
     if fmt == "json":
-        return json.dumps(report.to_json_dict(), indent=2) + "\n"
+        values = report.to_json_dict()
+        if restatement is not None:
+            values = {
+                **{k: v for k, v in values.items() if k != "days"},
+                "restatement": restatement,
+                "days": values["days"],
+            }
+        return json.dumps(values, indent=2) + "\n"
     if fmt == "csv":
-        return report_csv(report)
+        return report_csv(report, restatement or RESTATEMENT_LIVE)
     if fmt == "table":
-        return report_table(report)
+        return report_table(report, restatement or RESTATEMENT_LIVE)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -135,9 +144,13 @@ def export_row(row: dict[str, object]) -> dict[str, object]:
     return {key: export_value(key, value) for key, value in row.items()}
 
 
-def render_billing_run(reports: Iterable[Report], fmt: str) -> str:
-    """One line per report (BILLING_RUN_KEYS): JSON (a list of objects, full precision), CSV or a table."""
-    rows = [billing_row(report) for report in reports]
+def render_billing_run(reports: Iterable[Report], fmt: str, restated: Callable[[Report], bool] | None = None) -> str:
+    """One line per report (BILLING_RUN_KEYS): JSON (a list of objects, full precision), CSV or a table; `restated`
+    tells which reports are restated periods (status `restated`, else `live`)."""
+    rows = [
+        billing_row(report, RESTATEMENT_RESTATED if restated is not None and restated(report) else RESTATEMENT_LIVE)
+        for report in reports
+    ]
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     return render_export(rows, BILLING_RUN_KEYS, fmt)
@@ -157,11 +170,11 @@ def render_export(rows: Sequence[dict[str, object]], keys: Sequence[str], fmt: s
     raise ValueError(f"unknown format {fmt!r}; choose one of csv, table")
 
 
-def report_csv(report: Report) -> str:
+def report_csv(report: Report, restatement: str = RESTATEMENT_LIVE) -> str:
     """The days (one row per account-local day, with a header), an empty line, then the summary: the report's
     billing-run line (header, one row)."""
     days = render_export(day_rows(report), ("account_id", *EXPORT_DAY_KEYS), "csv")
-    return days + "\n" + render_export([billing_row(report)], BILLING_RUN_KEYS, "csv")
+    return days + "\n" + render_export([billing_row(report, restatement)], BILLING_RUN_KEYS, "csv")
 
 
 def _csv_value(value: object) -> object:
@@ -223,7 +236,7 @@ def _is_number(value: object) -> bool:
 
 
 def partial_note(report: Report) -> str | None:
-    """"partial: data through <ts>" for a report that is not complete (None when it is)."""
+    """ "partial: data through <ts>" for a report that is not complete (None when it is)."""
     if report.complete:
         return None
     if report.data_through is None:
@@ -231,10 +244,10 @@ def partial_note(report: Report) -> str | None:
     return f"partial: data through {report.data_through}"
 
 
-def report_table(report: Report) -> str:
+def report_table(report: Report, restatement: str = RESTATEMENT_LIVE) -> str:
     """The period's dates (and whether it is partial), the summary (the billing-run line) as key/value lines, then
     the days as a table."""
-    summary = export_row(billing_row(report))
+    summary = export_row(billing_row(report, restatement))
     summary["peak_users"] = summary["peak_users"] or None
     width = max(len(key) for key in BILLING_RUN_KEYS)
     account = escape_control(report.account_id)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from processor.commands.report import (
     require_account,
 )
 from processor.durations import ONCE_GIVE_UP, flag_seconds, give_up_seconds
+from processor.kafka_security import add_security_options
 from processor.reports.render import (
     BILLING_RUN_KEYS,
     FORMATS,
+    RESTATEMENT_RESTATED,
     escape_control,
     render_billing_run,
     render_report,
@@ -47,6 +50,8 @@ LETTER_KEYS: tuple[str, ...] = (
     "source_offset",
     "kafka_ts",
     "original",
+    "original_size",
+    "original_sha256",
 )
 
 
@@ -65,6 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sink.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
     sink.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
+    sink.add_argument(
+        "--events-prefix",
+        default=None,
+        metavar="PREFIX",
+        help="read the events topic of this prefix instead of PREFIX+events: a rebuilt version's sink "
+        "(--prefix ccmeter.v2.) reads the live events topic (--events-prefix ccmeter.), so its snapshots hold events",
+    )
     sink.add_argument("--data-dir", required=True, metavar="DIR", help="where the Parquet files and manifest live")
     sink.add_argument("--once", action="store_true", help="consume up to the current end offsets, then exit")
     sink.add_argument(
@@ -101,7 +113,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="30s",
         help="longest wait between attempts to reach the broker (from 0.5s, doubling; default 30s)",
     )
+    sink.add_argument(
+        "--metrics-bind",
+        metavar="[HOST:]PORT",
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT listens on 127.0.0.1 only; "
+        "docs/operators.md lists the series)",
+    )
     sink.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    add_security_options(sink)
     sink.set_defaults(func=run_sink_command)
 
     snapshot = subparsers.add_parser(
@@ -177,30 +197,39 @@ def run_sink_command(args: argparse.Namespace) -> int:
     broker = args.broker or os.environ.get("CCMETER_BROKER") or "127.0.0.1:9092"
     try:
         prefix = validate_prefix(args.prefix or os.environ.get("CCMETER_PREFIX") or "ccmeter.")
+        events_prefix = validate_prefix(args.events_prefix) if args.events_prefix is not None else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.flush_seconds <= 0 or args.flush_records < 1:
         raise CliError("--flush-seconds must be > 0 and --flush-records >= 1")
+    from processor.metrics.sink import MetricsBindError, parse_bind
+
+    try:
+        metrics_bind = parse_bind(args.metrics_bind) if args.metrics_bind is not None else None
+    except MetricsBindError as exc:
+        raise CliError(str(exc)) from None
     config = SinkConfig(
         broker=broker,
         prefix=prefix,
         data_dir=Path(args.data_dir),
         once=args.once,
+        events_prefix=events_prefix,
         flush_seconds=args.flush_seconds,
         flush_records=args.flush_records,
         compact_seconds=max(0.0, args.compact_seconds),
         give_up_seconds=give_up_seconds(args.give_up_after, args.once),
         retry_max_seconds=max(0.5, flag_seconds(args.retry_max, "--retry-max")),
+        metrics_bind=metrics_bind,
     )
     try:
         stats = run_sink(config)
     except BrokerUnreachable as exc:
         print(f"ccmeter sink: {exc}", file=sys.stderr)
         return 1
-    except StoreError as exc:
+    except (StoreError, MetricsBindError) as exc:
         raise CliError(str(exc)) from None
     except (KafkaError, OSError) as exc:
-        raise CliError(f"sink failed against {broker}: {exc!r}") from None
+        raise CliError(f"sink failed against {broker}: {exc!r}") from exc  # processor/cli.py explains refusals
     rows = ", ".join(f"{name} {count}" for name, count in sorted(stats.rows.items())) or "no new rows"
     print(
         f"ccmeter sink: {stats.records} records ({rows}); {stats.redelivered} re-deliveries dropped, "
@@ -268,13 +297,26 @@ def snapshot_history(path: str, account: str) -> AccountHistory:
 
 
 def snapshot_billing_run(con: Any, args: argparse.Namespace) -> list[Report]:
-    """The billing run of every account of the snapshot, each over its own period (up to its data_through)."""
+    """The billing run of every account of the snapshot, each over its own period (up to its data_through); a
+    restated period gives its restated report (table `restatements`)."""
+    from processor.snapshots.restatements import restated_reports
+
     histories = load_histories(con)
+    restated = restated_reports(con)
 
     def report(account: str, start: date, end: date) -> Report:
-        return (histories.get(account) or AccountHistory(account)).report(start, end)
+        found = restated.get((account, str(start), str(end)))
+        return found if found is not None else (histories.get(account) or AccountHistory(account)).report(start, end)
 
     return billing_run(histories, snapshot_accounts(con), report, args)
+
+
+def _is_restated(con: Any) -> Callable[[Report], bool]:
+    """Whether a report of the snapshot is one of its restated reports."""
+    from processor.snapshots.restatements import restated_reports
+
+    restated = restated_reports(con)
+    return lambda report: restated.get((report.account_id, report.from_, report.to)) == report
 
 
 def render_rows(rows: list[dict[str, object]], fmt: str, keys: tuple[str, ...]) -> str:
@@ -305,10 +347,15 @@ def run_snapshot_report(args: argparse.Namespace) -> str:
     con, _ = _open(args.snapshot)
     try:
         if args.all:
-            return render_billing_run(snapshot_billing_run(con, args), args.format)
+            return render_billing_run(snapshot_billing_run(con, args), args.format, _is_restated(con))
+        from processor.snapshots.restatements import restated_reports
+
         history = _history(con, args.snapshot, args.account)
         start, end = account_dates(args, history)
-        return render_report(history.report(start, end), args.format)
+        restated = restated_reports(con).get((args.account, str(start), str(end)))
+        if restated is not None:
+            return render_report(restated, args.format, RESTATEMENT_RESTATED)
+        return render_report(history.report(start, end), args.format)  # JSON: the report's own keys
     finally:
         con.close()
 
@@ -344,14 +391,16 @@ def dead_letter_rows(con: Any, account: str, limit: int | None) -> list[dict[str
     """The dead letters of `account` (view `dead_letters_by_account`) as LETTER_KEYS rows, in source order."""
     from schemas.events import format_ms
 
+    columns = {row[0] for row in con.execute("DESCRIBE dead_letters_by_account").fetchall()}
+    digest = "original_size, original_sha256" if "original_sha256" in columns else "NULL, NULL"  # older snapshots
     rows = con.execute(
-        "SELECT reason, detail, source_partition, source_offset, epoch_ms(kafka_ts), original_text, original "
-        "FROM dead_letters_by_account WHERE account_id = ? "
+        "SELECT reason, detail, source_partition, source_offset, epoch_ms(kafka_ts), original_text, original, "
+        f"{digest} FROM dead_letters_by_account WHERE account_id = ? "
         "ORDER BY source_partition, source_offset, dead_lettered_at LIMIT ?",
         [account, limit],
     ).fetchall()
     letters: list[dict[str, object]] = []
-    for reason, detail, partition, offset, kafka_ms, text, original in rows:
+    for reason, detail, partition, offset, kafka_ms, text, original, size, sha in rows:
         if text is None:  # not UTF-8: undecodable bytes as \xNN
             text = bytes(original or b"").decode("utf-8", "backslashreplace")
         letters.append(
@@ -361,7 +410,9 @@ def dead_letter_rows(con: Any, account: str, limit: int | None) -> list[dict[str
                 "source_partition": partition,
                 "source_offset": offset,
                 "kafka_ts": None if kafka_ms is None else format_ms(kafka_ms),
-                "original": escape_control(text),
+                "original": escape_control(text),  # empty for a too_large letter: size and sha256 say which
+                "original_size": size,
+                "original_sha256": sha,
             }
         )
     return letters

@@ -20,13 +20,14 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from processor.core.fold import PartitionClock
 from processor.core.model import Settings
+from processor.kafka_security import access_error, client_kwargs
 from processor.snapshots.store import (
     Manifest,
     Recovery,
@@ -88,13 +89,23 @@ class SinkWriter:
     manifest with the new next offsets (and the event-time watermark of each events partition).
     """
 
-    def __init__(self, data_dir: Path, prefix: str, settings: Settings = Settings()) -> None:
+    def __init__(
+        self, data_dir: Path, prefix: str, settings: Settings = Settings(), events_topic: str | None = None
+    ) -> None:
         self.data_dir = data_dir
         manifest = read_manifest(data_dir)
+        if events_topic == topic_names(prefix)[EVENTS]:
+            events_topic = None
         if manifest is None:
-            manifest = Manifest(prefix=prefix)
+            manifest = Manifest(prefix=prefix, events_topic=events_topic)
         elif manifest.prefix != prefix:
             raise StoreError(f"{data_dir} holds topics with prefix {manifest.prefix!r}, not {prefix!r}")
+        elif manifest.events_topic != events_topic and (manifest.offsets.get(EVENTS) or manifest.events_topic):
+            held = manifest.events_topic or topic_names(prefix)[EVENTS]
+            wanted = events_topic or topic_names(prefix)[EVENTS]
+            raise StoreError(f"{data_dir} holds the events of {held}, not {wanted} (check --events-prefix)")
+        else:
+            manifest.events_topic = events_topic
         self.manifest = manifest
         self.settings = settings
         self.clocks = {p: PartitionClock(settings, w) for p, w in manifest.watermarks.items()}
@@ -113,9 +124,17 @@ class SinkWriter:
         return pending if committed is None else max(pending, committed)
 
     def add(
-        self, topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> bool:
-        """Buffer one record; False when it is a re-delivery (below the resume offset) and was dropped."""
+        """Buffer one record; False when it is a re-delivery (below the resume offset) and was dropped (`headers`:
+        the record's, read for dead letters)."""
         resume = self.next_offset(topic, partition)
         if resume is not None and offset < resume:
             self.stats.redelivered += 1
@@ -132,7 +151,7 @@ class SinkWriter:
                 clock.admit(row["occurred_at"], timestamp_ms)
         else:
             try:
-                table, row = output_row(topic, partition, offset, timestamp_ms, value)
+                table, row = output_row(topic, partition, offset, timestamp_ms, value, key, headers)
             except BadRecord as exc:
                 self.stats.bad_records += 1
                 if self.stats.bad_records <= 10:
@@ -173,6 +192,7 @@ class SinkWriter:
             offsets={topic: dict(parts) for topic, parts in self.manifest.offsets.items()},
             watermarks={p: c.watermark for p, c in self.clocks.items() if c.watermark is not None},
             flushes=self.manifest.flushes + 1,
+            events_topic=self.manifest.events_topic,
         )
         for (topic, partition), offset in self.positions.items():
             manifest.offsets.setdefault(topic, {})[partition] = offset
@@ -198,6 +218,7 @@ class SinkConfig:
     prefix: str
     data_dir: Path
     once: bool = False
+    events_prefix: str | None = None  # read this prefix's events topic (a rebuilt version reads the live one)
     flush_seconds: float = 30.0
     flush_records: int = 50_000
     refresh_seconds: float = 30.0
@@ -206,6 +227,7 @@ class SinkConfig:
     retry_first_seconds: float = 0.5  # first wait before reconnecting, doubled per failed attempt ...
     retry_max_seconds: float = 30.0  # ... up to this (each wait is 50-100% of it, at random)
     probe_seconds: float = 5.0  # ask the broker for metadata after this long without records (finds an outage)
+    metrics_bind: tuple[str, int] | None = None  # serve GET /metrics on (host, port) (processor/metrics/sink.py)
 
 
 class BrokerUnreachable(Exception):
@@ -277,10 +299,20 @@ class Sink:
         self.config = config
         self.writer = writer
         self.names = {key: name for key, name in topic_names(config.prefix).items() if key in TOPIC_KEYS}
+        if config.events_prefix is not None:
+            self.names[EVENTS] = topic_names(config.events_prefix)[EVENTS]
         self.stopping = asyncio.Event()
         self.ends: dict[Any, int] | None = None  # with `once`: the end offsets seen by the first session
         self.down_since: float | None = None  # monotonic time the broker was first found unreachable
         self.attempts = 0  # failed connection attempts since then
+        self.failures = self.reconnects = 0  # failed attempts and reconnections since the start (metrics)
+        self.consumer: Any = None  # the current session's consumer and its partitions (metrics: lag)
+        self.tps: dict[Any, str] = {}
+
+    @property
+    def up(self) -> bool:
+        """Whether the broker is reachable as far as the sink knows."""
+        return self.down_since is None
 
     def stop(self) -> None:
         """Ask the loop to flush and finish."""
@@ -301,6 +333,9 @@ class Sink:
             except _Stopped:
                 break
             except errors as exc:
+                if access_error(exc, self.config.broker) is not None:  # refused, not unreachable: retrying cannot help
+                    await self._commit_buffered()
+                    raise
                 await self._broker_failed(exc)
         await self._commit_buffered()
         return self.writer.stats
@@ -314,7 +349,7 @@ class Sink:
         clients: list[Any] = []
         try:
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=config.broker, client_id="ccmeter-sink", request_timeout_ms=15_000
+                bootstrap_servers=config.broker, client_id="ccmeter-sink", request_timeout_ms=15_000, **client_kwargs()
             )
             clients.append(admin)
             await self._unless_stopped(admin.start())
@@ -326,6 +361,7 @@ class Sink:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 request_timeout_ms=15_000,
+                **client_kwargs(),
             )
             clients.append(consumer)
             await self._unless_stopped(consumer.start())
@@ -335,6 +371,7 @@ class Sink:
             self._reconnected()
             await self._consume(admin, consumer, TopicPartition, tps)
         finally:
+            self.consumer = None
             await _close(clients)
 
     async def _unless_stopped(self, awaitable: Awaitable[T]) -> T:
@@ -354,6 +391,7 @@ class Sink:
 
     def _reconnected(self) -> None:
         if self.down_since is not None:
+            self.reconnects += 1
             log.warning(
                 "sink: broker %s reachable again after %.1fs; resuming at the committed offsets",
                 self.config.broker,
@@ -369,6 +407,7 @@ class Sink:
             self.down_since = now
             await self._commit_buffered()
         self.attempts += 1
+        self.failures += 1
         down = now - self.down_since
         if config.give_up_seconds is not None and down >= config.give_up_seconds:
             raise BrokerUnreachable(config.broker, down, self.attempts, reason)
@@ -407,6 +446,7 @@ class Sink:
         starts = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp, offset in resume.items():
             consumer.seek(tp, starts[tp] if offset is None else offset)
+        self.consumer, self.tps = consumer, tps
         return tps
 
     async def _consume(self, admin: Any, consumer: Any, tp_type: type, tps: dict[Any, str]) -> None:
@@ -429,7 +469,9 @@ class Sink:
                 if key is None:
                     continue
                 for record in records:
-                    writer.add(key, tp.partition, record.offset, record.timestamp, record.key, record.value)
+                    writer.add(
+                        key, tp.partition, record.offset, record.timestamp, record.key, record.value, record.headers
+                    )
             now = time.monotonic()
             if writer.pending >= config.flush_records or (now - last_flush >= config.flush_seconds and writer.dirty()):
                 await self._flush(c, tps)
@@ -560,7 +602,8 @@ def run_sink(config: SinkConfig) -> SinkStats:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with sink_lock(config.data_dir):
         prepare_resume(config.data_dir)
-        writer = SinkWriter(config.data_dir, config.prefix)
+        events_topic = topic_names(config.events_prefix)[EVENTS] if config.events_prefix is not None else None
+        writer = SinkWriter(config.data_dir, config.prefix, events_topic=events_topic)
         return asyncio.run(_main(config, writer))
 
 
@@ -570,4 +613,14 @@ async def _main(config: SinkConfig, writer: SinkWriter) -> SinkStats:
     def announce() -> None:
         log.info("sink: stopping (flushing what was read; signal again to abort)")
 
-    return await run_until_signalled(sink.run, sink.stop, announce)
+    server = None
+    if config.metrics_bind is not None:
+        from processor.metrics.sink import serve, sink_registry
+
+        server = await serve(sink_registry(sink), *config.metrics_bind)
+        log.info("sink: metrics on http://%s:%d/metrics", *config.metrics_bind)
+    try:
+        return await run_until_signalled(sink.run, sink.stop, announce)
+    finally:
+        if server is not None:
+            await server.cleanup()

@@ -29,12 +29,13 @@ import duckdb
 import pyarrow as pa
 
 from processor.snapshots.history import AccountHistory, load_histories, periods_between, snapshot_accounts
+from processor.snapshots.restatements import ADJUSTMENT_COMMENTS, RESTATEMENT_COMMENTS
 from processor.snapshots.store import Manifest, StoreError, committed_files, read_manifest
 from processor.snapshots.tables import COLUMN_COMMENTS, TABLE_COLUMN_COMMENTS, TABLE_COMMENTS, TABLES, TS, Table
 from processor.snapshots.views import VIEW_COLUMN_COMMENTS, VIEW_COMMENTS, create_views
-from processor.topics import topic_names
+from processor.topics import EVENTS, topic_names
 from schemas.events import from_ms, to_ms
-from schemas.outputs import DAY_KEYS, SUMMARY_KEYS
+from schemas.outputs import DAY_KEYS, SUMMARY_KEYS, Report
 
 _DUCK_TYPES: dict[str, str] = {
     "int32": "INTEGER",
@@ -128,10 +129,13 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, files: list[Path])
     con.execute(_ddl(table))
     if not files:
         return
-    names = ", ".join(f.name for f in _columns(table))
     paths = "[" + ", ".join(_sql_text(str(path)) for path in files) + "]"
+    source = f"read_parquet({paths}, union_by_name = true)"
+    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    # columns added later (e.g. dead_letters.original_size) are NULL in files written before
+    names = ", ".join(f.name if f.name in present else f"NULL AS {f.name}" for f in _columns(table))
     con.execute(
-        f"INSERT INTO {table.name} SELECT {names} FROM read_parquet({paths}, union_by_name = true) "
+        f"INSERT INTO {table.name} SELECT {names} FROM {source} "
         f"QUALIFY row_number() OVER (PARTITION BY {_dedupe_key(table)} ORDER BY {_preference(table)}) = 1 "
         f"ORDER BY {_ORDER[table.name]}"
     )
@@ -139,6 +143,8 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, files: list[Path])
 
 def _snapshot_info(con: duckdb.DuckDBPyConnection, data_dir: Path, manifest: Manifest, created: datetime) -> None:
     names = topic_names(manifest.prefix)
+    if manifest.events_topic:  # a rebuilt version's sink reads the live events topic
+        names[EVENTS] = manifest.events_topic
     offsets = [
         {"topic_key": key, "topic": names.get(key, key), "partition": partition, "next_offset": offset}
         for key, parts in sorted(manifest.offsets.items())
@@ -170,6 +176,7 @@ def _snapshot_info(con: duckdb.DuckDBPyConnection, data_dir: Path, manifest: Man
                 ),
             ),
             "watermarks": pa.array([watermarks], pa.list_(pa.struct([("partition", pa.int32()), ("watermark", TS)]))),
+            "events_topic": [names[EVENTS]],
         }
     )
     con.register("_info", info)
@@ -188,10 +195,10 @@ _BILLING_DDL: dict[str, str] = {
     "data_through TIMESTAMPTZ, timezone VARCHAR, licenses BIGINT, overage_allowance BIGINT, peak_usage BIGINT, "
     "peak_at TIMESTAMPTZ, peak_users STRUCT(user_id VARCHAR, devices VARCHAR[], portal BOOLEAN, api BOOLEAN)[], "
     "billable_overage BIGINT, over_allowance BIGINT, seconds_over_licenses DOUBLE, license_hours DOUBLE, "
-    "distinct_users BIGINT",
+    "distinct_users BIGINT, restated BOOLEAN, restatement_id VARCHAR",
     "billing_days": "account_id VARCHAR, period_from DATE, date DATE, complete BOOLEAN, data_through TIMESTAMPTZ, "
     "peak_usage BIGINT, peak_at TIMESTAMPTZ, licenses BIGINT, overage_allowance BIGINT, "
-    "seconds_over_licenses DOUBLE, max_excess BIGINT, license_hours DOUBLE, distinct_users BIGINT",
+    "seconds_over_licenses DOUBLE, max_excess BIGINT, license_hours DOUBLE, distinct_users BIGINT, restated BOOLEAN",
 }
 _BILLING_TYPES: dict[str, pa.DataType] = {
     "account_id": pa.string(),
@@ -199,6 +206,8 @@ _BILLING_TYPES: dict[str, pa.DataType] = {
     "period_to": pa.date32(),
     "date": pa.date32(),
     "is_current": pa.bool_(),
+    "restated": pa.bool_(),
+    "restatement_id": pa.string(),
     "complete": pa.bool_(),
     "data_through": TS,
     "timezone": pa.string(),
@@ -215,6 +224,9 @@ _TABLE_COMMENTS: dict[str, str] = {
     "billing_periods": "The licenses usage report of every billing period of each account, from its first usage "
     "change to the period containing its data_through.",
     "billing_days": "The account-local days of the billing_periods, as the report computes them.",
+    "adjustments": "Every change a restatement made to the billing record (account, period, field, before, after, "
+    "reason, when), like a credit note.",
+    "restatements": "Each restated billing period: its too-late events, and the restated report of this snapshot.",
 }
 _BILLING_COLUMN_COMMENTS: dict[str, str] = {
     "period_from": "First local day of the billing period.",
@@ -232,8 +244,10 @@ _BILLING_COLUMN_COMMENTS: dict[str, str] = {
     "license_hours": "Integral of usage, in hours.",
     "distinct_users": "Users counted at any instant.",
     "max_excess": "Largest number of users above the licenses.",
+    "restated": "True when the period was restated: its numbers count the too-late events (see adjustments).",
+    "restatement_id": "The restatement of the period (adjustments.restatement_id); NULL when not restated.",
 }
-_BILLING_RELATIONS = ("billing_periods", "billing_days", "top_accounts_by_overage")
+_BILLING_RELATIONS = ("billing_periods", "billing_days", "top_accounts_by_overage", "adjustments", "restatements")
 _COLUMN_COMMENTS: dict[str, dict[str, str]] = {
     "snapshot_info": {
         "snapshot_id": "Random id of this snapshot.",
@@ -246,7 +260,10 @@ _COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "manifest_flushes": "Number of sink flushes recorded in that manifest.",
         "offsets": "Next offset per topic and partition: the snapshot holds every record below them.",
         "watermarks": "Event-time watermark per events partition.",
+        "events_topic": "The events topic the sink read (a rebuilt version's sink reads the live one).",
     },
+    "adjustments": ADJUSTMENT_COMMENTS,
+    "restatements": RESTATEMENT_COMMENTS,
     "billing_days": {
         "period_from": "First local day of the billing period the day belongs to.",
         "date": "The account-local date.",
@@ -304,6 +321,27 @@ def _instant(value: object) -> datetime | None:
     return None if value is None else datetime.fromisoformat(str(value))
 
 
+def _report_rows(
+    report: Report, start: date, end: date, is_current: bool, restatement: str | None = None
+) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """The billing_periods row of one report and its billing_days rows."""
+    values = report.to_json_dict()
+    row: dict[str, object] = {"account_id": report.account_id, "period_from": start, "period_to": end}
+    row["is_current"] = is_current
+    row.update({key: values[key] for key in _PERIOD_COLUMNS})
+    row["peak_at"], row["data_through"] = _instant(row["peak_at"]), _instant(row["data_through"])
+    row["restated"], row["restatement_id"] = restatement is not None, restatement
+    days: list[dict[str, object]] = []
+    for day in values["days"]:
+        entry: dict[str, object] = {"account_id": report.account_id, "period_from": start}
+        entry.update({key: day[key] for key in _DAY_COLUMNS})
+        entry["date"], entry["peak_at"] = date.fromisoformat(day["date"]), _instant(day["peak_at"])
+        entry["data_through"] = row["data_through"]
+        entry["restated"] = restatement is not None
+        days.append(entry)
+    return row, days
+
+
 def _account_billing(history: AccountHistory) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """The rows of one account's billing periods, from its first usage change to the period containing its
     data_through (none when nothing is known of it), and of their days."""
@@ -318,26 +356,60 @@ def _account_billing(history: AccountHistory) -> tuple[list[dict[str, object]], 
     last = local_date(data_through_ms, plan.timezone)
     first = local_date(history.changes[0].at_ms, plan.timezone) if history.changes else last
     for start, end in periods_between(plan, min(first, last), last):
-        report = history.report(start, end).to_json_dict()
-        row: dict[str, object] = {"account_id": history.account_id, "period_from": start, "period_to": end}
-        row["is_current"] = start <= last <= end
-        row.update({key: report[key] for key in _PERIOD_COLUMNS})
-        row["peak_at"], row["data_through"] = _instant(row["peak_at"]), _instant(row["data_through"])
+        row, rows = _report_rows(history.report(start, end), start, end, start <= last <= end)
         periods.append(row)
-        for day in report["days"]:
-            entry: dict[str, object] = {"account_id": history.account_id, "period_from": start}
-            entry.update({key: day[key] for key in _DAY_COLUMNS})
-            entry["date"], entry["peak_at"] = date.fromisoformat(day["date"]), _instant(day["peak_at"])
-            entry["data_through"] = row["data_through"]
-            days.append(entry)
+        days += rows
     return periods, days
 
 
-def _billing_tables(con: duckdb.DuckDBPyConnection, watermark_ms: int | None) -> None:
+def _restate(
+    con: duckdb.DuckDBPyConnection,
+    data_dir: Path,
+    histories: dict[str, AccountHistory],
+    tables: dict[str, list[dict[str, object]]],
+    progress: Callable[[str], None] | None,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Put the restated report of every restatement recorded in `data_dir` into the billing rows (replacing the live
+    ones of the period); return the adjustment rows and the restatement rows (processor/snapshots/restatements.py)."""
+    from processor.snapshots.restatements import adjustment_rows, apply_all, read_records, restatement_row
+
+    records = read_records(data_dir)
+    if not records:
+        return [], []
+
+    def last_report(account: str, start: date, end: date) -> Report | None:
+        history = histories.get(account)
+        return None if history is None else history.report(start, end)
+
+    adjustments: list[dict[str, object]] = []
+    restated: list[dict[str, object]] = []
+    for applied in apply_all(con, records, last_report, progress):
+        record = applied.record
+        key = (record.account_id, record.period_from)
+        live = [r for r in tables["billing_periods"] if (r["account_id"], r["period_from"]) == key]
+        row, days = _report_rows(
+            applied.restated, record.period_from, record.period_to, bool(live and live[0]["is_current"]),
+            record.restatement_id,
+        )  # fmt: skip
+        tables["billing_periods"] = [r for r in tables["billing_periods"] if r not in live] + [row]
+        tables["billing_days"] = [
+            r for r in tables["billing_days"] if (r["account_id"], r["period_from"]) != key
+        ] + days
+        adjustments += adjustment_rows(applied)
+        restated.append(restatement_row(applied))
+        if progress:
+            progress(f"restated {record.account_id} {record.period_from}..{record.period_to}")
+    return adjustments, restated
+
+
+def _billing_tables(
+    con: duckdb.DuckDBPyConnection, data_dir: Path, progress: Callable[[str], None] | None = None
+) -> None:
     """`billing_periods` and `billing_days`: the report of every billing period of each account from its first usage
     change to the period containing its data_through, computed with build_report (nothing after data_through is
-    counted). The snapshot-wide `watermark_ms` is not used: each account's period is its own."""
-    del watermark_ms  # kept in the signature for the caller; per-account data_through replaces it
+    counted), with the restated report for the periods restated in `data_dir`; and `adjustments`."""
+    from processor.snapshots.restatements import ADJUSTMENTS_DDL, RESTATEMENTS_DDL
+
     tables: dict[str, list[dict[str, object]]] = {"billing_periods": [], "billing_days": []}
     histories = load_histories(con)
     for account_id in snapshot_accounts(con):
@@ -346,6 +418,7 @@ def _billing_tables(con: duckdb.DuckDBPyConnection, watermark_ms: int | None) ->
             periods, days = _account_billing(history)
             tables["billing_periods"] += periods
             tables["billing_days"] += days
+    adjustments, restated = _restate(con, data_dir, histories, tables, progress)
     for name, rows in tables.items():
         con.execute(f"CREATE TABLE {name} ({_BILLING_DDL[name]})")
         if not rows:
@@ -355,6 +428,19 @@ def _billing_tables(con: duckdb.DuckDBPyConnection, watermark_ms: int | None) ->
         con.register("_rows", pa.Table.from_pylist(rows, schema=schema))
         names = ", ".join(columns)
         con.execute(f"INSERT INTO {name} ({names}) SELECT {names} FROM _rows ORDER BY account_id, 2, 3")
+        con.unregister("_rows")
+    con.execute(f"CREATE TABLE adjustments ({ADJUSTMENTS_DDL})")
+    if adjustments:
+        con.register("_rows", pa.Table.from_pylist(adjustments))
+        con.execute(
+            "INSERT INTO adjustments BY NAME SELECT * FROM _rows "
+            "ORDER BY account_id, period_from, date NULLS FIRST, field"
+        )
+        con.unregister("_rows")
+    con.execute(f"CREATE TABLE restatements ({RESTATEMENTS_DDL})")
+    if restated:
+        con.register("_rows", pa.Table.from_pylist(restated))
+        con.execute("INSERT INTO restatements BY NAME SELECT * FROM _rows ORDER BY account_id, period_from")
         con.unregister("_rows")
 
 
@@ -543,7 +629,7 @@ def _build(
                 if progress:
                     progress(f"{table.name}: {rows[table.name]} rows from {len(files[table.name])} files")
             _snapshot_info(con, data_dir, manifest, created)
-            _billing_tables(con, manifest.watermark_ms)
+            _billing_tables(con, data_dir, progress)
             rows["billing_periods"] = con.execute("SELECT count(*) FROM billing_periods").fetchall()[0][0]
             create_views(con)
             describe(con)

@@ -53,6 +53,7 @@ class Manifest:
     watermarks: dict[int, int] = field(default_factory=dict)
     flushes: int = 0
     updated_at: str | None = None
+    events_topic: str | None = None  # the events topic read, when not prefix + "events" (a rebuilt version's sink)
 
     def next_offset(self, topic: str, partition: int) -> int | None:
         """The committed next offset of a topic partition (None when nothing was committed)."""
@@ -80,6 +81,7 @@ class Manifest:
             "watermarks": {str(p): w for p, w in sorted(self.watermarks.items())},
             "flushes": self.flushes,
             "updated_at": self.updated_at,
+            **({"events_topic": self.events_topic} if self.events_topic else {}),
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class Manifest:
             watermarks={int(p): int(w) for p, w in data.get("watermarks", {}).items()},
             flushes=int(data.get("flushes", 0)),
             updated_at=data.get("updated_at"),
+            events_topic=data.get("events_topic"),
         )
 
 
@@ -281,6 +284,7 @@ def recover(data_dir: Path, manifest: Manifest | None, on_rewind: Callable[[Reco
             for (topic, partition), upto in offsets.items():
                 adjusted.setdefault(topic, {})[partition] = upto
             recovery.manifest = Manifest(manifest.prefix, adjusted, dict(manifest.watermarks), manifest.flushes)
+            recovery.manifest.events_topic = manifest.events_topic
             if on_rewind is not None:
                 on_rewind(recovery)
     kept = recovery.manifest

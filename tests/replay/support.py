@@ -94,9 +94,9 @@ def build_snapshot_of(
             result = processor.process(partition, raws)
             assert result.resume_at is None
             store.data.update(result.states)
-            for topic, key, value in output_records(topic_names(PREFIX), result):
+            for topic, key, value, headers in output_records(topic_names(PREFIX), result):
                 position = (names[topic], partition)
-                writer.add(names[topic], partition, offsets[position], T0, key, value)
+                writer.add(names[topic], partition, offsets[position], T0, key, value, headers)
                 offsets[position] += 1
     writer.flush()
     build_snapshot(data, path)

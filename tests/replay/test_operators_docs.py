@@ -20,7 +20,7 @@ LAUNCH = [line for line in LINES if line.startswith(".venv/bin/python -m replay.
 
 def test_the_page_covers_every_replay_command() -> None:
     used = {shlex.split(line)[2] for line in CCMETER if shlex.split(line)[1] == "replay"}
-    assert used == {"archive", "publish", "plan", "run", "verify", "restate"}
+    assert used == {"archive", "publish", "plan", "run", "verify", "restate", "carry"}
     assert LAUNCH
     assert all(line.startswith((".venv/bin/ccmeter ", ".venv/bin/python ", "diff ")) for line in LINES), LINES
 

@@ -153,8 +153,8 @@ def _as_if_newer(monkeypatch: pytest.MonkeyPatch, newer: Path) -> None:
     def connect(database: str, *args: object, **kwargs: object) -> duckdb.DuckDBPyConnection:
         if Path(database) == newer:
             raise duckdb.IOException(
-                'IO Error: Trying to read a database file with version number 99, but we can only read versions '
-                'between 64 and 68.\nThe database file was created with a newer version of DuckDB.'
+                "IO Error: Trying to read a database file with version number 99, but we can only read versions "
+                "between 64 and 68.\nThe database file was created with a newer version of DuckDB."
             )
         return real(database, *args, **kwargs)
 

@@ -224,7 +224,8 @@ def test_reports_equal_the_batch_engine(tmp_path: Path, snapshot_path: Path) -> 
             False,
         )  # fmt: skip
     assert any(
-        histories[a].report(*resolve_period("current", histories[a].latest_plan, histories[a].data_through_ms))
+        histories[a]
+        .report(*resolve_period("current", histories[a].latest_plan, histories[a].data_through_ms))
         .billable_overage
         for a in accounts
     )
