@@ -13,7 +13,7 @@ from .wire import DEVICE_TYPES, _sql_list
 
 CC_PAGES = _sql_list(sorted(CONTACT_CENTER_PAGES))
 DEVICE_TYPES_SQL = _sql_list(DEVICE_TYPES)
-FIXED_KINDS_SQL = "(VALUES ('1m', 60000::BIGINT), ('15m', 900000::BIGINT), ('1h', 3600000::BIGINT))"
+FIXED_KINDS_SQL = "(VALUES ('15m', 900000::BIGINT), ('1h', 3600000::BIGINT))"
 
 # First arrival of (account_id, event_id) wins; a later copy is a duplicate, or a conflict when its normalised
 # payload (schema_version aside, as in schemas.events.fingerprint) differs.
@@ -239,14 +239,24 @@ _WINDOW_AGG = """
 
 # Peak windows: fixed kinds are epoch-aligned; `1d` pieces come from the calendar of each segment's timezone
 # (`calendar(tz, idx, start_ms, end_ms)`: non-empty local days, idx = days since 1970-01-01 of the local date).
+# 1m windows are sparse (SPEC 5): only minutes that hold a change point (a segment boundary: usage changed or a plan
+# took effect). Segments are cut at every change point, so a segment meets exactly two such minutes: the one of its
+# start, and the one of its end when the end is inside a minute.
 WINDOWS_SQL = f"""
 CREATE OR REPLACE TABLE peak_windows AS
 WITH fixed AS (
   SELECT s.*, k.kind, k.w,
          unnest(generate_series(ccm_fdiv(s.start_ms, k.w) * k.w, ccm_fdiv(s.end_ms - 1, k.w) * k.w, k.w)) AS ws
   FROM segments AS s, {FIXED_KINDS_SQL} AS k(kind, w)
+), minutes AS (
+  SELECT s.*, '1m' AS kind, 60000::BIGINT AS w, ccm_fdiv(s.start_ms, 60000) * 60000 AS ws FROM segments AS s
+  UNION ALL
+  SELECT s.*, '1m', 60000::BIGINT, ccm_fdiv(s.end_ms, 60000) * 60000 FROM segments AS s
+  WHERE s.end_ms % 60000 <> 0 AND ccm_fdiv(s.end_ms, 60000) <> ccm_fdiv(s.start_ms, 60000)
 ), fixed_pieces AS (
   SELECT account_id, kind, ws, ws + w AS we, start_ms, end_ms, usage, licenses FROM fixed
+  UNION ALL
+  SELECT account_id, kind, ws, ws + w AS we, start_ms, end_ms, usage, licenses FROM minutes
 ), spans AS (
   SELECT s.*, c1.idx AS first_idx, c2.idx AS last_idx
   FROM segments AS s

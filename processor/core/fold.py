@@ -307,7 +307,8 @@ class AccountFold:
                 self._feed(t, usage_before, plan_before, out)
 
     def _feed(self, t: int, usage: int, plan: Plan, out: FoldOutput) -> None:
-        """Close the running piece of usage at `t` and start a new one."""
+        """Close the running piece of usage at `t` and start a new one (its minute gets a 1m window)."""
+        self._windows.mark(t, self._seg_start, usage, plan.licenses)
         if t > self._seg_start:
             self._windows.feed(self._seg_start, t, usage, plan.licenses, plan.timezone, out.windows)
         self._seg_start = t

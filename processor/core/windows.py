@@ -2,6 +2,10 @@
 
 Usage is fed in as constant pieces `[a, b)`; each piece is split over the windows of the four kinds that it
 touches. A window is closed (and emitted if its `license_ms > 0`) as soon as a piece reaches its end.
+
+1-minute windows are sparse (SPEC 5): only a minute that the fold `mark`s, because usage changed or a plan took
+effect in it, gets a window. A quiet minute is implied by the change points (its level is the last change's, its
+licenses the plan's in effect), so the work and the output grow with changes, not with minutes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from processor.core.days import day_bounds
 from processor.core.model import NEVER, WINDOW_KINDS, PeakWindow
 
 _FIXED_SIZES: tuple[int, ...] = (60_000, 900_000, 3_600_000)
+MINUTE = 60_000
 DAY = 3  # index of the "1d" kind in WINDOW_KINDS
 KIND_INDEX: dict[str, int] = {kind: index for index, kind in enumerate(WINDOW_KINDS)}
 
@@ -27,12 +32,24 @@ def _new(start: int, end: int) -> Acc:
 class PeakWindows:
     """Open windows of the four kinds, keyed by `(start, end)` per kind."""
 
-    __slots__ = ("account_id", "open", "last_day")
+    __slots__ = ("account_id", "open", "last_day", "marks")
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
         self.open: tuple[dict[tuple[int, int], Acc], ...] = ({}, {}, {}, {})
         self.last_day: Acc | None = None  # most recently closed 1d window (for the live view)
+        self.marks: set[int] = set()  # starts of the minutes, not yet closed, in which usage or the plan changed
+
+    def mark(self, t: int, seg_start: int, usage: int, licenses: int) -> None:
+        """Usage or the plan changes at `t`: its minute gets a 1m window. `[seg_start, t)` is the running piece
+        (`usage`, `licenses`), about to be fed; the minute's part before it was the same constant level (any change
+        there would have marked the minute already), so it is added here."""
+        start = t - t % MINUTE
+        if start in self.marks:
+            return
+        self.marks.add(start)
+        if seg_start > start:
+            self._feed_minutes(start, min(seg_start, t), usage, licenses, [])
 
     def has_open(self) -> bool:
         """True if any window is open."""
@@ -45,10 +62,33 @@ class PeakWindows:
         if usage > 0:
             if b >= NEVER:
                 raise RuntimeError("usage > 0 cannot last until +infinity")
-            for index, size in enumerate(_FIXED_SIZES):
-                self._feed_kind(index, a, b, usage, licenses, size, tz, out)
+            if self.marks:
+                self._feed_minutes(a, b, usage, licenses, out)
+            for index in (1, 2):
+                self._feed_kind(index, a, b, usage, licenses, _FIXED_SIZES[index], tz, out)
             self._feed_kind(DAY, a, b, usage, licenses, 0, tz, out)
         self.close_until(b, out)
+
+    def _feed_minutes(self, a: int, b: int, usage: int, licenses: int, out: list[PeakWindow]) -> None:
+        """Add `[a, b)` to the marked minutes it overlaps (closing those that end <= b)."""
+        windows = self.open[0]
+        for start in sorted(m for m in self.marks if m < b and m + MINUTE > a):
+            end = start + MINUTE
+            key = (start, end)
+            acc = windows.get(key)
+            if acc is None:
+                acc = windows[key] = _new(start, end)
+            x, y = max(a, start), min(b, end)
+            acc[5] += usage * (y - x)
+            if usage > licenses:
+                acc[4] += y - x
+            if usage > acc[2]:
+                acc[2] = usage
+                acc[3] = x
+            if end <= b:
+                del windows[key]
+                self.marks.discard(start)
+                self._emit(0, acc, out)
 
     def _feed_kind(
         self, index: int, a: int, b: int, usage: int, licenses: int, size: int, tz: str, out: list[PeakWindow]
@@ -87,6 +127,8 @@ class PeakWindows:
             done = [key for key in windows if key[1] <= horizon]
             for key in done:
                 self._emit(index, windows.pop(key), out)
+        if self.marks:  # marked minutes without usage never opened a window
+            self.marks.difference_update([m for m in self.marks if m + MINUTE <= horizon])
 
     def _emit(self, index: int, acc: Acc, out: list[PeakWindow]) -> None:
         if index == DAY:
@@ -98,7 +140,8 @@ class PeakWindows:
         """Earliest end of an open window, or of a window that the running piece from `seg_start` will open."""
         ends = [key[1] for windows in self.open for key in windows]
         if usage > 0:
-            ends.append(seg_start - seg_start % _FIXED_SIZES[0] + _FIXED_SIZES[0])
+            ends.extend(m + MINUTE for m in self.marks)  # the running piece extends a marked minute
+            ends.append(seg_start - seg_start % _FIXED_SIZES[1] + _FIXED_SIZES[1])
             ends.append(day_bounds(tz, seg_start)[1])
         return min(ends, default=NEVER)
 
@@ -116,14 +159,16 @@ class PeakWindows:
     def dump(self) -> list[Any]:
         """Plain lists for msgpack."""
         rows = [[index, *acc] for index, windows in enumerate(self.open) for acc in windows.values()]
-        return [rows, self.last_day]
+        return [rows, self.last_day, sorted(self.marks)]
 
     @classmethod
     def load(cls, account_id: str, data: Any) -> PeakWindows:
         """Inverse of `dump`."""
         windows = cls(account_id)
-        rows, last_day = data
+        rows, last_day = data[0], data[1]
         for index, *acc in rows:
             windows.open[index][(acc[0], acc[1])] = list(acc)
         windows.last_day = list(last_day) if last_day is not None else None
+        # State written before sparse minutes has no marks: its open minute windows stay, as if marked.
+        windows.marks = set(data[2]) if len(data) > 2 else {acc[0] for acc in windows.open[0].values()}
         return windows

@@ -25,15 +25,51 @@ ACCOUNT_HORIZONS = """
     FROM own JOIN latest USING (account_id) LEFT JOIN floors f USING (events_partition)
     ORDER BY own.account_id"""
 
+# Every closed minute with usage, up to each account's data_through: the sparse 1m peak windows (minutes in which usage
+# changed or a plan took effect, SPEC 5) and the quiet minutes between them, implied by the usage steps: a step
+# [a, b) with usage u holds the whole minutes after a's minute that end by b; level u, max at the minute's start,
+# licenses of the plan in effect then. Minutes with an explicit window (a plan change) are not implied again.
+MINUTE_USAGE = """
+    WITH steps AS (
+        SELECT s.account_id, s.usage, epoch_ms(s.start_at) AS a,
+               epoch_ms(coalesce(least(s.end_at, h.data_through), s.end_at, h.data_through)) AS b
+        FROM usage_steps s LEFT JOIN account_horizons h USING (account_id)
+        WHERE s.usage > 0
+    ),
+    quiet AS (
+        SELECT account_id, usage,
+               to_timestamp(unnest(generate_series((a // 60000 + 1) * 60000, b - 60000, 60000)) // 1000) AS start_at
+        FROM steps WHERE b IS NOT NULL AND b - 60000 >= (a // 60000 + 1) * 60000
+    ),
+    implied AS (
+        SELECT q.account_id, q.start_at, q.start_at + INTERVAL 1 MINUTE AS end_at, q.usage AS max_usage,
+               q.start_at AS max_at,
+               CASE WHEN q.usage > coalesce(p.licenses, 0) THEN 60.0 ELSE 0.0 END AS seconds_over_licenses,
+               60.0 * q.usage AS license_seconds, coalesce(p.licenses, 0) AS licenses, false AS changed
+        FROM quiet q
+        ASOF LEFT JOIN plans p ON q.account_id = p.account_id AND q.start_at >= p.effective_at
+        ANTI JOIN (SELECT account_id, start_at FROM peak_windows WHERE kind = '1m') w
+            ON w.account_id = q.account_id AND w.start_at = q.start_at
+    )
+    SELECT w.account_id, w.start_at, w.end_at, w.max_usage, w.max_at, w.seconds_over_licenses, w.license_seconds,
+           coalesce(p.licenses, 0) AS licenses, true AS changed
+    FROM peak_windows w
+    ASOF LEFT JOIN plans p ON w.account_id = p.account_id AND w.start_at >= p.effective_at
+    LEFT JOIN account_horizons h ON h.account_id = w.account_id
+    WHERE w.kind = '1m' AND (h.data_through IS NULL OR w.end_at <= h.data_through)
+    UNION ALL SELECT * FROM implied"""
+
 # The dead letters of each account: the key of the events record they came from (joined by Kafka position), and
 # its decoded account_id when that differs.
 _LETTER_COLUMNS = (
-    "reason, detail, source_topic, source_partition, source_offset, kafka_ts, dead_lettered_at, original_text, original"
+    "reason, detail, source_topic, source_partition, source_offset, kafka_ts, dead_lettered_at, original_text, "
+    "original, original_size, original_sha256"
 )
 DEAD_LETTERS_BY_ACCOUNT = f"""
     WITH letters AS (
         SELECT d.reason, d.detail, d.source_topic, d.source_partition, d.source_offset, e.kafka_ts,
-               d.kafka_ts AS dead_lettered_at, d.original_text, d.original, e.kafka_key,
+               d.kafka_ts AS dead_lettered_at, d.original_text, d.original, d.original_size, d.original_sha256,
+               e.kafka_key,
                e.account_id AS event_account
         FROM dead_letters d
         LEFT JOIN events e ON e.kafka_partition = d.source_partition AND e.kafka_offset = d.source_offset
@@ -82,6 +118,7 @@ VIEWS: dict[str, str] = {
                AS end_at,
                usage, licenses, greatest(usage - licenses, 0) AS excess
         FROM usage_changes""",
+    "minute_usage": MINUTE_USAGE,
     "current_usage": """
         SELECT s.account_id, s.start_at AS since, s.usage, coalesce(p.licenses, 0) AS licenses,
                coalesce(p.overage_allowance, 0) AS overage_allowance,
@@ -120,7 +157,7 @@ VIEWS: dict[str, str] = {
     "top_accounts_by_overage": """
         SELECT rank() OVER (ORDER BY billable_overage DESC, over_allowance DESC) AS rank,
                account_id, period_from, period_to, billable_overage, over_allowance, peak_usage, licenses,
-               overage_allowance, seconds_over_licenses, license_hours, data_through, complete
+               overage_allowance, seconds_over_licenses, license_hours, data_through, complete, restated
         FROM billing_periods
         WHERE is_current
         ORDER BY billable_overage DESC, over_allowance DESC, peak_usage DESC, account_id""",
@@ -151,6 +188,7 @@ VIEW_COMMENTS: dict[str, str] = {
     "latest_plans": "The plan in effect now, per account.",
     "accounts": "Every account with its event count, users, first and last event and current plan.",
     "usage_steps": "The usage step function of each account: one row per step, the last one open.",
+    "minute_usage": "Every minute with usage up to data_through: the 1m peak windows and the quiet minutes implied.",
     "current_usage": "Usage at the snapshot's cut, licenses and headroom per account.",
     "daily_peaks": "Per account-local day (from the 1d peak windows): peak, excess, time over licenses, license hours.",
     "hourly_heatmap": "Per account, local weekday and local hour: peaks of the hours with usage.",
@@ -177,6 +215,15 @@ VIEW_COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "watermark": "The account's latest event time.",
     },
     "latest_plans": {"since": "Instant the plan took effect."},
+    "minute_usage": {
+        "start_at": "Start of the UTC minute.",
+        "max_usage": "Peak usage in the minute (a quiet minute: the level of the last change).",
+        "max_at": "First instant the peak was reached (a quiet minute: its start).",
+        "seconds_over_licenses": "Seconds of the minute with usage above the licenses.",
+        "license_seconds": "Usage integrated over the minute, in user-seconds.",
+        "licenses": "Licenses of the plan in effect at the minute's start.",
+        "changed": "True for a minute with a 1m peak window (usage changed or a plan took effect in it).",
+    },
     "accounts": {
         "events": "Valid events of the account.",
         "users": "Distinct user ids in the account's valid events.",

@@ -204,8 +204,10 @@ def test_sign_out_and_sign_in_at_same_ms_make_no_spike_or_dip() -> None:
     out, _, _ = run(events)
     assert changes(out) == [(s(0), 1), (s(140), 2), (s(170), 1), (s(200), 0)]
     assert intervals(out) == [("a", s(0), s(100)), ("c", s(140), s(170)), ("b", s(100), s(200))]
-    minute = next(w for w in out.windows if w.kind == "1m" and w.start_ms == s(60))
-    assert minute.max_usage == 1  # no spike to 2 at 100 s
+    # Minute [60 s, 120 s) changed nothing (no spike to 2 at 100 s): it has no 1m window, its level is implied.
+    assert [w.start_ms for w in out.windows if w.kind == "1m"] == [s(0), s(120), s(180)]
+    quarter = next(w for w in out.windows if w.kind == "15m")
+    assert (quarter.max_usage, quarter.max_at_ms) == (2, s(140))
 
 
 def test_zero_length_presence_counts_nothing() -> None:

@@ -215,8 +215,12 @@ def account_oracle(account: str, events: list[Event], s: Settings) -> dict[str, 
                 acc[2] += (y - x) if u > lic else 0
                 acc[3] += u * (y - x)
                 x = y
+    # SPEC 5: a 1m window only for a minute in which usage changed or a plan took effect.
+    marked = {t - t % KINDS["1m"] for t in [c[0] for c in changes] + [at for at, _ in plans]}
     window_rows = sorted(
-        (start + KINDS[kind], list(KINDS).index(kind), start, *acc) for (kind, start), acc in windows.items()
+        (start + KINDS[kind], list(KINDS).index(kind), start, *acc)
+        for (kind, start), acc in windows.items()
+        if kind != "1m" or start in marked
     )
     return {
         "changes": changes,

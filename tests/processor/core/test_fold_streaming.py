@@ -124,8 +124,8 @@ def test_fold_batch_advances_touched_accounts_and_tick_the_idle_ones() -> None:
     # Account "a": request at 0 s, window ends at 300 s < its horizon 301 s.
     assert [(c.account_id, c.at_ms, c.usage) for c in ticked.usage_changes] == [("a", s(0), 1), ("a", s(300), 0)]
     assert ticked.horizons == {"a": s(301)}
-    assert {(w.account_id, w.kind) for w in ticked.windows} == {("a", "1m")}
-    assert len(ticked.windows) == 5
+    # Only the minute of the change at 0 s has a 1m window; at 300 s usage drops to 0 (nothing to emit).
+    assert [(w.account_id, w.kind, w.start_ms) for w in ticked.windows] == [("a", "1m", s(0))]
     # What is left of "a": its 15 m window [0, 900 s), which closes once its horizon reaches 900 s.
     assert states["a"].pending_until() == s(900) - 1
     assert tick(states, clock, settings) == FoldOutput()  # nothing new below the horizon
@@ -164,17 +164,19 @@ def test_pending_until_follows_buffer_timers_and_open_windows() -> None:
     assert fold.offer(api(s(10)), 0, -NEVER) == "accepted"
     assert fold.pending_until() == s(10)
     fold.advance(s(11), LOOSE)
-    # Usage 1 from 10 s: its 1 m window [0, 60 s) is the next thing to close.
+    # Usage 1 from 10 s: the 1 m window [0, 60 s) of that change is the next thing to close.
     assert fold.pending_until() == s(60) - 1
-    fold.advance(s(200), LOOSE)
-    assert fold.pending_until() == s(240) - 1  # 1 m window [180 s, 240 s); the timer at 310 s is later
-    out = fold.advance(s(240), LOOSE)  # a window ending at the horizon is closed
-    assert [(w.kind, w.start_ms, w.end_ms, w.license_ms) for w in out.windows] == [("1m", s(180), s(240), 60_000)]
-    assert fold.pending_until() == s(300) - 1
-    fold.advance(s(300), LOOSE)
-    assert fold.pending_until() == s(310)  # the api timer, before the end of the window [300 s, 360 s)
-    out = fold.advance(NEVER, LOOSE)
+    out = fold.advance(s(200), LOOSE)
+    assert [(w.kind, w.start_ms, w.license_ms) for w in out.windows] == [("1m", s(0), 50_000)]
+    # Quiet minutes have no window (SPEC 5): next is the api timer at 310 s, before the 15 m window's end.
+    assert fold.pending_until() == s(310)
+    out = fold.advance(s(311), LOOSE)
     assert changes(out) == [(s(310), 0)]
+    assert fold.pending_until() == s(360) - 1  # the 1 m window [300 s, 360 s) of that change
+    out = fold.advance(s(360), LOOSE)  # a window ending at the horizon is closed
+    assert [(w.kind, w.start_ms, w.end_ms, w.license_ms) for w in out.windows] == [("1m", s(300), s(360), 10_000)]
+    assert fold.pending_until() == s(900) - 1
+    fold.advance(NEVER, LOOSE)
     assert fold.pending_until() == NEVER
 
 
