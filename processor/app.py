@@ -39,7 +39,11 @@ import faust
 
 from processor import faust_adapter
 from processor.core.fold import LiveView
+from processor.kafka_security import access_error, current_security
+from processor.metrics import worker as worker_metrics
 from processor.topics import EVENTS, topic_names
+from processor.web.auth import Access
+from processor.web.tls import contexts as tls_contexts
 from processor.worker.checkpoint import AT_LEAST_ONCE, EXACTLY_ONCE, Checkpoint, supports_transactions
 from processor.worker.config import WorkerConfig
 from processor.worker.errors import CheckpointError, FencedError
@@ -63,8 +67,18 @@ WAIT_S = 0.05  # pause of the pump while Faust rebalances
 class Worker:
     """The app, the store, the pump and the views."""
 
-    def __init__(self, config: WorkerConfig, partitions: int, guarantee: str = AT_LEAST_ONCE) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        partitions: int,
+        guarantee: str = AT_LEAST_ONCE,
+        access: Access | None = None,
+    ) -> None:
+        """`access`: the HTTP API's tokens (default: from `config`; ValueError with one line for bad settings)."""
         self.config = config
+        self.access = access if access is not None else Access.from_config(config)
+        server_ssl, peer_ssl = tls_contexts(config.web_tls_cert, config.web_tls_key)
+        scheme = "https" if server_ssl is not None else "http"
         self.partitions = partitions
         self.guarantee = guarantee
         self.names = names = {**topic_names(config.prefix), EVENTS: config.events}
@@ -72,13 +86,20 @@ class Worker:
         self.app = app = faust.App(
             config.app_id,
             broker=[f"kafka://{server}" for server in config.broker.split(",")],
+            broker_credentials=current_security().faust_credentials(),
             datadir=config.data_dir,
             autodiscover=False,
             web_enabled=True,
             web_host=config.web_host,
             web_port=config.web_port,
             web_bind=config.web_bind,
-            canonical_url=f"http://{config.web_host}:{config.web_port}",
+            canonical_url=f"{scheme}://{config.web_host}:{config.web_port}",
+            web_ssl_context=server_ssl,
+            # Faust's own pages (cluster topology, tables, sensors) would bypass the tokens: not served.
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_graph_enabled=False,
+            web_stats_enabled=False,
             topic_partitions=partitions,
             topic_replication_factor=config.replication,
             broker_session_timeout=config.session_timeout / 1000,
@@ -105,9 +126,14 @@ class Worker:
         self._fenced_at: float | None = None  # set when the partitions were lost; cleared by the next assignment
         self.fenced = 0  # how often this worker found itself fenced
         self.processor = StreamProcessor(
-            self.events_topic_name, config.settings, self.store, share=config.near_capacity
+            self.events_topic_name,
+            config.settings,
+            self.store,
+            share=config.near_capacity,
+            max_record_bytes=config.max_record_bytes,
         )
-        self.router = PeerRouter()
+        self.router = PeerRouter(ssl_context=peer_ssl)
+        self.metrics = worker_metrics.WorkerMetrics()
         self._register()
 
     # -- wiring ----------------------------------------------------------------------------------------------------
@@ -148,6 +174,7 @@ class Worker:
 
         app.on_partitions_revoked.connect(on_revoked)
         app.on_partitions_assigned.connect(on_assigned)
+        worker_metrics.install(app, worker)  # GET /metrics
 
         @app.service
         class CloseClients(faust.Service):
@@ -165,17 +192,31 @@ class Worker:
             """Live usage of one account, answered by any worker (this one or a peer: processor/worker/peers.py)."""
 
             async def get(self, request: faust.web.Request, account_id: str) -> faust.web.Response:
+                refused = worker.refusal(self, request, account_id)
+                if refused is not None:
+                    return refused
                 forwarded = FORWARDED_HEADER in request.headers
-                answer = await worker.live_answer(account_id, str(request.rel_url), forwarded)
+                authorization = request.headers.get("Authorization")
+                answer = await worker.live_answer(account_id, str(request.rel_url), forwarded, authorization)
                 headers = {"Retry-After": str(RETRY_AFTER_S)} if answer.status == 503 else None
                 return self.json(answer.body, status=answer.status, headers=headers)
 
         @app.page("/health")
         class Health(faust.web.View):
-            """Liveness and counters of this worker."""
+            """Liveness and counters of this worker (no token needed: probes and supervisors poll it)."""
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
                 return self.json(worker.health())
+
+    def refusal(
+        self, view: faust.web.View, request: faust.web.Request, account_id: str | None = None
+    ) -> faust.web.Response | None:
+        """The 401/403 response when the request's token may not call this view, else None. `account_id` None:
+        the view needs an operator token (e.g. /metrics). Every view but /health starts with it."""
+        denied = self.access.check(request.headers, account_id)
+        if denied is None:
+            return None
+        return view.json(denied.body, status=denied.status, headers=denied.headers or None)
 
     # -- ownership -------------------------------------------------------------------------------------------------
 
@@ -237,6 +278,8 @@ class Worker:
 
     async def pump(self) -> None:
         """Read, fold, checkpoint: until the app stops (see the module docstring)."""
+        access = self.access.describe()
+        (log.warning if self.access.insecure_no_auth or not self.access.entries else log.info)("%s", access)
         log.info(
             "processing guarantee %s, store %s, changelog %s%s",
             self.guarantee,
@@ -270,8 +313,10 @@ class Worker:
         positions = {p: await self._position(p) for p in mine}
         fetched = await self.feed.fetch(positions, config.batch_size, config.batch_within)
         if fetched:
+            began = time.perf_counter()
             results = [self.processor.process(p, raws, accept_gaps=True) for p, raws in fetched.items()]
             await self.commit_results(results)
+            self.metrics.batch(results, time.perf_counter() - began)
         await self._commit_offsets(mine)
 
     async def _position(self, partition: int) -> int:
@@ -327,11 +372,17 @@ class Worker:
 
     # -- queries ---------------------------------------------------------------------------------------------------
 
-    async def live_answer(self, account_id: str, path: str, forwarded: bool) -> Answer:
-        """Status and body of GET /accounts/{account_id}/usage (`path`: the request's encoded path and query)."""
+    async def live_answer(
+        self, account_id: str, path: str, forwarded: bool, authorization: str | None = None
+    ) -> Answer:
+        """Status and body of GET /accounts/{account_id}/usage (`path`: the request's encoded path and query;
+        `authorization`: the caller's header, passed on to the peers asked)."""
         local = self.local_live(account_id)
         peers = [] if forwarded or local.body is not None else self.peer_urls()
-        return await self.router.answer(account_id, path, forwarded, local, peers, self.all_partitions())
+        total = self.all_partitions()
+        answer = await self.router.answer(account_id, path, forwarded, local, peers, total, authorization)
+        self.metrics.live_query(answer, local)
+        return answer
 
     def local_live(self, account_id: str) -> Local:
         """This worker's part of a live query: settled or not, its partitions, its answer if it holds the account."""
@@ -439,11 +490,14 @@ def run_worker(config: WorkerConfig, partitions: int) -> int:
     try:
         faust_adapter.self_check()
         Faults.from_env()
+        access = Access.from_config(config)
+        tls_contexts(config.web_tls_cert, config.web_tls_key)
         guarantee = asyncio.run(prepare(config, partitions))
     except (faust_adapter.FaustIncompatible, ValueError, KafkaError, OSError) as exc:
-        print(f"ccmeter worker: {exc}", file=sys.stderr)
-        return 2
-    worker = Worker(config, partitions, guarantee)
+        refused = access_error(exc, config.broker, current_security())
+        print(f"ccmeter worker: {refused or exc}", file=sys.stderr)
+        return 1 if refused else 2
+    worker = Worker(config, partitions, guarantee, access)
     # Every event allocates short-lived tuples and dicts; with Python's default threshold (700) the cyclic
     # collector runs every few events. Fewer, larger young-generation collections: about 10% more events/s.
     gc.set_threshold(GC_THRESHOLD, 20, 100)
