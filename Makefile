@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_STAMP := tools/kafka/lib/.resolved
 
-.PHONY: install test lint demo kafka kafka-jars bench schemas clean
+.PHONY: install test lint demo kafka kafka-secure kafka-jars browser bench schemas clean
 
 install: $(STAMP)
 
@@ -28,13 +28,23 @@ $(KAFKA_STAMP): tools/kafka/pom.xml
 kafka: install kafka-jars
 	$(BIN)/python -m processor.brokers.kafka_server --port 9092
 
+# The secured variant on 127.0.0.1:9093: SASL_SSL (CA in /tmp/ccmeter-kafka-secure/ca.pem), SCRAM/PLAIN users and
+# their passwords printed at start, ACLs enforced (processor/brokers/secure.py).
+kafka-secure: install kafka-jars
+	$(BIN)/python -m processor.brokers.secure --port 9093
+
 lint: install
 	$(BIN)/ruff check .
 
 schemas: install
 	$(BIN)/python -m schemas.generate
 
-test: install kafka-jars
+# Headless Chromium for the console's browser tests (Debian's package; Playwright drives it, no browser download).
+CHROMIUM := /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install kafka-jars browser
 	$(BIN)/python -m pytest -q
 
 demo: install

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from processor.core.model import Plan, UsageChange
 from processor.core.periods import local_midnight_ms
+from processor.kafka_security import plaintext_env  # the demo's own broker is PLAINTEXT: no inherited settings
 from processor.reports.chart import chart_data, render_chart
 from processor.reports.render import render_report
 from processor.simulation import SimConfig, write_events
@@ -100,9 +101,11 @@ def _ccmeter(*args: str, log: Path | None = None, capture: bool = False) -> subp
     command = [sys.executable, "-m", "processor.cli", *args]
     if log is not None:
         with log.open("a") as handle:
-            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, text=True, check=False)
+            done = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, text=True, check=False, env=plaintext_env()
+            )
     else:
-        done = subprocess.run(command, capture_output=capture, text=True, check=False)
+        done = subprocess.run(command, capture_output=capture, text=True, check=False, env=plaintext_env())
     if done.returncode != 0:
         where = f" (see {log})" if log else ""
         detail = (done.stderr or "").strip().splitlines()[-1:] if capture else []
@@ -180,7 +183,7 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
             "--commit-interval", "1s", "--log-level", "warning",
         ]  # fmt: skip
         with worker_log.open("w") as log_handle:
-            worker = subprocess.Popen(worker_command, stdout=log_handle, stderr=subprocess.STDOUT)
+            worker = subprocess.Popen(worker_command, stdout=log_handle, stderr=subprocess.STDOUT, env=plaintext_env())
         try:
             events_path = out_dir / "events.jsonl"
             print(f"3/6 simulating {first} to {last}: 3 accounts x {agents} agents", flush=True)
@@ -215,6 +218,7 @@ NEXT_STEPS = """Done in {seconds:.0f} s. Files in {out}/: events.jsonl, ccmeter.
 acct-N-report.csv and acct-N-usage.png (charts), worker.log and commands.log.
 
 Try next:
+  .venv/bin/ccmeter console --snapshot {snapshot}   (web console: open http://127.0.0.1:8088/)
   .venv/bin/ccmeter report --snapshot {snapshot} --all --from {first} --to {last}
   .venv/bin/ccmeter report --snapshot {snapshot} --account acct-2 --from {first} --to {last} --format json
   .venv/bin/ccmeter replay verify --snapshot {snapshot}
