@@ -1,12 +1,22 @@
-"""The `ccmeter` console command: one subcommand per module, each registering its own parser."""
+"""The `ccmeter` console command: one subcommand per module, each registering its own parser.
+
+Exit status: 0 success, 1 runtime failure (broker unreachable, topic missing, refused access, a failed step),
+2 usage error (unknown flag, bad value, unreadable input), 130 interrupted. Errors are one line on stderr:
+`ccmeter: error: ...`; the types are in processor/errors.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
+
+from processor.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CcmeterError, CliError, RuntimeFailure
+
+__all__ = ["COMMAND_MODULES", "CliError", "RuntimeFailure", "build_parser", "main", "version"]
 
 # Modules that expose `register(subparsers)`; each adds its subcommands and sets `func` on them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -20,10 +30,19 @@ COMMAND_MODULES: tuple[str, ...] = (
     "processor.web.commands",
     "replay.commands",
 )
+# Commands that configure their own logging of the Kafka client (the worker's log is Faust's).
+OWN_KAFKA_LOGGING = frozenset({"worker"})
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+def version() -> str:
+    """The installed ccmeter version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("ccmeter")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,11 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccmeter",
         description="Meter concurrent license usage of contact-center accounts from session events.",
+        epilog="Exit status: 0 success, 1 runtime failure (e.g. broker unreachable), 2 usage error, "
+        "130 interrupted. Every --broker/--prefix option also reads $CCMETER_BROKER/$CCMETER_PREFIX.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
+
+
+class _DropUnclosedClients(logging.Filter):
+    """Drops asyncio's "Unclosed AIOKafka..." reports of clients a failed start left behind."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Unclosed AIOKafka" not in record.getMessage()
+
+
+def quiet_kafka_client() -> None:
+    """Silence aiokafka's connection-retry logging: the commands report an unreachable broker in one line."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropUnclosedClients) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_DropUnclosedClients())
+
+
+def _fail(message: object, status: int) -> int:
+    print(f"ccmeter: error: {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    if args.command not in OWN_KAFKA_LOGGING:
+        quiet_kafka_client()
     from processor import kafka_security as ks
 
     broker, security = ks.broker_of_args(args), ks.KafkaSecurity()
@@ -56,26 +100,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(ks.check_access(broker, security))
             return int(args.func(args) or 0)
     except ks.KafkaAccessError as exc:
-        print(f"ccmeter: error: {exc}", file=sys.stderr)
-        return 1
-    except (CliError, ks.SecurityConfigError) as exc:
-        refused = ks.access_error(exc, broker, security) if isinstance(exc, CliError) else None
-        print(f"ccmeter: error: {refused or exc}", file=sys.stderr)
-        return 1 if refused else 2
-    except Exception as exc:
+        return _fail(exc, EXIT_FAILURE)
+    except ks.SecurityConfigError as exc:
+        return _fail(exc, EXIT_USAGE)
+    except CcmeterError as exc:
         refused = ks.access_error(exc, broker, security)
-        if refused is None:
-            raise
-        print(f"ccmeter: error: {refused}", file=sys.stderr)
-        return 1
+        return _fail(refused, EXIT_FAILURE) if refused else _fail(exc, exc.exit_code)
     except KeyboardInterrupt:
         print("ccmeter: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        refused = ks.access_error(exc, broker, security)
+        if refused is not None:
+            return _fail(refused, EXIT_FAILURE)
+        if _operational(exc):  # a broker or file-system failure a command did not wrap: still one line
+            return _fail(_describe(exc), EXIT_FAILURE)
+        raise
+
+
+def _operational(exc: BaseException) -> bool:
+    from aiokafka.errors import KafkaError
+
+    from processor.worker.errors import CheckpointError
+
+    return isinstance(exc, KafkaError | OSError | TimeoutError | CheckpointError)
+
+
+def _describe(exc: BaseException) -> str:
+    text = exc.line() if hasattr(exc, "line") else str(exc)
+    name = type(exc).__name__
+    return text if text and name in text else f"{name}: {text}" if text else name
 
 
 if __name__ == "__main__":
-    # `python -m processor.cli` runs this file as `__main__`; the commands raise `processor.cli.CliError`, a second
-    # copy of this module, so run the imported module's `main` for one `CliError` class.
+    # `python -m processor.cli` runs this file as `__main__`; run the imported module's `main` so that every
+    # command sees one `processor.cli` module.
     from processor.cli import main as imported_main
 
     sys.exit(imported_main())

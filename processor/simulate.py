@@ -10,7 +10,8 @@ import sys
 from datetime import date
 from typing import Any
 
-from processor.cli import CliError
+from processor.errors import CliError, RuntimeFailure
+from processor.options import add_duration, add_quiet, deprecated
 from processor.simulation import (
     PROFILE_CHOICES,
     SimConfig,
@@ -89,21 +90,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--malformed", type=_rate, default=0.0, metavar="RATE", help="malformed lines per event (.jsonl only)"
     )
-    parser.add_argument(
-        "--heartbeat-seconds", type=int, metavar="SECONDS", default=60, help="desktop heartbeat period (default 60)"
+    heartbeat = add_duration(
+        parser, "--desktop-heartbeat", default="60s", help="desktop heartbeat period, whole seconds"
     )
+    deprecated(parser, "--heartbeat-seconds", heartbeat)
     parser.add_argument(
         "--profile",
         choices=PROFILE_CHOICES,
         default="mixed",
         help="account shape: within, spike, overage, or mixed (account i gets profile i mod 3)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `ccmeter simulate`."""
+    if args.desktop_heartbeat != int(args.desktop_heartbeat):
+        raise CliError(f"--desktop-heartbeat must be whole seconds, not {args.desktop_heartbeat:g}s")
     config = SimConfig(
         accounts=args.accounts,
         agents=args.agents,
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         out_of_order=args.out_of_order,
         orphans=args.orphans,
         malformed=args.malformed,
-        heartbeat_seconds=args.heartbeat_seconds,
+        heartbeat_seconds=int(args.desktop_heartbeat),
         profile=args.profile,
     )
     try:
@@ -138,6 +142,6 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         except OSError as exc:
-            raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+            raise RuntimeFailure(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     print(f"ccmeter simulate: {stats.summary()}")
     return 0

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from processor.cli import CliError
+from processor.errors import CliError, InputError, RuntimeFailure
 from processor.kafka_security import add_security_options, client_kwargs
-from processor.topics import EVENTS, create_topics, topic_names, validate_prefix
+from processor.options import add_broker, add_prefix, broker_of, prefix_of
+from processor.topics import EVENTS, create_topics, topic_names
 from processor.worker.config import WorkerConfig, add_arguments
 
 
@@ -40,9 +41,11 @@ def register(subparsers: Any) -> None:
         epilog="Example: ccmeter publish --broker 127.0.0.1:9092 events.jsonl",
     )
     publish.add_argument("file", help="a .jsonl event file, e.g. from `ccmeter simulate --out events.jsonl`")
-    publish.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
-    publish.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
-    publish.add_argument("--topic", default=None, help="publish to this topic instead of PREFIX + 'events'")
+    add_broker(publish)
+    add_prefix(publish)
+    publish.add_argument(
+        "--topic", default=None, metavar="TOPIC", help="publish to this topic instead of PREFIX + 'events'"
+    )
     add_security_options(publish)
     publish.set_defaults(func=run_publish_command)
 
@@ -59,6 +62,10 @@ def run_worker_command(args: argparse.Namespace) -> int:
             import rocksdict  # noqa: F401
         except ImportError as exc:
             raise CliError("--store rocksdb:// needs rocksdict: pip install -e '.[rocksdb]'") from exc
+    try:  # Faust creates the state directory itself, but not its parents (the default is under ccmeter-out/)
+        Path(config.state_dir).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeFailure(f"--state-dir {config.state_dir}: {exc.strerror or exc}") from None
     partitions = asyncio.run(prepare_topics(config))
     from processor.app import run_worker
 
@@ -87,21 +94,21 @@ async def prepare_topics(config: WorkerConfig) -> int:
         if config.events_topic is None:
             await create_topics(config.broker, config.prefix, config.partitions, config.replication, timeout_ms=15_000)
         admin = AIOKafkaAdminClient(bootstrap_servers=config.broker, request_timeout_ms=15_000, **client_kwargs())
-        await admin.start()
         try:
+            await admin.start()
             described = await admin.describe_topics([events])
         finally:
             await admin.close()
         ok = described and not described[0].get("error_code") and described[0].get("partitions")
         count = len(described[0]["partitions"]) if ok else 0
         if count < 1:
-            raise CliError(f"topic {events} does not exist on {config.broker} (or has no partitions)")
+            raise RuntimeFailure(f"topic {events} does not exist on {config.broker} (or has no partitions)")
         if config.events_topic is not None:
             await create_topics(
                 config.broker, config.prefix, count, config.replication, timeout_ms=15_000, outputs_only=True
             )
     except (KafkaError, OSError) as exc:
-        raise CliError(f"cannot prepare topics on {config.broker}: {exc!r}") from exc
+        raise RuntimeFailure(f"cannot prepare topics on {config.broker}: {_reason(exc)}") from exc
     return count
 
 
@@ -127,12 +134,14 @@ async def publish_file(path: Path, broker: str, topic: str) -> int:
     producer = AIOKafkaProducer(
         bootstrap_servers=broker, acks="all", linger_ms=5, max_batch_size=256 * 1024, **client_kwargs()
     )
-    await producer.start()
     count = 0
-    try:
+    try:  # stopped in `finally` even when `start` fails, so no "Unclosed AIOKafkaProducer" report
+        await producer.start()
         metadata = await producer.client.fetch_all_metadata()
         if topic not in metadata.topics():
-            raise CliError(f"topic {topic} does not exist on {broker}: run `ccmeter topics create --broker {broker}`")
+            raise RuntimeFailure(
+                f"topic {topic} does not exist on {broker}: run `ccmeter topics create --broker {broker}`"
+            )
         pending: list[asyncio.Future] = []
         with path.open("rb") as handle:
             for raw in handle:
@@ -151,24 +160,29 @@ async def publish_file(path: Path, broker: str, topic: str) -> int:
 
 def run_publish_command(args: argparse.Namespace) -> int:
     """Publish a .jsonl file and print how many records were sent."""
-    import os
-
     from aiokafka.errors import KafkaError
 
     path = Path(args.file)
     if path.suffix != ".jsonl" or not path.is_file():
-        raise CliError(f"{path}: expected an existing .jsonl file")
-    broker = args.broker or os.environ.get("CCMETER_BROKER") or "127.0.0.1:9092"
-    try:
-        prefix = validate_prefix(args.prefix or os.environ.get("CCMETER_PREFIX") or "ccmeter.")
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
+        raise InputError(f"{path}: expected an existing .jsonl file")
+    broker, prefix = broker_of(args), prefix_of(args)
     topic = args.topic or topic_names(prefix)[EVENTS]
     started = time.monotonic()
     try:
         count = asyncio.run(publish_file(path, broker, topic))
     except (KafkaError, OSError) as exc:
-        raise CliError(f"cannot publish to {broker}: {exc!r}") from exc
+        raise RuntimeFailure(f"cannot publish to {broker}: {_reason(exc)}") from exc
     elapsed = time.monotonic() - started
     print(f"published {count} records to {topic} in {elapsed:.1f}s", file=sys.stdout)
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """A Kafka client failure in a few words (aiokafka's texts already name their class)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    if isinstance(exc, KafkaConnectionError):
+        return "broker not reachable"
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text and (name in text or "Unable to bootstrap" in text) else f"{name}: {text}" if text else name

@@ -8,9 +8,10 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from processor.cli import CliError
 from processor.durations import ONCE_GIVE_UP, flag_seconds, give_up_seconds
+from processor.errors import CliError
 from processor.kafka_security import access_error, add_security_options, current_security
+from processor.options import add_broker, add_prefix, add_quiet, broker_of, deprecated, prefix_of
 
 if TYPE_CHECKING:
     from processor.alerts.deliver import DeliverConfig
@@ -39,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: CCMETER_WEBHOOK_SECRET=... ccmeter alerts deliver --webhook https://ops.example.com/hooks/cc",
     )
     deliver.add_argument("--webhook", required=True, metavar="URL", help="http(s) URL to POST each alert to")
-    deliver.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
-    deliver.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
+    add_broker(deliver)
+    add_prefix(deliver)
     deliver.add_argument(
         "--group",
         default=None,
@@ -61,7 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="earliest",
         help="where a group without committed offsets starts: every alert kept (earliest, default) or new ones only",
     )
-    deliver.add_argument("--timeout", metavar="DURATION", default="10s", help="time for one POST (default 10s)")
+    post_timeout = deliver.add_argument(
+        "--post-timeout", metavar="DURATION", default="10s", help="time for one POST (default 10s)"
+    )
+    deprecated(deliver, "--timeout", post_timeout)
     deliver.add_argument(
         "--retry-first", metavar="DURATION", default="500ms", help="first wait before a retry (default 500ms)"
     )
@@ -75,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"exit with status 1 when the receiver has failed this long, e.g. 90s, 10m or never (default: "
         f"{ONCE_GIVE_UP} with --once, else never)",
     )
-    deliver.add_argument("--quiet", action="store_true", help="only warnings and errors (no line per delivery)")
+    add_quiet(deliver)
     add_security_options(deliver)
     deliver.set_defaults(func=run_deliver_command)
 
@@ -96,11 +100,10 @@ def build_config(args: argparse.Namespace) -> DeliverConfig:
     """The DeliverConfig of the parsed flags; CliError for bad values."""
     from processor.alerts.deliver import DeliverConfig
     from processor.alerts.webhook import RetryPolicy, check_url, default_group, load_secret
-    from processor.topics import validate_prefix
 
     try:
         url = check_url(args.webhook.strip())
-        prefix = validate_prefix(args.prefix or os.environ.get("CCMETER_PREFIX") or "ccmeter.")
+        prefix = prefix_of(args)
         secret = load_secret(args.secret_file, os.environ)
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -108,13 +111,13 @@ def build_config(args: argparse.Namespace) -> DeliverConfig:
     if first > cap:
         raise CliError(f"--retry-first ({args.retry_first}) is longer than --retry-max ({args.retry_max})")
     return DeliverConfig(
-        broker=args.broker or os.environ.get("CCMETER_BROKER") or "127.0.0.1:9092",
+        broker=broker_of(args),
         prefix=prefix,
         url=url,
         secret=secret,
         group=args.group or default_group(url),
         once=args.once,
-        timeout=flag_seconds(args.timeout, "--timeout"),
+        timeout=flag_seconds(args.post_timeout, "--post-timeout"),
         policy=RetryPolicy(first, cap),
         give_up_seconds=give_up_seconds(args.give_up_after, args.once),
         start=args.start,

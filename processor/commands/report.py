@@ -18,8 +18,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from processor.cli import CliError
+from processor.errors import CliError, RuntimeFailure
 from processor.eventfile import EventFileError, check_event_file
+from processor.options import add_quiet
 from processor.reports.render import FORMATS, local_time, render_billing_run, render_export, render_report
 from schemas.events import format_ms
 from schemas.outputs import Report
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_range_arguments(report)
     report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     report.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
-    report.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(report)
     report.set_defaults(func=run_report)
 
     timeline = subparsers.add_parser(
@@ -92,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_range_arguments(timeline)
     timeline.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default: csv)")
     timeline.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
-    timeline.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(timeline)
     timeline.set_defaults(func=run_timeline)
 
 
@@ -242,7 +243,7 @@ def _write(text: str, out: str | None) -> None:
         tmp.write_text(text)
         tmp.replace(target)
     except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror}") from None
+        raise RuntimeFailure(f"cannot write {target}: {exc.strerror}") from None
     print(f"wrote {target}", file=sys.stderr)
 
 
@@ -292,8 +293,13 @@ def timeline_rows(history: AccountHistory, args: argparse.Namespace) -> list[dic
         at = format_ms(change.at_ms)
         zone = plan_at(history.plans, change.at_ms).timezone
         rows.append(
-            {"at": at, "at_local": local_time(at, zone), "usage": change.usage, "licenses": change.licenses,
-             "change_id": change.change_id}  # fmt: skip
+            {
+                "at": at,
+                "at_local": local_time(at, zone),
+                "usage": change.usage,
+                "licenses": change.licenses,
+                "change_id": change.change_id,
+            }  # fmt: skip
         )
     return rows
 

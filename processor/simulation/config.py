@@ -78,7 +78,7 @@ class SimConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a rate between 0 and 1")
         if not 1 <= self.heartbeat_seconds <= MAX_HEARTBEAT_SECONDS:
             raise ValueError(
-                f"--heartbeat-seconds must be between 1 and {MAX_HEARTBEAT_SECONDS} "
+                f"--desktop-heartbeat must be between 1s and {MAX_HEARTBEAT_SECONDS}s "
                 f"(a device expires {DEVICE_TIMEOUT_MS // 1000} s after its last event)"
             )
         if self.profile not in PROFILE_CHOICES:

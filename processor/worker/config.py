@@ -1,7 +1,9 @@
 """Settings of the streaming worker: one table of options, each a `--flag` and a `CCMETER_*` environment variable.
 
 Precedence: command-line flag, then environment variable, then the default. Durations accept `500ms`, `30s`, `15m`,
-`1h`, `2d` or a plain number of seconds. `OPTIONS` is also the source of the settings table in docs/running.md.
+`1h`, `2d` or a plain number of seconds (processor/durations.py, the rule of every command). `OPTIONS` is also the
+source of the settings table in docs/running.md. A renamed option keeps its old flag and variable as deprecated
+aliases (`--data-dir`/`CCMETER_DATA_DIR` of `--state-dir`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -16,19 +19,13 @@ from typing import Any
 
 from processor.core.alerts import DEFAULT_SHARE, parse_share
 from processor.core.model import Settings
+from processor.durations import parse_duration_ms, show_ms
+from processor.options import LOG_LEVELS, OUT_DIR, deprecated
 from processor.topics import DEFAULT_PREFIX, EVENTS, topic_names, validate_prefix
 from schemas.events import MAX_RECORD_BYTES
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def parse_duration_ms(text: str | float) -> int:
-    """Milliseconds of `500ms`, `30s`, `15m`, `1h`, `2d` or a plain number of seconds."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (examples: 500ms, 30s, 15m, 1h, 2d)")
-    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+__all__ = ["OPTIONS", "Option", "WorkerConfig", "add_arguments", "parse_duration_ms", "settings_table"]
+DEFAULT_STATE_DIR = f"{OUT_DIR}/worker-state"
 
 
 def _positive_int(text: str) -> int:
@@ -70,6 +67,13 @@ def _broker(text: str) -> str:
     return text
 
 
+def _log_level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"{text!r} is not a log level ({', '.join(LOG_LEVELS)})")
+    return value
+
+
 def _switch(text: str) -> bool:
     value = text.strip().lower()
     if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -87,6 +91,8 @@ class Option:
     help: str
     metavar: str = ""
     switch: bool = False  # a flag without a value (`--web-insecure-no-auth`); its variable takes 1/true/yes
+    choices: tuple[str, ...] | None = None  # the values argparse accepts (after `parse`)
+    old_name: str | None = None  # the name this option had before a rename: a deprecated flag and variable
 
     @property
     def flag(self) -> str:
@@ -95,6 +101,14 @@ class Option:
     @property
     def env(self) -> str:
         return "CCMETER_" + self.name.upper()
+
+    @property
+    def old_flag(self) -> str | None:
+        return None if self.old_name is None else "--" + self.old_name.replace("_", "-")
+
+    @property
+    def old_env(self) -> str | None:
+        return None if self.old_name is None else "CCMETER_" + self.old_name.upper()
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -129,7 +143,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("web_tls_cert", str, None, "PEM certificate (chain) of the HTTPS server; with --web-tls-key", "FILE"),
     Option("web_tls_key", str, None, "PEM private key of the HTTPS server", "FILE"),
     Option("store", _store, "memory://", "table store: memory:// or rocksdb:// (needs rocksdict)", "URL"),
-    Option("data_dir", str, "ccmeter-data", "directory for the worker's local data (RocksDB files)", "DIR"),
+    Option(
+        "state_dir",
+        str,
+        DEFAULT_STATE_DIR,
+        "directory of the worker's local state (RocksDB files; was --data-dir)",
+        "DIR",
+        old_name="data_dir",
+    ),
     Option(
         "processing_guarantee",
         _guarantee,
@@ -173,7 +194,7 @@ OPTIONS: tuple[Option, ...] = (
         "DURATION",
     ),
     Option("max_future_skew", parse_duration_ms, 300_000, "newer than watermark + this: rejected", "DURATION"),
-    Option("log_level", str, "info", "log level: debug, info, warning, error", "LEVEL"),
+    Option("log_level", _log_level, "info", "log level: " + ", ".join(LOG_LEVELS), "LEVEL", choices=LOG_LEVELS),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -195,7 +216,7 @@ class WorkerConfig:
     web_tls_cert: str | None = None
     web_tls_key: str | None = None
     store: str = "memory://"
-    data_dir: str = "ccmeter-data"
+    state_dir: str = DEFAULT_STATE_DIR
     processing_guarantee: str = "auto"
     batch_size: int = 20_000
     max_record_bytes: int = MAX_RECORD_BYTES
@@ -235,11 +256,14 @@ class WorkerConfig:
         resolved: dict[str, Any] = {}
         for option in OPTIONS:
             value = values.get(option.name)
-            if value is None and option.env in env and env[option.env] != "":
-                try:
-                    value = option.parse(env[option.env])
-                except ValueError as exc:
-                    raise ValueError(f"${option.env}: {exc}") from exc
+            for name in (option.env, option.old_env):
+                if value is None and name and env.get(name, "") != "":
+                    if name == option.old_env:
+                        print(f"ccmeter: warning: ${name} is deprecated, use ${option.env}", file=sys.stderr)
+                    try:
+                        value = option.parse(env[name])
+                    except ValueError as exc:
+                        raise ValueError(f"${name}: {exc}") from exc
             resolved[option.name] = option.default if value is None else value
         return cls(**resolved)
 
@@ -268,43 +292,41 @@ def _argparse_type(option: Option) -> Callable[[str], Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per option (default None, so that environment variables can fill in)."""
     for option in OPTIONS:
-        default = option.default
         if option.switch:
             help_text = f"{option.help} (${option.env}=1)"
-            parser.add_argument(option.flag, dest=option.name, action="store_const", const=True, help=help_text)
-            continue
-        shown = f"{float(default):g}" if isinstance(default, Fraction) else default
-        parser.add_argument(
-            option.flag,
-            dest=option.name,
-            type=_argparse_type(option),
-            default=None,
-            metavar=option.metavar or None,
-            help=f"{option.help} (${option.env}" + ("" if default is None else f"; default {shown}") + ")",
-        )
+            action = parser.add_argument(
+                option.flag, dest=option.name, action="store_const", const=True, help=help_text
+            )
+        else:
+            shown = _shown(option)
+            action = parser.add_argument(
+                option.flag,
+                dest=option.name,
+                type=_argparse_type(option),
+                default=None,
+                choices=option.choices,
+                metavar=option.metavar or None,
+                help=f"{option.help} (${option.env}" + ("" if shown == "none" else f"; default {shown}") + ")",
+            )
+        action.ccmeter_env = option.env  # type: ignore[attr-defined]  # see processor.options.env_of
+        if option.old_flag:
+            deprecated(parser, option.old_flag, action)
+
+
+def _shown(option: Option) -> str:
+    default = option.default
+    if option.switch:
+        return "off"
+    if isinstance(default, Fraction):
+        return f"{float(default):g}"
+    if option.parse is parse_duration_ms:
+        return show_ms(default)
+    return "none" if default is None else str(default)
 
 
 def settings_table() -> str:
     """The options as a Markdown table (flag, environment variable, default, meaning)."""
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for option in OPTIONS:
-        default = option.default
-        if option.switch:
-            shown = "off"
-        elif isinstance(default, Fraction):
-            shown = f"{float(default):g}"
-        elif option.parse is parse_duration_ms:
-            shown = _show_ms(default)
-        elif default is None:
-            shown = "none"
-        else:
-            shown = str(default)
-        rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")
+        rows.append(f"| `{option.flag}` | `{option.env}` | `{_shown(option)}` | {option.help} |")
     return "\n".join(rows)
-
-
-def _show_ms(ms: int) -> str:
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"

@@ -83,7 +83,7 @@ class Crew:
     def start(self, name: str) -> WorkerProcess:
         """Start worker `name` (again) on its own data directory."""
         workdir = self.root / name
-        data = ("--data-dir", str(workdir / "data"))
+        data = ("--state-dir", str(workdir / "data"))
         worker = start_worker(self.broker, self.prefix, self.app_id, workdir, *OPTIONS, *data)
         self.workers[name] = worker
         self.logs.setdefault(name, []).append(worker.log)

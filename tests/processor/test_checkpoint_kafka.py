@@ -33,7 +33,7 @@ STORES = {"memory": ("--store", "memory://"), "rocksdb": ("--store", "rocksdb://
 
 
 def _options(tmp_path: Path, store: str, *extra: str) -> tuple[str, ...]:
-    return (*STORES[store], "--data-dir", str(tmp_path / "data"), *BATCH, *extra)
+    return (*STORES[store], "--state-dir", str(tmp_path / "data"), *BATCH, *extra)
 
 
 def _crash(broker: str, prefix: str, app_id: str, tmp_path: Path, fault: str, *options: str) -> None:

@@ -101,7 +101,7 @@ def test_worker_and_sink_metrics_count_what_was_published(broker: str, topic_pre
         with sink_log.open("wb") as handle:
             sink = subprocess.Popen(
                 [sys.executable, "-m", "processor.cli", "sink", "--broker", broker, "--prefix", topic_prefix,
-                 "--data-dir", str(tmp_path / "sink"), "--flush-seconds", "0.5", "--metrics-bind", str(sink_port)],
+                 "--data-dir", str(tmp_path / "sink"), "--flush-interval", "500ms", "--metrics-bind", str(sink_port)],
                 stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
                 env={k: v for k, v in os.environ.items() if not k.startswith("CCMETER_")},
             )  # fmt: skip

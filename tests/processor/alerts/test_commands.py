@@ -36,7 +36,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     ("argv", "message"),
     [
         (["--webhook", "ftp://u:pw@host/x"], "--webhook must be an http:// or https:// URL"),
-        (["--timeout", "soon"], "--timeout: 'soon' is not a duration"),
+        (["--post-timeout", "soon"], "--post-timeout: 'soon' is not a duration"),
         (["--retry-max", "0s"], "--retry-max: '0s' must be more than 0"),
         (["--retry-first", "1m", "--retry-max", "30s"], "--retry-first (1m) is longer than --retry-max (30s)"),
         (["--prefix", "bad prefix"], "topic prefix 'bad prefix'"),

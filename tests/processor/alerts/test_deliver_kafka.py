@@ -30,7 +30,7 @@ from processor.topics import ALERTS, create_topics, topic_names
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "test-secret-7f3a"
-POST_TIMEOUT = 1.0  # --timeout of the deliverer; the receiver's slow answers take longer
+POST_TIMEOUT = 1.0  # --post-timeout of the deliverer; the receiver's slow answers take longer
 
 
 def alert(n: int, state: str, alert_id: str | None = None) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def encode(records: list[dict[str, Any]]) -> list[bytes | None]:
 
 def start(broker: str, prefix: str, url: str, log: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
     args = [sys.executable, "-m", "processor.cli", "alerts", "deliver", "--webhook", url, "--broker", broker]
-    args += ["--prefix", prefix, "--timeout", f"{POST_TIMEOUT}s", "--retry-first", "50ms", "--retry-max", "300ms"]
+    args += ["--prefix", prefix, "--post-timeout", f"{POST_TIMEOUT}s", "--retry-first", "50ms", "--retry-max", "300ms"]
     environment = {**os.environ, "CCMETER_WEBHOOK_SECRET": SECRET, **(env or {})}
     with log.open("ab") as handle:
         return subprocess.Popen([*args, *extra], stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)

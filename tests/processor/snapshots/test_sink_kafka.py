@@ -205,7 +205,16 @@ def test_snapshots_taken_while_the_sink_writes_are_consistent_cuts(
     names = prepare(broker, topic_prefix, sim_streams)
     data, log = tmp_path / "data", tmp_path / "sink.log"
     proc = start_sink(
-        broker, topic_prefix, data, log, "--flush-records", "1000", "--flush-seconds", "0.2", "--compact-seconds", "0.5"
+        broker,
+        topic_prefix,
+        data,
+        log,
+        "--flush-records",
+        "1000",
+        "--flush-interval",
+        "200ms",
+        "--compact-interval",
+        "500ms",
     )
     try:
         wait_for(log, "partitions of", proc)
@@ -279,7 +288,7 @@ def test_a_second_sink_on_the_same_directory_is_refused(
     data = tmp_path / "data"
     asyncio.run(create_topics(broker, topic_prefix, 1, 1))
     with sink_lock(data):
-        assert main(["sink", "--broker", broker, "--prefix", topic_prefix, "--data-dir", str(data), "--once"]) == 2
+        assert main(["sink", "--broker", broker, "--prefix", topic_prefix, "--data-dir", str(data), "--once"]) == 1
     assert "in use by another sink" in capsys.readouterr().err
     shutil.rmtree(data)
 
@@ -393,7 +402,16 @@ def test_the_sink_outlives_a_broker_outage_and_stores_every_record_once(tmp_path
         names = prepare(kafka.bootstrap, prefix, sim_streams)
         publish(kafka.bootstrap, names, before)
         proc = start_sink(
-            kafka.bootstrap, prefix, data, log, "--flush-seconds", "0.3", "--flush-records", "4000", "--retry-max", "2s"
+            kafka.bootstrap,
+            prefix,
+            data,
+            log,
+            "--flush-interval",
+            "300ms",
+            "--flush-records",
+            "4000",
+            "--retry-max",
+            "2s",
         )
         wait_until(lambda: committed_count(data) == before.count(), proc, log, 30)
         port = kafka.port
