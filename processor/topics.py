@@ -96,8 +96,8 @@ async def create_topics(
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, client_id="ccmeter-topics", request_timeout_ms=timeout_ms, **client_kwargs()
     )
-    await admin.start()
-    try:
+    try:  # closed in `finally` even when `start` fails
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(names[spec.key], partitions, replication, topic_configs=dict(spec.config))
@@ -152,3 +152,47 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
         if asyncio.get_running_loop().time() >= deadline:
             raise KafkaTimeoutError(f"topics {names} created but without partition leaders after {timeout:.0f}s")
         await asyncio.sleep(0.1)
+
+
+async def list_topics(bootstrap: str, prefix: str = "", *, timeout_ms: int = 30_000) -> dict[str, int]:
+    """Name -> partition count of the cluster's topics whose names start with `prefix` (internal topics, whose
+    names start with "__", left out), sorted by name."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ccmeter-topics", request_timeout_ms=timeout_ms, **client_kwargs()
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {
+        topic["topic"]: len(topic["partitions"] or [])
+        for topic in sorted(described, key=lambda t: t["topic"])
+        if topic["topic"].startswith(prefix) and not topic["topic"].startswith("__") and not topic.get("is_internal")
+    }
+
+
+async def delete_topics(bootstrap: str, names: list[str], *, timeout_ms: int = 30_000) -> None:
+    """Delete the topics `names`; raises the broker's error (an aiokafka KafkaError) for the first that fails
+    (one that is already gone counts as deleted)."""
+    from aiokafka.errors import UnknownTopicOrPartitionError
+
+    if not names:
+        return
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ccmeter-topics", request_timeout_ms=timeout_ms, **client_kwargs()
+    )
+    await admin.start()
+    try:
+        response = await admin.delete_topics(names, timeout_ms=timeout_ms)
+    finally:
+        await admin.close()
+    for topic, code in (item[:2] for item in response.topic_error_codes):
+        error = for_code(code) if code else None
+        if error is not None and error is not UnknownTopicOrPartitionError:
+            raise error(f"deleting topic {topic!r} failed: {error.description}")
+
+
+def is_events_topic(name: str) -> bool:
+    """True for a topic named like an events topic (`PREFIX + "events"`): the source of truth, kept forever."""
+    return name == EVENTS or name.endswith("." + EVENTS)

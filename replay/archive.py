@@ -1,11 +1,13 @@
 """`ccmeter replay archive`: the events of a time range, from the events topic into one Parquet file.
 
-Offsets are chosen by record timestamp (`offsets_for_times`) with a slack on both sides, then records are kept by
-event time: a valid event when `from <= occurred_at < to`, a record that does not decode when its record timestamp is
-in the range. Columns are those of a snapshot's `events` table (processor/snapshots/tables.py: Kafka position, key,
-the typed wire fields, `rejection`, the exact `raw` text or `raw_bytes`) plus `arrival`, the row number; rows are in
-(partition, offset) order. BatchEngine and processor/eventfile.py read it as an event file (typed wire fields and
-`arrival`); `ccmeter replay publish` sends the exact raw bytes back.
+Offsets are chosen by record timestamp (`offsets_for_times`) with a slack on both sides (`by` "record-time", the
+default), or the whole topic is read (`by` "event-time", for records whose timestamps say nothing about their event
+times, e.g. published later); either way records are kept by event time: a valid event when `from <= occurred_at <
+to`, a record that does not decode when its record timestamp is in the range. Columns are those of a snapshot's
+`events` table (processor/snapshots/tables.py: Kafka position, key, the typed wire fields, `rejection`, the exact
+`raw` text or `raw_bytes`) plus `arrival`, the row number; rows are in (partition, offset) order. BatchEngine and
+processor/eventfile.py read it as an event file (typed wire fields and `arrival`); `ccmeter replay publish` sends the
+exact raw bytes back.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class ArchivePlan:
     slack_ms: int
     starts: dict[int, int]
     stops: dict[int, int]
+    by: str = "record-time"  # which records are read: by record timestamp (+- slack), or all ("event-time")
+    topic_records: int = 0  # records on the topic (log start to end) when the plan was made
 
     @property
     def records(self) -> int:
@@ -54,19 +58,27 @@ class ArchiveResult:
     per_partition: dict[int, int] = field(default_factory=dict)
 
 
-async def make_plan(broker: str, topic: str, from_ms: int, to_ms: int, slack_ms: int) -> ArchivePlan:
-    """Offsets to read: record timestamps in [from - slack, to + slack), never past the end offsets seen now."""
+async def make_plan(
+    broker: str, topic: str, from_ms: int, to_ms: int, slack_ms: int, by: str = "record-time"
+) -> ArchivePlan:
+    """Offsets to read, never past the end offsets seen now: with `by` "record-time" those whose record timestamps
+    are in [from - slack, to + slack); with "event-time" the whole topic (occurred_at is in the records only)."""
     client = kafka.consumer(broker)
     await client.start()
     try:
         partitions = await kafka.partitions_of(client, topic)
         ends = await kafka.end_offsets(client, topic, partitions)
-        starts = await kafka.offsets_at(client, topic, partitions, from_ms - slack_ms, ends)
-        stops = await kafka.offsets_at(client, topic, partitions, to_ms + slack_ms, ends)
+        firsts = await kafka.beginning_offsets(client, topic, partitions)
+        if by == "event-time":
+            starts, stops = firsts, ends
+        else:
+            starts = await kafka.offsets_at(client, topic, partitions, from_ms - slack_ms, ends)
+            stops = await kafka.offsets_at(client, topic, partitions, to_ms + slack_ms, ends)
     finally:
         await client.stop()
     stops = {p: max(stops[p], starts[p]) for p in partitions}
-    return ArchivePlan(topic, from_ms, to_ms, slack_ms, starts, stops)
+    total = sum(ends[p] - firsts[p] for p in partitions)
+    return ArchivePlan(topic, from_ms, to_ms, slack_ms, starts, stops, by, total)
 
 
 def keep(row: Row, from_ms: int, to_ms: int) -> bool:
@@ -80,6 +92,8 @@ async def write_archive(
 ) -> ArchiveResult:
     """Read the planned offsets partition by partition into `out` (temporary file, then renamed into place)."""
     result = ArchiveResult(out)
+    if plan.records == 0:  # nothing to read: no file, no consumer
+        return result
     tmp = atomic_target(out)
     client = kafka.consumer(broker, max_partition_fetch_bytes=4 * 1024 * 1024)
     lag = {p: plan.stops[p] - plan.starts[p] for p in plan.starts}
@@ -122,7 +136,10 @@ async def write_archive(
                         rows.clear()
             if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMA))
-        install(tmp, out)
+        if result.kept:
+            install(tmp, out)
+        else:  # nothing in range: leave `out` as it was
+            tmp.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

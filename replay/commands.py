@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError
+from processor.options import QUIET_HELP, add_app_id, add_duration, deprecated, out_path
 from processor.topics import DEAD_LETTERS, EVENTS, topic_names
 from replay.common import (
     BEGINNING,
     DEFAULT_GROUP,
     add_broker_arguments,
+    add_format_argument,
     add_settings_arguments,
     atomic_target,
     broker_of,
@@ -66,7 +68,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _quiet(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
 # -- archive -----------------------------------------------------------------------------------------------------------
@@ -76,10 +78,13 @@ def _archive_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "archive",
         help="write the events of a time range from the events topic to a Parquet archive",
-        description="Read PREFIX+events from the offsets whose record timestamps are at FROM - SLACK up to those at "
-        "TO + SLACK (never past the end offsets seen at the start), keep the events with FROM <= occurred_at < TO "
-        "(records that do not decode: by record timestamp) and write them, with partition, offset, record "
-        "timestamp, key, raw value and arrival order, to FILE.parquet (temporary file, then renamed).",
+        description="Read PREFIX+events and keep the events with FROM <= occurred_at < TO (records that do not "
+        "decode: by record timestamp); write them, with partition, offset, record timestamp, key, raw value and "
+        "arrival order, to FILE.parquet (temporary file, then renamed). Which records are read: --by record-time "
+        "(default) reads the offsets whose record timestamps are at FROM - SLACK up to those at TO + SLACK; --by "
+        "event-time reads the whole topic, for events whose record timestamps say nothing about their event time "
+        "(e.g. simulated history published today). Never past the end offsets seen at the start. A range without "
+        "records writes no file and exits 0.",
         epilog="Example: ccmeter replay archive --broker 127.0.0.1:9092 --from 2026-11-01 --to 2026-12-01 "
         "--out archive-2026-11.parquet",
     )
@@ -88,11 +93,18 @@ def _archive_parser(commands: Any) -> None:
     parser.add_argument("--to", dest="to_ts", required=True, metavar="TS", help="end instant (exclusive)")
     parser.add_argument("--out", required=True, metavar="FILE.parquet", help="archive file to (re)place")
     parser.add_argument(
+        "--by",
+        choices=("record-time", "event-time"),
+        default="record-time",
+        help="which records to read: those whose record timestamps are in the range +- --slack (record-time, "
+        "default; fast) or every record of the topic (event-time: for records published long after their events)",
+    )
+    parser.add_argument(
         "--slack",
         default="1h",
         metavar="DURATION",
-        help="also read records whose record timestamp is this far outside the range, for events that arrived "
-        "late or early (default 1h; later arrivals are not archived)",
+        help="with --by record-time, also read records whose record timestamp is this far outside the range, for "
+        "events that arrived late or early (default 1h; later arrivals are not archived)",
     )
     _quiet(parser)
     parser.set_defaults(func=run_archive)
@@ -115,13 +127,19 @@ def run_archive(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--slack: {exc}") from None
     topic = topic_names(prefix)[EVENTS]
-    plan = run_async(make_plan(broker, topic, from_ms, to_ms, slack), broker)
+    plan = run_async(make_plan(broker, topic, from_ms, to_ms, slack, args.by), broker)
     rows = [[p, plan.starts[p], plan.stops[p], plan.stops[p] - plan.starts[p]] for p in sorted(plan.starts)]
+    if args.by == "event-time":
+        reading = f"read every record of the topic ({plan.records} records)"
+    else:
+        reading = (
+            f"read records with timestamps from {show_ms(from_ms - slack)} to {show_ms(to_ms + slack)} "
+            f"({plan.records} records)"
+        )
     print_plan(
         f"archive {topic} events with {show_ms(from_ms)} <= occurred_at < {show_ms(to_ms)} to {out}",
         [
-            f"read records with timestamps from {show_ms(from_ms - slack)} to {show_ms(to_ms + slack)} "
-            f"({plan.records} records), keep those in range, write {out} atomically",
+            f"{reading}, keep those in range, write {out} atomically",
             *table(["partition", "start offset", "stop offset", "records"], rows),
         ],
     )
@@ -131,11 +149,26 @@ def run_archive(args: argparse.Namespace) -> int:
             bar.set_postfix_str(lag_text(lag), refresh=False)
 
         result = run_async(write_archive(broker, plan, out, bar, on_lag), broker)
+    if not result.kept:
+        print(_nothing_archived(plan, result.read, out))
+        return 0
     print(
         f"wrote {out}: {result.kept} records ({result.rejected} that do not decode) of {result.read} read; "
         + ", ".join(f"p{p} {n}" for p, n in sorted(result.per_partition.items()))
     )
     return 0
+
+
+def _nothing_archived(plan: Any, read: int, out: Path) -> str:
+    """The message of an archive that found nothing in its range (exit 0, no file written)."""
+    span = f"{show_ms(plan.from_ms)} <= occurred_at < {show_ms(plan.to_ms)}"
+    text = f"no records in {plan.topic} with {span} ({read} records read): nothing written, {out} left as it was"
+    if plan.by == "record-time" and plan.topic_records > read:
+        text += (
+            f"; records were selected by record timestamp and the topic holds {plan.topic_records} records: if "
+            "they were published after their events (e.g. simulated history), use --by event-time"
+        )
+    return text
 
 
 # -- publish -----------------------------------------------------------------------------------------------------------
@@ -198,40 +231,45 @@ def run_publish(args: argparse.Namespace) -> int:
 def _plan_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "plan",
-        help="dry run: offsets, record counts and the live consumer group (refuses while it has members)",
+        help="dry run: offsets, record counts and the live consumer group, its members and lag",
         description="Show, per partition of PREFIX+events, the offsets for FROM (by record timestamp) and the end "
         "offsets, the records in between, and the live consumer group's state, members, committed offsets and "
-        "lag. Changes nothing. Exits non-zero while the group has members, unless --force.",
-        epilog="Example: ccmeter replay plan --broker 127.0.0.1:9092 --from 2026-11-01T00:00:00Z --force",
+        "lag. Changes nothing and exits 0; while the group has members it warns (standard error) that rewinding "
+        "the live version is unsafe: `ccmeter replay run` is the command that refuses.",
+        epilog="Example: ccmeter replay plan --broker 127.0.0.1:9092 --from 2026-11-01T00:00:00Z --format json",
     )
     add_broker_arguments(parser)
     parser.add_argument("--from", dest="from_ts", required=True, metavar="TS", help="instant, or 'beginning'")
-    parser.add_argument(
-        "--group", default=None, help="the live consumer group = app id ($CCMETER_APP_ID; default ccmeter-worker)"
-    )
-    parser.add_argument("--force", action="store_true", help="succeed even while the live group has members")
+    add_app_id(parser, "the live worker's app id = its consumer group (was --group)")
+    parser.add_argument("--force", action="store_true", help=argparse.SUPPRESS)  # before plan became a pure dry run
+    add_format_argument(parser)
     parser.set_defaults(func=run_plan)
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    """`ccmeter replay plan`."""
-    from replay.plan import make_plan, plan_lines
+    """`ccmeter replay plan`: a dry run, exit 0 (a warning on standard error while the live group has members)."""
+    from replay.plan import make_plan, plan_json, plan_lines
 
     broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
     from_ms = None if args.from_ts.strip().lower() in BEGINNING else parse_instant(args.from_ts, "--from")
-    group = args.group or os.environ.get("CCMETER_APP_ID") or DEFAULT_GROUP
+    group = args.app_id or os.environ.get("CCMETER_APP_ID") or DEFAULT_GROUP
     plan = run_async(make_plan(broker, topic_names(prefix)[EVENTS], from_ms, group), broker)
-    print_plan(
-        f"replay {plan.topic} from {show_ms(from_ms) if from_ms is not None else 'the beginning'}", plan_lines(plan)
-    )
-    if plan.group.active and not args.force:
-        raise CliError(
+    warnings = []
+    if plan.group.active:
+        warnings.append(
             f"consumer group {group} has {len(plan.group.members)} active members: rewinding or replaying into the "
-            "live version is unsafe while it consumes; stop its workers, or use `ccmeter replay run --into VERSION` "
-            "(a new group) and pass --force to this dry run"
+            "live version is unsafe while it consumes; stop its workers first, or rebuild into a new group with "
+            "`ccmeter replay run --into VERSION`"
         )
-    state = "active (--force)" if plan.group.active else "idle"
-    print(f"ok: live group {group} is {state}; {plan.records} records from the start offsets to the end")
+    if args.format == "json":
+        print(json.dumps({**plan_json(plan), "warnings": warnings}, indent=2))
+    else:
+        since = show_ms(from_ms) if from_ms is not None else "the beginning"
+        print_plan(f"replay {plan.topic} from {since}", plan_lines(plan))
+        state = "active" if plan.group.active else "idle"
+        print(f"ok: live group {group} is {state}; {plan.records} records from the start offsets to the end")
+    for warning in warnings:
+        print(f"ccmeter: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -261,17 +299,22 @@ def _run_parser(commands: Any) -> None:
         default=None,
         help="the new version's app id (default: the live one, $CCMETER_APP_ID or ccmeter-worker, plus -VERSION)",
     )
-    parser.add_argument("--data-dir", default=None, help="the worker's data directory (default ccmeter-data-VERSION)")
+    state_dir = parser.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help=f"the worker's state directory (default {out_path('worker-state-VERSION')}; was --data-dir)",
+    )
+    deprecated(parser, "--data-dir", state_dir)
     parser.add_argument("--web-port", type=int, default=None, help="the worker's HTTP port (default: a free port)")
-    parser.add_argument("--log", default=None, metavar="FILE", help="worker log (default DATA_DIR/replay-worker.log)")
+    parser.add_argument("--log", default=None, metavar="FILE", help="worker log (default STATE_DIR/replay-worker.log)")
     parser.add_argument("--follow", action="store_true", help="keep the worker running once caught up (Ctrl-C stops)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up after this long")
-    parser.add_argument(
+    add_duration(parser, "--timeout", default=None, help="give up after this long, e.g. 30m (default: never)")
+    add_duration(
+        parser,
         "--stall-timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="restart the worker when it is ready but applies nothing for this long (default 60; 0: never)",
+        default="60s",
+        help="restart the worker when it is ready but applies nothing for this long (0s: never)",
     )
     _quiet(parser)
     parser.add_argument("worker_args", nargs=argparse.REMAINDER, help="-- then flags for the worker")
@@ -309,7 +352,7 @@ def run_run(args: argparse.Namespace) -> int:
     from_ms = None if args.from_ts.strip().lower() in BEGINNING else parse_instant(args.from_ts, "--from")
     if args.from_snapshot and from_ms is None:
         raise CliError("--from-snapshot goes with --from TS (from the beginning no state is needed)")
-    data_dir = Path(args.data_dir or f"ccmeter-data-{args.into}").resolve()
+    data_dir = Path(args.state_dir or out_path(f"worker-state-{args.into}")).resolve()
     config = RunConfig(
         broker=broker,
         prefix=prefix,
@@ -388,7 +431,10 @@ def _restate_parser(commands: Any) -> None:
         "--prefix", default=None, help="topic prefix of the dead-letter topic (default: the snapshot's)"
     )
     parser.add_argument(
-        "--out", default=None, metavar="FILE", help="restated report JSON (default restated-ID-FROM.json)"
+        "--out",
+        default=None,
+        metavar="FILE",
+        help=f"restated report JSON (default {out_path('restated-ID-FROM.json')})",
     )
     parser.add_argument(
         "--apply",
@@ -443,7 +489,7 @@ def run_restate(args: argparse.Namespace) -> int:
         events_topic = snapshot_events_topic(con, prefix)
         data_dir = Path(args.data_dir) if args.data_dir else snapshot_data_dir(con)
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", args.account)
-        out = Path(args.out or f"restated-{safe}-{start}.json")
+        out = Path(args.out or out_path(f"restated-{safe}-{start}.json"))
         sources = ["the snapshot's events (partition clock)", "its dead_letters table (reason too_late)"]
         if args.broker:
             sources.append(f"the dead-letter topic {topic_names(prefix)[DEAD_LETTERS]} on {args.broker}")
@@ -462,7 +508,7 @@ def run_restate(args: argparse.Namespace) -> int:
         late = LateEvents()
         late_from_table(con, args.account, events_topic, late)
         if args.broker:
-            with progress(0, "dead-letter topic", unit="rec", enabled=not args.quiet) as bar:
+            with progress(0, "dead-letter topic", enabled=not args.quiet) as bar:
                 run_async(late_from_topic(args.broker, prefix, args.account, late, bar), args.broker)
         result = restate(con, args.account, start, end, settings, last, late, progress=not args.quiet)
         recorded = late_records(con, late, result.horizon_ms)
@@ -588,7 +634,8 @@ def _verify_parser(commands: Any) -> None:
         description="Fold the events the live worker applied (by the partition clocks) with the batch engine and "
         "compare usage changes, closed peak windows, user intervals and plans with the snapshot's (or, with "
         "--against, another snapshot's), below each account's horizon (watermark - allowed lateness, or --until). "
-        "Prints every difference; exits 1 if any.",
+        "Prints every difference as it is found; exits 1 if any. Memory does not grow with the number of events "
+        "(work files in a temporary directory).",
         epilog="Example: ccmeter replay verify --snapshot usage.duckdb",
     )
     parser.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
@@ -600,50 +647,100 @@ def _verify_parser(commands: Any) -> None:
         help="compare the outputs of this other snapshot (e.g. of a rebuilt version) instead of the snapshot's own",
     )
     add_settings_arguments(parser)
+    add_format_argument(parser)
     _quiet(parser)
     parser.set_defaults(func=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """`ccmeter replay verify`."""
+    """`ccmeter replay verify`: exit 0 without differences, 1 with (each printed as it is found)."""
+    import tempfile
+
     from replay.source import open_snapshot_file
-    from replay.verify import verify
+    from replay.verify import Difference, verify
 
     settings = settings_of(args)
     until = parse_instant(args.until, "--until") if args.until else None
+    as_json = args.format == "json"
     con, watermark = open_snapshot_file(args.snapshot)
     other = open_snapshot_file(args.against)[0] if args.against else None
     outputs = f"the outputs of {args.against}" if args.against else "the snapshot's outputs"
-    try:
-        events = con.execute("SELECT count(*) FROM events WHERE rejection IS NULL").fetchall()[0][0]
-        if not events:
-            raise CliError(
-                f"{args.snapshot} holds no events (the sink of a rebuilt version stores outputs only): verify a "
-                f"snapshot of the live prefix, or compare with --snapshot LIVE.duckdb --against {args.snapshot}"
+    with tempfile.TemporaryFile("w+", prefix="ccmeter-verify-") as spill:  # differences for the JSON output
+
+        def found(difference: Difference) -> None:
+            if as_json:
+                spill.write(json.dumps(difference_json(difference)) + "\n")
+            else:
+                print(difference.line())
+
+        try:
+            events = con.execute("SELECT count(*) FROM events WHERE rejection IS NULL").fetchall()[0][0]
+            if not events:
+                raise CliError(
+                    f"{args.snapshot} holds no events (the sink of a rebuilt version stores outputs only): verify "
+                    f"a snapshot of the live prefix, or compare with --snapshot LIVE.duckdb --against {args.snapshot}"
+                )
+            print_plan(
+                f"verify {args.snapshot} (watermark {show_ms(watermark)})",
+                [
+                    f"replay the partition clocks over the {events} valid events; fold those the live worker applied "
+                    "with the batch engine",
+                    f"compare {outputs}: usage changes, closed peak windows, user intervals and plans by id, field "
+                    "by field, below each account's horizon" + (f" and {show_ms(until)}" if until is not None else ""),
+                ],
+                to_stderr=as_json,
             )
-        print_plan(
-            f"verify {args.snapshot} (watermark {show_ms(watermark)})",
-            [
-                f"replay the partition clocks over the {events} valid events; fold those the live worker applied "
-                "with the batch engine",
-                f"compare {outputs}: usage changes, closed peak windows, user intervals and plans by id, field by "
-                "field, below each account's horizon" + (f" and {show_ms(until)}" if until is not None else ""),
-            ],
-        )
-        result = verify(con, settings, until, progress=not args.quiet, against=other)
-    finally:
-        con.close()
-        if other is not None:
-            other.close()
+            result = verify(con, settings, until, progress=not args.quiet, against=other, on_difference=found)
+        finally:
+            con.close()
+            if other is not None:
+                other.close()
+        if as_json:
+            _print_verify_json(args, watermark, until, result, spill)
+            return EXIT_DIFFERENCES if result.difference_count else 0
     for note in result.notes:
         print(f"note: {note}")
     label = f"in {args.against}" if args.against else "live"
     for name, count in result.compared.items():
         print(f"{name}: {count} recomputed, {result.live.get(name, 0)} {label}")
-    for difference in result.differences:
-        print(difference.line())
-    if result.differences:
-        print(f"FAILED: {len(result.differences)} differences")
+    if result.difference_count:
+        print(f"FAILED: {result.difference_count} differences")
         return EXIT_DIFFERENCES
     print(f"OK: no differences ({len(result.horizons)} accounts)")
     return 0
+
+
+def difference_json(difference: Any) -> dict[str, str]:
+    """One difference of `verify --format json`."""
+    return {
+        "table": difference.table,
+        "kind": difference.kind,
+        "account_id": difference.account_id,
+        "record_id": difference.record_id,
+        "detail": difference.detail,
+    }
+
+
+def _print_verify_json(
+    args: argparse.Namespace, watermark: int | None, until: int | None, result: Any, spill: Any
+) -> None:
+    """The JSON object of `verify --format json`, the differences streamed from `spill` (one JSON per line)."""
+    head = {
+        "snapshot": args.snapshot,
+        "against": args.against,
+        "watermark": show_ms(watermark) if watermark is not None else None,
+        "until": show_ms(until) if until is not None else None,
+        "ok": result.difference_count == 0,
+        "accounts": len(result.horizons),
+        "compared": {
+            name: {"recomputed": count, "outputs": result.live.get(name, 0)} for name, count in result.compared.items()
+        },
+        "notes": result.notes,
+        "difference_count": result.difference_count,
+    }
+    text = json.dumps(head, indent=2)
+    sys.stdout.write(text[: text.rindex("}")].rstrip() + ',\n  "differences": [')
+    spill.seek(0)
+    for index, line in enumerate(spill):
+        sys.stdout.write(("," if index else "") + "\n    " + line.rstrip("\n"))
+    sys.stdout.write("\n  ]\n}\n" if result.difference_count else "]\n}\n")

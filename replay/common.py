@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import sys
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from processor.cli import CliError
 from processor.core.model import Settings
+from processor.errors import RuntimeFailure
 from processor.kafka_security import KafkaAccessError, access_error, add_security_options, current_security
 from processor.topics import DEFAULT_PREFIX, validate_prefix
 from schemas.events import format_ms, parse_timestamp, to_ms
@@ -83,6 +86,7 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, required_broker: bo
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The counting rules that recomputation must share with the live worker (same flags and variables)."""
+    from processor.durations import show_ms
     from processor.worker.config import OPTIONS
 
     by_name = {option.name: option for option in OPTIONS}
@@ -93,7 +97,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             dest=name,
             default=None,
             metavar="DURATION",
-            help=f"{option.help} (${option.env}; as the live worker)",
+            help=f"{option.help} (${option.env}; default {show_ms(option.default)}, as the live worker)",
         )
 
 
@@ -118,24 +122,59 @@ def settings_of(args: argparse.Namespace, env: Mapping[str, str] | None = None) 
 
 
 def run_async(coro: Coroutine[Any, Any, T], broker: str) -> T:
-    """Run a coroutine; Kafka and network errors become one-line CLI errors."""
-    from aiokafka.errors import KafkaError
+    """Run a coroutine; Kafka and network errors become one-line runtime failures (exit 1), with aiokafka's own
+    logging of them (e.g. "Unable connect to ...") kept off the terminal."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
     try:
-        return asyncio.run(coro)
+        with quiet_kafka_logging():
+            return asyncio.run(coro)
     except (KafkaError, OSError) as exc:
         refused = access_error(exc, broker, current_security())
         if refused is not None:
             raise KafkaAccessError(refused) from None
-        raise CliError(f"Kafka at {broker}: {exc!r}") from None
+        if isinstance(exc, KafkaConnectionError | ConnectionError):
+            raise RuntimeFailure(f"cannot connect to Kafka at {broker} (is it running? check --broker)") from None
+        if isinstance(exc, KafkaTimeoutError | TimeoutError):
+            raise RuntimeFailure(f"Kafka at {broker} did not answer in time") from None
+        detail = str(exc).strip()
+        name = type(exc).__name__
+        raise RuntimeFailure(
+            f"Kafka at {broker}: {name}" + (f": {detail}" if detail and detail != name else "")
+        ) from None
 
 
-def print_plan(title: str, lines: Iterable[str]) -> None:
-    """Print what a command is about to do (standard output), before it acts."""
-    print(f"plan: {title}")
+@contextmanager
+def quiet_kafka_logging() -> Iterator[None]:
+    """Keep aiokafka's log records below CRITICAL off the terminal (the command reports the error itself)."""
+    log = logging.getLogger("aiokafka")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def print_plan(title: str, lines: Iterable[str], *, to_stderr: bool = False) -> None:
+    """Print what a command is about to do (standard output, or standard error when standard output carries JSON),
+    before it acts."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    print(f"plan: {title}", file=stream)
     for line in lines:
-        print(f"  {line}")
-    sys.stdout.flush()
+        print(f"  {line}", file=stream)
+    stream.flush()
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """--format text|json."""
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or json: one JSON object on standard output (keys in docs/operators.md); the plan "
+        "lines then go to standard error",
+    )
 
 
 def table(headers: list[str], rows: list[list[object]]) -> list[str]:
@@ -155,7 +194,7 @@ def lag_text(lag: Mapping[int, int], limit: int = 8) -> str:
     return f"lag {shown or 'none'}{more}"
 
 
-def progress(total: int, desc: str, unit: str = "ev", enabled: bool = True) -> Any:
+def progress(total: int, desc: str, unit: str = "records", enabled: bool = True) -> Any:
     """A tqdm bar on standard error (rate and ETA included); a no-op bar when disabled."""
     from tqdm import tqdm
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from processor.cli import CliError
+from processor.errors import RuntimeFailure
 from processor.kafka_security import client_kwargs
 
 SEEDING = "ccmeter replay: seeding"  # offsets committed while a seed from a snapshot has not finished
@@ -63,17 +63,23 @@ def admin(broker: str) -> AIOKafkaAdminClient:
     )
 
 
+async def refresh_metadata(client: AIOKafkaConsumer) -> None:
+    """Fetch the cluster metadata now, so `partitions_for_topic` sees topics created since the client started."""
+    # aiokafka has no public call for this; its client (`_client`) is used here only.
+    await client._client.force_metadata_update()  # noqa: SLF001
+
+
 async def partitions_of(client: AIOKafkaConsumer, topic: str) -> list[int]:
-    """Partition numbers of `topic`; CliError when the topic does not exist (after a few seconds of retries, for
+    """Partition numbers of `topic`; RuntimeFailure when the topic does not exist (after a few seconds of retries, for
     a topic that was just created)."""
     for attempt in range(20):
-        await client._client.force_metadata_update()
+        await refresh_metadata(client)
         found = client.partitions_for_topic(topic)
         if found:
             return sorted(found)
         if attempt < 19:
             await asyncio.sleep(0.25)
-    raise CliError(f"topic {topic} does not exist (check --broker and --prefix)")
+    raise RuntimeFailure(f"topic {topic} does not exist (check --broker and --prefix)")
 
 
 def tps(topic: str, partitions: Iterable[int]) -> list[TopicPartition]:
@@ -116,8 +122,13 @@ def _assigned(assignment: bytes, topic: str) -> tuple[int, ...]:
     return tuple(sorted(p for name, parts in decoded.assignment for p in parts if name == topic))
 
 
-async def group_state(client: AIOKafkaAdminClient, group: str, topic: str) -> GroupState:
-    """State, members and committed offsets (on `topic`) of a consumer group ("Dead" when it does not exist)."""
+async def group_state(
+    client: AIOKafkaAdminClient, group: str, topic: str, partitions: list[int] | None = None
+) -> GroupState:
+    """State, members and committed offsets (on `topic`) of a consumer group ("Dead" when it does not exist).
+
+    With `partitions`, only the offsets of those partitions of `topic` are asked for (`other_topics` stays empty):
+    the form every broker answers (Tansu drops the connection on an OffsetFetch for all of a group's topics)."""
     responses = await client.describe_consumer_groups([group])
     state = GroupState(group, "Dead")
     for response in responses:
@@ -126,12 +137,13 @@ async def group_state(client: AIOKafkaAdminClient, group: str, topic: str) -> Gr
             if group_id != group:
                 continue
             if error_code:
-                raise CliError(f"describing consumer group {group}: broker error {error_code}")
+                raise RuntimeFailure(f"describing consumer group {group}: broker error {error_code}")
             state.state = group_state_name
             for member in members:
                 member_id, client_id, host, _metadata, assignment = member[:5]
                 state.members.append(Member(member_id, client_id, host, _assigned(assignment, topic)))
-    offsets = await client.list_consumer_group_offsets(group)
+    wanted = tps(topic, partitions) if partitions is not None else None
+    offsets = await client.list_consumer_group_offsets(group, partitions=wanted) if wanted != [] else {}
     state.committed = {
         tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from replay import kafka
 from replay.common import show_ms, table
@@ -41,10 +42,42 @@ async def make_plan(broker: str, topic: str, from_ms: int | None, group: str) ->
     admin = kafka.admin(broker)
     await admin.start()
     try:
-        state = await kafka.group_state(admin, group, topic)
+        state = await kafka.group_state(admin, group, topic, partitions)
     finally:
         await admin.close()
     return ReplayPlan(topic, from_ms, starts, ends, state)
+
+
+def plan_json(plan: ReplayPlan) -> dict[str, Any]:
+    """The plan as a JSON object (`ccmeter replay plan --format json`; keys in docs/operators.md)."""
+    lags = plan.group.lag(plan.ends)
+    group = plan.group
+    return {
+        "topic": plan.topic,
+        "from": None if plan.from_ms is None else show_ms(plan.from_ms),
+        "records": plan.records,
+        "partitions": [
+            {
+                "partition": p,
+                "start_offset": plan.starts[p],
+                "end_offset": plan.ends[p],
+                "records": plan.ends[p] - plan.starts[p],
+                "committed": group.committed.get(p),
+                "lag": lags[p],
+            }
+            for p in sorted(plan.ends)
+        ],
+        "group": {
+            "group_id": group.group,
+            "state": group.state,
+            "active": group.active,
+            "lag": sum(n for n in lags.values() if n is not None),
+            "members": [
+                {"member_id": m.member_id, "client_id": m.client_id, "host": m.host, "partitions": list(m.partitions)}
+                for m in group.members
+            ],
+        },
+    }
 
 
 def plan_lines(plan: ReplayPlan) -> list[str]:

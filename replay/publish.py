@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from processor.batch.wire import FIELDS
 from processor.cli import CliError
+from processor.errors import RuntimeFailure
 from processor.kafka_security import client_kwargs
 from processor.worker_commands import record_key as key_of_line
 from schemas.events import format_ms
@@ -102,29 +103,55 @@ class PublishResult:
 
 
 async def topic_partitions(producer: Any, topic: str, broker: str) -> int:
-    """Partition count of `topic`; CliError when it does not exist."""
+    """Partition count of `topic`; RuntimeFailure when it does not exist."""
     metadata = await producer.client.fetch_all_metadata()
     if topic not in metadata.topics():
-        raise CliError(f"topic {topic} does not exist on {broker}: run `ccmeter topics create --broker {broker}`")
+        raise RuntimeFailure(f"topic {topic} does not exist on {broker}: run `ccmeter topics create --broker {broker}`")
     return len(metadata.partitions_for_topic(topic) or ())
+
+
+async def start_producer(broker: str) -> Any:
+    """A started idempotent producer (acks=all); on a broker without idempotent producers (InitProducerId fails,
+    e.g. the embedded Tansu broker) a plain acks=all producer, with a note on standard error. A producer that fails
+    to start is closed before the error goes up."""
+    import sys
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    for idempotent in (True, False):
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker,
+            acks="all",
+            enable_idempotence=idempotent,
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            client_id="ccmeter-replay-publish",
+            **client_kwargs(),
+        )
+        try:
+            await producer.start()
+            return producer
+        except KafkaError as exc:
+            await producer.stop()
+            if not idempotent or isinstance(exc, KafkaConnectionError):
+                raise
+            print(
+                f"ccmeter: note: {broker} refuses idempotent producers ({type(exc).__name__}); publishing with "
+                "acks=all without idempotence (a retried batch may be written twice: the worker drops the copies)",
+                file=sys.stderr,
+            )
+        except BaseException:
+            await producer.stop()
+            raise
+    raise AssertionError("unreachable")
 
 
 async def publish(
     source: Source, broker: str, topic: str, rate: float | None, keep_timestamps: bool, bar: Any
 ) -> PublishResult:
     """Send every record of `source` to `topic` with one idempotent producer; wait until all are acknowledged."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        client_id="ccmeter-replay-publish",
-        **client_kwargs(),
-    )
-    await producer.start()
+    producer = await start_producer(broker)
     began = time.monotonic()
     per_partition: Counter[int] = Counter()
     sent = 0

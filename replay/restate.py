@@ -178,6 +178,7 @@ def restate(
     account's horizon (its partition's watermark - allowed lateness): past it both reports hold the last usage.
     """
     from processor.batch.engine import BatchEngine
+    from replay.common import progress as bar_of
 
     quoted = account.replace("'", "''")
     verdicts = classify(
@@ -194,6 +195,7 @@ def restate(
     if not horizons or None in horizons:
         raise CliError(f"account {account!r}: no applied events in the snapshot, nothing to restate")
     horizon = min(h for h in horizons if h is not None)
+    assert verdicts.table is not None  # classify keeps the verdicts in memory
     columns = verdicts.table.to_pydict()
     for p, o, verdict in zip(columns["kafka_partition"], columns["kafka_offset"], columns["verdict"], strict=True):
         if verdict == "too_late" and (p, o) in mine:
@@ -216,8 +218,11 @@ def restate(
             rows = write_event_file(con, selection, path, accounts=[account], extra=extra if with_late else None)
             counts.append(rows)
             engine = BatchEngine(settings)
+            label = "with late events" if with_late else "as applied live"
             try:
-                engine.load(path, progress=progress)
+                with bar_of(rows, f"restate: fold {label}", enabled=progress) as bar:
+                    engine.load(path)
+                    bar.update(rows)
                 reports.append(report_below(engine, account, start, end, horizon))
             finally:
                 engine.close()

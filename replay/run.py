@@ -178,7 +178,7 @@ def worker_command(config: RunConfig, partitions: int) -> list[str]:
         sys.executable, "-m", "replay.launch",
         "--events-topic", config.events_topic,
         "--broker", config.broker, "--prefix", config.new_prefix, "--app-id", config.app_id,
-        "--web-port", str(config.web_port), "--data-dir", str(config.data_dir),
+        "--web-port", str(config.web_port), "--state-dir", str(config.data_dir),
         "--partitions", str(partitions), "--commit-interval", "1s",
         *config.worker_args,
     ]  # fmt: skip
@@ -195,7 +195,7 @@ async def output_counts(config: RunConfig) -> dict[str, int]:
                 continue
             found = client.partitions_for_topic(name) or set()
             if not found:
-                await client._client.force_metadata_update()
+                await kafka.refresh_metadata(client)
                 found = client.partitions_for_topic(name) or set()
             counts[name] = sum((await kafka.end_offsets(client, name, sorted(found))).values()) if found else 0
     finally:

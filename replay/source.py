@@ -12,6 +12,7 @@ watermark, as the worker does) and gives each valid event its verdict: `ok`, `to
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,20 @@ def open_snapshot_file(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, int
         raise CliError(str(exc)) from None
 
 
+CLASSIFY_BATCH_ROWS = 50_000  # events per batch the partition clocks are replayed over (bounds memory)
+
+
 @dataclass
 class Verdicts:
-    """The verdict of every valid event of the snapshot, and each partition's final watermark."""
+    """The verdict of every valid event of the snapshot, and each partition's final watermark.
 
-    table: pa.Table  # kafka_partition int32, kafka_offset int64, verdict string
+    The verdicts are in `table` (in memory), or in the Parquet file `path` (`classify_to_file`, bounded memory)."""
+
+    table: pa.Table | None  # kafka_partition int32, kafka_offset int64, verdict string
     watermarks: dict[int, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     account_watermarks: dict[tuple[int, str], int] = field(default_factory=dict)
+    path: Path | None = None
 
     def horizon(self, partition: int, settings: Settings, account: str) -> int | None:
         """Every instant below it is final for `account` on that partition (SPEC 2; None: nothing admitted there)."""
@@ -54,55 +61,79 @@ class Verdicts:
         return settings.horizon(self.account_watermarks.get((partition, account)), watermark)
 
 
-def classify(con: duckdb.DuckDBPyConnection, settings: Settings, where: str = "", bar: Any = None) -> Verdicts:
-    """Replay each partition's clock over the valid events (optionally `AND <where>` on the events table)."""
-    result = con.sql(
-        "SELECT kafka_partition, kafka_offset, epoch_ms(kafka_ts) AS ts, epoch_ms(occurred_at) AS at, account_id, "
+VERDICT_SCHEMA = pa.schema([("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()), ("verdict", pa.string())])
+
+
+def _verdict_batches(
+    con: duckdb.DuckDBPyConnection, settings: Settings, where: str, bar: Any, into: Verdicts
+) -> Iterator[pa.RecordBatch]:
+    """Replay each partition's clock over the valid events, batch by batch; fills `into`'s watermarks and counts."""
+    reader = con.sql(
+        "SELECT kafka_partition::INTEGER AS kafka_partition, kafka_offset::BIGINT AS kafka_offset, "
+        "epoch_ms(kafka_ts) AS ts, epoch_ms(occurred_at) AS at, account_id, "
         "coalesce(kafka_key = account_id, false) AS keyed FROM events WHERE rejection IS NULL "
         f"{'AND ' + where if where else ''} ORDER BY kafka_partition, kafka_offset"
-    ).to_arrow_table()
-    partitions = result.column("kafka_partition").to_pylist()
-    stamps = result.column("ts").to_pylist()
-    times = result.column("at").to_pylist()
-    keyed = result.column("keyed").to_pylist()
-    accounts = result.column("account_id").to_pylist()
-    verdicts: list[str] = []
+    ).to_arrow_reader(batch_size=CLASSIFY_BATCH_ROWS)
     clocks: dict[int, PartitionClock] = {}
-    marks: dict[tuple[int, str], int] = {}  # each account's watermark on each partition
-    counts: Counter[str] = Counter()
-    for index, partition in enumerate(partitions):
-        if not keyed[index]:
-            verdict = "key_mismatch"
-        else:
-            clock = clocks.get(partition)
-            if clock is None:
-                clock = clocks[partition] = PartitionClock(settings)
-            at, key = times[index], (partition, accounts[index])
-            own = marks.get(key)
-            if clock.skewed(at, stamps[index]):
-                verdict = "future_skew"
-            elif at < settings.horizon(own, clock.watermark):
-                verdict = "too_late"
+    marks = into.account_watermarks  # each account's watermark on each partition
+    counts = into.counts
+    for batch in reader:
+        partitions = batch.column("kafka_partition").to_pylist()
+        stamps = batch.column("ts").to_pylist()
+        times = batch.column("at").to_pylist()
+        keyed = batch.column("keyed").to_pylist()
+        accounts = batch.column("account_id").to_pylist()
+        verdicts: list[str] = []
+        for index, partition in enumerate(partitions):
+            if not keyed[index]:
+                verdict = "key_mismatch"
             else:
-                verdict = "ok"
-                clock.observe(at)
-                if own is None or at > own:
-                    marks[key] = at
-        verdicts.append(verdict)
-        counts[verdict] += 1
-        if bar is not None and index % 10_000 == 9_999:
-            bar.update(10_000)
-    if bar is not None:
-        bar.update(len(partitions) % 10_000)
-    table = pa.table(
-        {
-            "kafka_partition": result.column("kafka_partition"),
-            "kafka_offset": result.column("kafka_offset"),
-            "verdict": pa.array(verdicts, pa.string()),
-        }
-    )
-    watermarks = {p: c.watermark for p, c in clocks.items() if c.watermark is not None}
-    return Verdicts(table, watermarks, counts, marks)
+                clock = clocks.get(partition)
+                if clock is None:
+                    clock = clocks[partition] = PartitionClock(settings)
+                at, key = times[index], (partition, accounts[index])
+                own = marks.get(key)
+                if clock.skewed(at, stamps[index]):
+                    verdict = "future_skew"
+                elif at < settings.horizon(own, clock.watermark):
+                    verdict = "too_late"
+                else:
+                    verdict = "ok"
+                    clock.observe(at)
+                    if own is None or at > own:
+                        marks[key] = at
+            verdicts.append(verdict)
+            counts[verdict] += 1
+        if bar is not None:
+            bar.update(len(partitions))
+        yield pa.record_batch(
+            [batch.column("kafka_partition"), batch.column("kafka_offset"), pa.array(verdicts, pa.string())],
+            schema=VERDICT_SCHEMA,
+        )
+    into.watermarks.update({p: c.watermark for p, c in clocks.items() if c.watermark is not None})
+
+
+def classify(con: duckdb.DuckDBPyConnection, settings: Settings, where: str = "", bar: Any = None) -> Verdicts:
+    """Replay each partition's clock over the valid events (optionally `AND <where>` on the events table); the
+    verdicts are kept in memory (`Verdicts.table`)."""
+    result = Verdicts(None)
+    batches = list(_verdict_batches(con, settings, where, bar, result))
+    result.table = pa.Table.from_batches(batches, schema=VERDICT_SCHEMA)
+    return result
+
+
+def classify_to_file(
+    con: duckdb.DuckDBPyConnection, settings: Settings, path: Path, where: str = "", bar: Any = None
+) -> Verdicts:
+    """`classify`, writing the verdicts to the Parquet file `path` batch by batch: memory does not grow with the
+    number of events (only with partitions and accounts)."""
+    import pyarrow.parquet as pq
+
+    result = Verdicts(None, path=path)
+    with pq.ParquetWriter(path, VERDICT_SCHEMA) as writer:
+        for batch in _verdict_batches(con, settings, where, bar, result):
+            writer.write_batch(batch)
+    return result
 
 
 def account_partitions(con: duckdb.DuckDBPyConnection) -> dict[str, list[int]]:
@@ -126,17 +157,21 @@ def write_event_file(
 
     Rows are ordered by (kafka_partition, kafka_offset) and numbered by `arrival`. Returns the row count.
     """
-    con.register("_replay_verdicts", verdicts.table)
+    if verdicts.path is not None:
+        relation = f"read_parquet('{_quoted(verdicts.path)}')"
+    else:
+        con.register("_replay_verdicts", verdicts.table)
+        relation = "_replay_verdicts"
     sources = [
         f"SELECT {WIRE_COLUMNS}, e.kafka_partition, e.kafka_offset FROM events AS e "
-        "JOIN _replay_verdicts AS v USING (kafka_partition, kafka_offset) WHERE v.verdict = 'ok'"
+        f"JOIN {relation} AS v USING (kafka_partition, kafka_offset) WHERE v.verdict = 'ok'"
         + (" AND e.account_id IN (SELECT unnest($accounts::VARCHAR[]))" if accounts is not None else "")
     ]
     if extra is not None and extra.num_rows:
         con.register("_replay_extra", extra)
         sources.append(f"SELECT {WIRE_COLUMNS}, kafka_partition, kafka_offset FROM _replay_extra")
     union = " UNION ALL ".join(sources)
-    path = str(out).replace("'", "''")
+    path = _quoted(out)
     try:
         params = {"accounts": accounts} if accounts is not None else {}
         con.execute(
@@ -147,6 +182,12 @@ def write_event_file(
         )
         return int(con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0])
     finally:
-        con.unregister("_replay_verdicts")
+        if verdicts.path is None:
+            con.unregister("_replay_verdicts")
         if extra is not None and extra.num_rows:
             con.unregister("_replay_extra")
+
+
+def _quoted(path: Path) -> str:
+    """A path as the inside of a SQL string literal."""
+    return str(path).replace("'", "''")

@@ -59,7 +59,7 @@ class ClockWatch:
         """Read what is new on the changelog (the topic may appear only once the worker runs)."""
         client = self._client
         if not self._assigned:
-            await client._client.force_metadata_update()
+            await kafka.refresh_metadata(client)
             found = client.partitions_for_topic(self.changelog)
             if not found:
                 return self.applied

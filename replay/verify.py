@@ -7,21 +7,27 @@ arrived later. Compared, by id and field by field in the JSON shapes of the outp
 (`at < horizon`), closed peak windows (`end <= horizon`), user intervals (`start < horizon`; one not ended below it
 is open there, end null; when the snapshot has any) and plans (`at < horizon`). With `--against`, the outputs
 compared are another snapshot's (a rebuilt version's).
+
+Memory does not grow with the number of events: the partition clocks run over batches and write their verdicts to
+disk, the batch engine works in a DuckDB file, and each side's records go, batch by batch, to a Parquet run that
+DuckDB joins by id (spilling to disk); differences are handed to a callback as they are found.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from processor.core.model import NEVER, PeakWindow, Plan, Settings, UsageChange, UserInterval
 from processor.worker import records as rec
-from replay.source import Verdicts, account_partitions, classify, write_event_file
+from replay.source import Verdicts, account_partitions, classify_to_file, write_event_file
 from schemas.events import format_ms
 
 Records = dict[str, dict[str, Any]]  # id -> record (JSON shape of the output topics)
@@ -50,9 +56,10 @@ class VerifyResult:
 
     compared: dict[str, int] = field(default_factory=dict)
     live: dict[str, int] = field(default_factory=dict)
-    differences: list[Difference] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)  # only when `verify` has no `on_difference`
     horizons: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    difference_count: int = 0
 
 
 def account_horizons(
@@ -69,134 +76,180 @@ def account_horizons(
     return out
 
 
+BATCH_ROWS = 20_000  # output records converted per batch on each side (bounds memory)
+RUN_SCHEMA = pa.schema([("id", pa.string()), ("account_id", pa.string()), ("body", pa.string()), ("n", pa.int64())])
+Row = tuple[Any, ...]
+
+
 def _ts(ms: int) -> str:
     return format_ms(ms)
 
 
-def live_records(con: duckdb.DuckDBPyConnection, horizons: dict[str, int]) -> dict[str, Records]:
-    """The snapshot's outputs below the horizons, in the JSON shapes of processor/worker/records.py."""
-    con.register("_replay_horizons", _horizon_table(horizons))
-    try:
-        out: dict[str, Records] = {}
-        rows = con.execute(
-            "SELECT change_id, account_id, epoch_ms(changed_at), usage, licenses FROM usage_changes "
-            "JOIN _replay_horizons USING (account_id) WHERE epoch_ms(changed_at) < horizon"
-        ).fetchall()
-        out["usage_changes"] = {
-            r[0]: {"change_id": r[0], "account_id": r[1], "at": _ts(r[2]), "usage": r[3], "licenses": r[4]}
-            for r in rows
-        }
-        rows = con.execute(
-            "SELECT window_id, account_id, kind, epoch_ms(start_at), epoch_ms(end_at), max_usage, epoch_ms(max_at), "
-            "seconds_over_licenses, license_seconds FROM peak_windows JOIN _replay_horizons USING (account_id) "
-            "WHERE epoch_ms(end_at) <= horizon"
-        ).fetchall()
-        out["peak_windows"] = {
-            r[0]: {
-                "window_id": r[0],
-                "account_id": r[1],
-                "kind": r[2],
-                "start": _ts(r[3]),
-                "end": _ts(r[4]),
-                "max_usage": r[5],
-                "max_at": _ts(r[6]),
-                "seconds_over_licenses": r[7],
-                "license_seconds": r[8],
-            }  # fmt: skip
-            for r in rows
-        }
-        rows = con.execute(  # not ended below the horizon (or no end yet): still open there, end null
-            "SELECT interval_id, account_id, user_id, epoch_ms(start_at), "
-            "CASE WHEN epoch_ms(end_at) < horizon THEN epoch_ms(end_at) END FROM user_intervals "
-            "JOIN _replay_horizons USING (account_id) WHERE epoch_ms(start_at) < horizon"
-        ).fetchall()
-        out["user_intervals"] = {
-            r[0]: {
-                "record": "user_interval",
-                "interval_id": r[0],
-                "account_id": r[1],
-                "user_id": r[2],
-                "start": _ts(r[3]),
-                "end": _ts(r[4]) if r[4] is not None else None,
-            }
-            for r in rows
-        }
-        rows = con.execute(
-            "SELECT plan_id, account_id, epoch_ms(effective_at), licenses, overage_allowance, billing_anchor_day, "
-            "timezone, grace_minutes, grace_mode FROM plans JOIN _replay_horizons USING (account_id) "
-            "WHERE epoch_ms(effective_at) < horizon"
-        ).fetchall()
-        out["plans"] = {r[0]: {**rec.plan(r[1], Plan(r[2], *r[3:])), "plan_id": r[0]} for r in rows}
-        live_ids = {r[0] for r in con.execute("SELECT DISTINCT account_id FROM usage_changes").fetchall()}
-        out["_unknown_accounts"] = {a: {} for a in sorted(live_ids - set(horizons))}
-        return out
-    finally:
-        con.unregister("_replay_horizons")
-
-
-def _horizon_table(horizons: dict[str, int]) -> Any:
-    import pyarrow as pa
-
+def _horizon_table(horizons: dict[str, int]) -> pa.Table:
     return pa.table(
         {"account_id": pa.array(list(horizons), pa.string()), "horizon": pa.array(list(horizons.values()), pa.int64())}
     )
 
 
-def _keep(items: Iterable[Any], horizons: dict[str, int], time_of: Callable[[Any], int], closed: bool) -> list[Any]:
-    kept = []
-    for item in items:
-        horizon = horizons.get(item.account_id)
-        if horizon is None:
-            continue
-        at = time_of(item)
-        if at < horizon or (closed and at == horizon):
-            kept.append(item)
-    return kept
+# Per table: the live query (snapshot tables, joined with the horizons) and its row -> record conversion.
+LIVE_SQL = {
+    "usage_changes": "SELECT change_id, account_id, epoch_ms(changed_at), usage, licenses FROM usage_changes "
+    "JOIN _replay_horizons USING (account_id) WHERE epoch_ms(changed_at) < horizon",
+    "peak_windows": "SELECT window_id, account_id, kind, epoch_ms(start_at), epoch_ms(end_at), max_usage, "
+    "epoch_ms(max_at), seconds_over_licenses, license_seconds FROM peak_windows "
+    "JOIN _replay_horizons USING (account_id) WHERE epoch_ms(end_at) <= horizon",
+    # not ended below the horizon (or no end yet): still open there, end null
+    "user_intervals": "SELECT interval_id, account_id, user_id, epoch_ms(start_at), "
+    "CASE WHEN epoch_ms(end_at) < horizon THEN epoch_ms(end_at) END FROM user_intervals "
+    "JOIN _replay_horizons USING (account_id) WHERE epoch_ms(start_at) < horizon",
+    "plans": "SELECT plan_id, account_id, epoch_ms(effective_at), licenses, overage_allowance, billing_anchor_day, "
+    "timezone, grace_minutes, grace_mode FROM plans JOIN _replay_horizons USING (account_id) "
+    "WHERE epoch_ms(effective_at) < horizon",
+}
 
 
-def recomputed_records(engine: Any, horizons: dict[str, int]) -> dict[str, Records]:
-    """The batch engine's outputs below the horizons, in the same JSON shapes."""
-    changes: list[UsageChange] = _keep(engine.usage_changes(), horizons, lambda c: c.at_ms, False)
-    windows: list[PeakWindow] = _keep(engine.peak_windows(), horizons, lambda w: w.end_ms, True)
-    intervals: list[UserInterval] = [  # not ended below the horizon: still open (end null), as the worker emits it
-        i if i.end_ms < horizons[i.account_id] else UserInterval(i.account_id, i.user_id, i.start_ms, NEVER)
-        for i in _keep(engine.user_intervals(), horizons, lambda i: i.start_ms, False)
-    ]
-    out: dict[str, Records] = {
-        "usage_changes": {c.change_id: rec.usage_change(c) for c in changes},
-        "peak_windows": {w.window_id: rec.peak_window(w) for w in windows},
-        "user_intervals": {r["interval_id"]: r for r in map(rec.user_interval, intervals)},
-    }
-    plans: Records = {}
-    for account, horizon in horizons.items():
-        for plan in engine.plans(account):
-            if plan.at_ms < horizon:
-                record = rec.plan(account, plan)
-                plans[record["plan_id"]] = record
-    out["plans"] = plans
-    return out
+def _live_record(table: str, r: Row) -> dict[str, Any]:
+    if table == "usage_changes":
+        return {"change_id": r[0], "account_id": r[1], "at": _ts(r[2]), "usage": r[3], "licenses": r[4]}
+    if table == "peak_windows":
+        return {
+            "window_id": r[0],
+            "account_id": r[1],
+            "kind": r[2],
+            "start": _ts(r[3]),
+            "end": _ts(r[4]),
+            "max_usage": r[5],
+            "max_at": _ts(r[6]),
+            "seconds_over_licenses": r[7],
+            "license_seconds": r[8],
+        }  # fmt: skip
+    if table == "user_intervals":
+        return {
+            "record": "user_interval",
+            "interval_id": r[0],
+            "account_id": r[1],
+            "user_id": r[2],
+            "start": _ts(r[3]),
+            "end": _ts(r[4]) if r[4] is not None else None,
+        }
+    return {**rec.plan(r[1], Plan(r[2], *r[3:])), "plan_id": r[0]}
+
+
+# Per table: the batch engine's query (its own tables, joined with the horizons) and the conversion. Sums are
+# HUGEINT in DuckDB (Decimal through Arrow): cast back to BIGINT, as `BatchEngine.peak_windows` reads them as int.
+MINE_SQL = {
+    "usage_changes": "SELECT account_id, at_ms, usage, licenses FROM usage_changes "
+    "JOIN _replay_horizons USING (account_id) WHERE at_ms < horizon",
+    "peak_windows": "SELECT account_id, kind, start_ms, end_ms, max_usage, max_at_ms, over_ms::BIGINT, "
+    "license_ms::BIGINT "
+    "FROM peak_windows JOIN _replay_horizons USING (account_id) WHERE end_ms <= horizon",
+    "user_intervals": "SELECT account_id, user_id, start_ms, end_ms, horizon FROM user_intervals "
+    "JOIN _replay_horizons USING (account_id) WHERE start_ms < horizon",
+    "plans": "SELECT account_id, at_ms, licenses, overage_allowance, billing_anchor_day, timezone, grace_minutes, "
+    "grace_mode FROM plans JOIN _replay_horizons USING (account_id) WHERE at_ms < horizon "
+    "ORDER BY account_id, at_ms, seq",
+}
+
+
+def _mine_record(table: str, r: Row) -> dict[str, Any]:
+    if table == "usage_changes":
+        return rec.usage_change(UsageChange(*r))
+    if table == "peak_windows":
+        return rec.peak_window(PeakWindow(*r))
+    if table == "user_intervals":  # not ended below the horizon: still open (end null), as the worker emits it
+        account, user, start, end, horizon = r
+        return rec.user_interval(UserInterval(account, user, start, end if end < horizon else NEVER))
+    return rec.plan(r[0], Plan(*r[1:]))
+
+
+def _records(
+    con: duckdb.DuckDBPyConnection, sql: str, horizons: dict[str, int], convert: Callable[[Row], dict[str, Any]]
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of `sql` (over `_replay_horizons`) as records, in batches of BATCH_ROWS."""
+    con.register("_replay_horizons", _horizon_table(horizons))
+    try:
+        for batch in con.sql(sql).to_arrow_reader(batch_size=BATCH_ROWS):
+            yield [convert(row) for row in _rows(batch)]
+    finally:
+        con.unregister("_replay_horizons")
+
+
+def _write_run(batches: Iterator[list[dict[str, Any]]], id_key: str, path: Path, bar: Any) -> int:
+    """Write records as (id, account_id, JSON body, row number) to the Parquet file `path`; returns the count."""
+    import pyarrow.parquet as pq
+
+    count = 0
+    with pq.ParquetWriter(path, RUN_SCHEMA) as writer:
+        for records in batches:
+            writer.write_table(
+                pa.table(
+                    {
+                        "id": [r[id_key] for r in records],
+                        "account_id": [r["account_id"] for r in records],
+                        "body": [json.dumps(r, default=str) for r in records],
+                        "n": range(count, count + len(records)),
+                    },
+                    schema=RUN_SCHEMA,
+                )
+            )
+            count += len(records)
+            if bar is not None:
+                bar.update(len(records))
+            del records  # not alive while the next batch is built
+    return count
+
+
+def _rows(batch: pa.RecordBatch) -> Iterator[Row]:
+    """The rows of an Arrow batch as tuples."""
+    return zip(*(column.to_pylist() for column in batch.columns), strict=True)
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def _detail(record: dict[str, Any], id_key: str) -> str:
     return ", ".join(f"{k} {v}" for k, v in record.items() if k not in (id_key, "account_id", "record"))
 
 
-def compare(table: str, recomputed: Records, live: Records) -> list[Difference]:
-    """Differences of one table, ordered by account and id."""
+def compare_runs(table: str, mine: Path, theirs: Path, work: duckdb.DuckDBPyConnection) -> Iterator[Difference]:
+    """Differences of one table between two runs (by id, the last of equal ids counting), ordered by account, kind
+    and id; DuckDB joins them (on disk when they do not fit in memory)."""
     id_key = ID_OF[table]
-    found: list[Difference] = []
-    for record_id in sorted(recomputed.keys() | live.keys()):
-        mine, theirs = recomputed.get(record_id), live.get(record_id)
-        if theirs is None:
-            found.append(Difference(table, "missing_live", mine["account_id"], record_id, _detail(mine, id_key)))
-        elif mine is None:
-            found.append(Difference(table, "extra_live", theirs["account_id"], record_id, _detail(theirs, id_key)))
-        elif mine != theirs:
-            fields = [
-                f"{k} live {theirs.get(k)!r} != recomputed {mine.get(k)!r}" for k in mine if mine[k] != theirs.get(k)
-            ]
-            found.append(Difference(table, "different", mine["account_id"], record_id, "; ".join(fields)))
-    return sorted(found, key=lambda d: (d.account_id, d.kind, d.record_id))
+
+    def side(path: Path) -> str:
+        return (
+            "SELECT id, arg_max(account_id, n) AS account_id, arg_max(body, n) AS body "
+            f"FROM read_parquet('{_quoted(path)}') GROUP BY id"
+        )
+
+    reader = work.sql(
+        f"WITH m AS ({side(mine)}), t AS ({side(theirs)}) "
+        "SELECT coalesce(m.account_id, t.account_id) AS account_id, "
+        "CASE WHEN t.id IS NULL THEN 'missing_live' WHEN m.id IS NULL THEN 'extra_live' ELSE 'different' END AS kind, "
+        "coalesce(m.id, t.id) AS id, m.body, t.body FROM m FULL OUTER JOIN t ON m.id = t.id "
+        "WHERE m.body IS DISTINCT FROM t.body ORDER BY account_id, kind, id"
+    ).to_arrow_reader(batch_size=BATCH_ROWS)
+    for batch in reader:
+        for account, kind, record_id, my_body, their_body in _rows(batch):
+            if kind == "missing_live":
+                yield Difference(table, kind, account, record_id, _detail(json.loads(my_body), id_key))
+            elif kind == "extra_live":
+                yield Difference(table, kind, account, record_id, _detail(json.loads(their_body), id_key))
+            else:
+                mine_record, theirs_record = json.loads(my_body), json.loads(their_body)
+                if mine_record == theirs_record:  # the same values written differently
+                    continue
+                fields = [
+                    f"{k} live {theirs_record.get(k)!r} != recomputed {mine_record.get(k)!r}"
+                    for k in mine_record
+                    if mine_record[k] != theirs_record.get(k)
+                ]
+                yield Difference(table, kind, account, record_id, "; ".join(fields))
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def verify(
@@ -205,43 +258,76 @@ def verify(
     until_ms: int | None = None,
     progress: bool = True,
     against: duckdb.DuckDBPyConnection | None = None,
+    on_difference: Callable[[Difference], None] | None = None,
 ) -> VerifyResult:
     """Recompute from `con`'s events and compare with `con`'s outputs, or with those of `against` (another
-    snapshot, e.g. of a rebuilt version whose sink holds outputs only), below `con`'s horizons."""
+    snapshot, e.g. of a rebuilt version whose sink holds outputs only), below `con`'s horizons.
+
+    Each difference goes to `on_difference` as it is found (else to `VerifyResult.differences`); memory stays
+    bounded whatever the number of events (work files in a temporary directory)."""
     from processor.batch.engine import BatchEngine
     from replay.common import progress as bar_of
 
     result = VerifyResult()
-    total = con.execute("SELECT count(*) FROM events WHERE rejection IS NULL").fetchall()[0][0]
-    with bar_of(total, "verify: partition clocks", enabled=progress) as bar:
-        verdicts = classify(con, settings, bar=bar)
-    skipped = {k: v for k, v in verdicts.counts.items() if k != "ok"}
-    if skipped:
-        result.notes.append("not applied live (left out): " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
-    horizons = account_horizons(con, verdicts, settings, until_ms)
-    result.horizons = horizons
-    with tempfile.TemporaryDirectory(prefix="ccmeter-verify-") as tmp:
-        path = Path(tmp) / "applied.parquet"
-        write_event_file(con, verdicts, path)
-        engine = BatchEngine(settings)
-        try:
-            engine.load(path, progress=progress)
-            mine = recomputed_records(engine, horizons)
-        finally:
-            engine.close()
+
+    def emit(difference: Difference) -> None:
+        result.difference_count += 1
+        if on_difference is None:
+            result.differences.append(difference)
+        else:
+            on_difference(difference)
+
     outputs = con if against is None else against
-    theirs = live_records(outputs, horizons)
-    unknown = list(theirs.pop("_unknown_accounts"))
-    if unknown:
-        result.notes.append(f"live usage changes of accounts without events in the snapshot: {', '.join(unknown[:10])}")
-        for account in unknown:
-            result.differences.append(Difference("usage_changes", "extra_live", account, "-", "account has no events"))
-    has_intervals = outputs.execute("SELECT count(*) FROM user_intervals").fetchall()[0][0] > 0
-    for table in TABLES:
-        if table == "user_intervals" and not has_intervals:
+    total = con.execute("SELECT count(*) FROM events WHERE rejection IS NULL").fetchall()[0][0]
+    with tempfile.TemporaryDirectory(prefix="ccmeter-verify-") as tmp:
+        work_dir = Path(tmp)
+        for connection in {id(con): con, id(outputs): outputs}.values():  # sorts and joins may spill here
+            connection.execute(f"SET temp_directory = '{_quoted(work_dir / 'spill')}'")
+        with bar_of(total, "verify: partition clocks", enabled=progress) as bar:
+            verdicts = classify_to_file(con, settings, work_dir / "verdicts.parquet", bar=bar)
+        skipped = {k: v for k, v in verdicts.counts.items() if k != "ok"}
+        if skipped:
+            note = "not applied live (left out): " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+            result.notes.append(note)
+        horizons = account_horizons(con, verdicts, settings, until_ms)
+        result.horizons = horizons
+        applied = work_dir / "applied.parquet"
+        rows = write_event_file(con, verdicts, applied)
+        live_ids = {r[0] for r in outputs.execute("SELECT DISTINCT account_id FROM usage_changes").fetchall()}
+        unknown = sorted(live_ids - set(horizons))
+        if unknown:
+            result.notes.append(
+                f"live usage changes of accounts without events in the snapshot: {', '.join(unknown[:10])}"
+            )
+            for account in unknown:
+                emit(Difference("usage_changes", "extra_live", account, "-", "account has no events"))
+        has_intervals = _count(outputs, "user_intervals") > 0
+        tables = [t for t in TABLES if t != "user_intervals" or has_intervals]
+        if not has_intervals:
             result.notes.append("user_intervals: the snapshot has none (not compared)")
-            continue
-        result.compared[table] = len(mine[table])
-        result.live[table] = len(theirs[table])
-        result.differences.extend(compare(table, mine[table], theirs[table]))
+        engine = BatchEngine(settings, database=str(work_dir / "engine.duckdb"))
+        work = duckdb.connect(str(work_dir / "compare.duckdb"))
+        try:
+            engine.con.execute(f"SET temp_directory = '{_quoted(work_dir / 'spill')}'")
+            with bar_of(rows, "verify: batch engine", enabled=progress) as bar:
+                engine.load(applied)
+                bar.update(rows)
+            size = sum(_count(engine.con, t) + _count(outputs, t) for t in tables)  # an upper bound
+            with bar_of(size, "verify: compare", enabled=progress) as bar:
+                for table in tables:
+                    mine, theirs = work_dir / f"mine-{table}.parquet", work_dir / f"live-{table}.parquet"
+                    convert_mine: Callable[[Row], dict[str, Any]] = lambda r, t=table: _mine_record(t, r)  # noqa: E731
+                    convert_live: Callable[[Row], dict[str, Any]] = lambda r, t=table: _live_record(t, r)  # noqa: E731
+                    batches = _records(engine.con, MINE_SQL[table], horizons, convert_mine)
+                    result.compared[table] = _write_run(batches, ID_OF[table], mine, bar)
+                    batches = _records(outputs, LIVE_SQL[table], horizons, convert_live)
+                    result.live[table] = _write_run(batches, ID_OF[table], theirs, bar)
+                    for difference in compare_runs(table, mine, theirs, work):
+                        emit(difference)
+                if bar.total != bar.n:  # the total counted every row; those past the horizons are not compared
+                    bar.total = bar.n
+                    bar.refresh()
+        finally:
+            work.close()
+            engine.close()
     return result

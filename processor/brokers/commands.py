@@ -7,9 +7,10 @@ import asyncio
 from typing import Any
 
 from processor.brokers.common import Broker, BrokerError, serve_forever
-from processor.cli import CliError
+from processor.errors import CliError, RuntimeFailure
 from processor.kafka_security import add_security_options
-from processor.topics import DEFAULT_PREFIX, TOPICS, create_topics, topic_names, validate_prefix
+from processor.options import add_broker, add_duration, add_prefix, broker_of, prefix_of, show_seconds
+from processor.topics import TOPICS, create_topics, topic_names
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +24,9 @@ def register(subparsers: Any) -> None:
         "'kafka' is a real single-node Apache Kafka 4.x in KRaft mode from the jars of `make kafka-jars` "
         "(needs Java 17+; takes a few seconds to start).",
     )
-    broker.add_argument("--port", type=int, default=9092, help="port to listen on (default: 9092; 0 picks a free one)")
+    broker.add_argument(
+        "--port", type=int, default=9092, metavar="PORT", help="port to listen on (default: 9092; 0 picks a free one)"
+    )
     broker.add_argument(
         "--kind",
         choices=("tansu", "kafka"),
@@ -49,15 +52,18 @@ def register(subparsers: Any) -> None:
         "keeps records forever (retention.ms=-1).",
         epilog="Example: ccmeter topics create --broker 127.0.0.1:9092 --partitions 4",
     )
-    create.add_argument("--broker", required=True, metavar="HOST:PORT", help="bootstrap address of the cluster")
+    add_broker(create)
+    add_prefix(create)
+    create.add_argument("--partitions", type=int, default=4, metavar="N", help="partitions per new topic (default: 4)")
     create.add_argument(
-        "--prefix", default=DEFAULT_PREFIX, help=f"prefix of every topic name (default: {DEFAULT_PREFIX})"
+        "--replication", type=int, default=1, metavar="N", help="replication factor of new topics (default: 1)"
     )
-    create.add_argument("--partitions", type=int, default=4, help="partitions per new topic (default: 4)")
-    create.add_argument("--replication", type=int, default=1, help="replication factor of new topics (default: 1)")
-    create.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default: 30)")
+    add_duration(create, "--timeout", default="30s", help="give up when the broker has not answered within this")
     add_security_options(create)
     create.set_defaults(func=run_topics_create)
+    from processor.brokers.topic_commands import register_list_delete  # topics list, topics delete
+
+    register_list_delete(topic_commands)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -84,32 +90,31 @@ def run_broker(args: argparse.Namespace) -> int:
     try:
         return serve_forever(server, what)
     except BrokerError as exc:
-        raise CliError(str(exc)) from exc
+        raise RuntimeFailure(str(exc)) from exc
 
 
 def run_topics_create(args: argparse.Namespace) -> int:
     """`ccmeter topics create`: create the topics and print each one as created or existing."""
-    try:
-        validate_prefix(args.prefix)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
+    broker, prefix = broker_of(args), prefix_of(args)
     if args.partitions < 1 or args.replication < 1:
         raise CliError("--partitions and --replication must be at least 1")
+    if args.timeout <= 0:
+        raise CliError("--timeout must be more than 0s")
     timeout_ms = int(args.timeout * 1000)
     try:
         created = asyncio.run(
             asyncio.wait_for(
-                create_topics(args.broker, args.prefix, args.partitions, args.replication, timeout_ms=timeout_ms),
+                create_topics(broker, prefix, args.partitions, args.replication, timeout_ms=timeout_ms),
                 timeout=args.timeout + 5,
             )
         )
     except TimeoutError as exc:
-        raise CliError(f"broker {args.broker} did not answer within {args.timeout:.0f}s") from exc
+        raise RuntimeFailure(f"broker {broker} did not answer within {show_seconds(args.timeout)}") from exc
     except Exception as exc:  # aiokafka raises KafkaError subclasses (connection, policy, ...)
         detail = str(exc) if type(exc).__name__ in str(exc) else f"{type(exc).__name__}: {exc}"
-        raise CliError(f"creating topics on {args.broker} failed: {detail}") from exc
-    width = max(len(name) for name in topic_names(args.prefix).values())
-    for name in topic_names(args.prefix).values():
+        raise RuntimeFailure(f"creating topics on {broker} failed: {detail}") from exc
+    width = max(len(name) for name in topic_names(prefix).values())
+    for name in topic_names(prefix).values():
         state = f"created ({args.partitions} partitions)" if name in created else "exists"
         print(f"{name:<{width}}  {state}")
     return 0

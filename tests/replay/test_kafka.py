@@ -204,32 +204,50 @@ class Member:
         self.thread.join(30)
 
 
-def test_plan_refuses_while_the_group_has_members(broker: str, topic_prefix: str, unique_name, capsys):
+def test_plan_is_a_dry_run_that_warns_while_the_group_has_members(broker: str, topic_prefix: str, unique_name, capsys):
     names = prepare(broker, topic_prefix)
     lines = history(seed=23, accounts=2, agents=2)[:300]
     produce(broker, names[EVENTS], lines, arrival_times(lines))
     group = unique_name("live")
-    args = ["replay", "plan", "--broker", broker, "--prefix", topic_prefix, "--from", "beginning", "--group", group]
+    args = ["replay", "plan", "--broker", broker, "--prefix", topic_prefix, "--from", "beginning", "--app-id", group]
     member = Member(broker, names[EVENTS], group)
     try:
-        assert main(args) == 2
+        assert main(args) == 0  # a dry run: never refuses (`replay run` does)
         captured = capsys.readouterr()
-        assert "1 active members" in captured.err and "--force" in captured.err
+        assert "ccmeter: warning: consumer group" in captured.err and "1 active members" in captured.err
         assert f"consumer group {group}: state Stable, 1 members" in captured.out
         assert "partitions 0,1,2" in captured.out
         assert f"{len(lines)} records from the beginning of the log" in captured.out
-        assert main([*args, "--force"]) == 0
-        assert "is active (--force)" in capsys.readouterr().out
+        assert f"ok: live group {group} is active" in captured.out
+        assert main([*args, "--format", "json"]) == 0
+        captured = capsys.readouterr()
+        plan = json.loads(captured.out)
+        assert "1 active members" in captured.err, captured.err
+        assert plan["topic"] == names[EVENTS] and plan["from"] is None and plan["records"] == len(lines)
+        assert [p["partition"] for p in plan["partitions"]] == [0, 1, 2]
+        assert sum(p["records"] for p in plan["partitions"]) == len(lines)
+        assert plan["group"]["group_id"] == group and plan["group"]["active"] is True
+        assert plan["group"]["state"] == "Stable" and len(plan["group"]["members"]) == 1
+        assert sorted(plan["group"]["members"][0]["partitions"]) == [0, 1, 2]
+        assert len(plan["warnings"]) == 1 and "1 active members" in plan["warnings"][0]
     finally:
         member.stop()
     deadline = time.monotonic() + 30
-    while main(args) != 0:  # the member has left: the group is empty, its committed offsets and lag are shown
-        assert time.monotonic() < deadline
+    while True:  # the member has left: the group is empty, its committed offsets and lag are shown
+        assert main([*args, "--format", "json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        if not plan["group"]["active"]:
+            break
+        assert time.monotonic() < deadline, plan
         time.sleep(0.5)
-    out = capsys.readouterr().out
-    assert ", 0 members" in out and f"ok: live group {group} is idle" in out
-    total = next(line for line in out.splitlines() if line.strip().startswith("all"))
-    assert int(total.split()[-1]) > 0  # lag: the member read only a few records
+    assert plan["warnings"] == [] and plan["group"]["lag"] > 0  # lag: the member read only a few records
+    assert all(p["committed"] is not None for p in plan["partitions"] if p["lag"] is not None)
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert ", 0 members" in captured.out and f"ok: live group {group} is idle" in captured.out
+    assert "warning" not in captured.err
+    total = next(line for line in captured.out.splitlines() if line.strip().startswith("all"))
+    assert int(total.split()[-1]) > 0
 
 
 PROGRESS = ("horizon", "partition_horizon")  # what is known after each batch: depends on the batches
@@ -246,7 +264,7 @@ def outputs_of(broker: str, prefix: str) -> dict[str, object]:
         if key in IDS:
             out[key] = by_id(records, IDS[key])
             continue
-        out[key] = {json.dumps(r, sort_keys=True) for r in records if r.get("record") not in PROGRESS}
+        out[key] = {json.dumps(r, sort_keys=True, default=repr) for r in records if r.get("record") not in PROGRESS}
     known: dict[str, str] = {}
     for record in got[names[INTERVALS]]:
         if record.get("record") == "horizon":
@@ -370,13 +388,13 @@ def test_rebuild_verify_seed_and_restate_next_to_a_live_worker(broker: str, topi
         common = ["--broker", broker, "--prefix", topic_prefix, "--quiet", "--timeout", "150", "--stall-timeout", "12"]
         v2 = ["replay", "run", *common, "--from", "beginning", "--into", "v2", "--app-id", f"v2-{tag}"]
         began = time.monotonic()
-        assert main([*v2, "--data-dir", str(tmp_path / "v2"), *WORKER_FLAGS]) == 0, (tmp_path / "v2").glob("*.log")
+        assert main([*v2, "--state-dir", str(tmp_path / "v2"), *WORKER_FLAGS]) == 0, (tmp_path / "v2").glob("*.log")
         out = capsys.readouterr().out
         assert "start: from the beginning of the log" in out and "caught up" in out and "worker stopped" in out
         assert outputs_of(broker, f"{topic_prefix}v2.") == live_outputs
         mark(f"rebuild v2 {time.monotonic() - began:.1f}s")
         # Re-running is safe: the group is at the end offsets, nothing to do.
-        assert main([*v2, "--data-dir", str(tmp_path / "v2"), *WORKER_FLAGS]) == 0
+        assert main([*v2, "--state-dir", str(tmp_path / "v2"), *WORKER_FLAGS]) == 0
         assert "nothing to do" in capsys.readouterr().out
 
         # 2. A snapshot of the live version verifies against its own event log.

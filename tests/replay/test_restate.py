@@ -97,3 +97,15 @@ def test_restate_unknown_account(snapshots: tuple[Path, Path], capsys: pytest.Ca
     args = ["replay", "restate", "--snapshot", str(snapshots[0]), "--account", "nobody", "--period", "2026-11"]
     assert main(args) == 2
     assert "has no events" in capsys.readouterr().err
+
+
+def test_restate_progress_counts_records(snapshots: tuple[Path, Path], tmp_path: Path, capsys):
+    late, _ = snapshots
+    args = ["replay", "restate", "--snapshot", str(late), "--account", ACCOUNT, "--period", "2026-11"]
+    assert main([*args, "--out", str(tmp_path / "restated.json")]) == 0
+    err = capsys.readouterr().err
+    bars = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("restate: ")]
+    assert "B/s" not in err and "0.00B" not in err, err
+    for stage in ("restate: fold as applied live", "restate: fold with late events"):
+        final = [line for line in bars if line.startswith(stage)][-1]
+        assert "100%" in final and "records/s" in final, err
