@@ -9,7 +9,8 @@ appear in `repr`, `--help`, logs or error messages.
 
 `access_error` turns the client errors of a refused connection (wrong password, missing ACL, untrusted
 certificate) into one line; `check_access` finds those at startup, where aiokafka would only report "Unable to
-bootstrap". docs/security.md has the settings table and the ACLs each component needs.
+bootstrap", and `check_group_access` a refused consumer group, whose join aiokafka retries forever.
+docs/security.md has the settings table and the ACLs each component needs.
 """
 
 from __future__ import annotations
@@ -480,6 +481,43 @@ async def check_access(broker: str, security: KafkaSecurity | None, timeout_s: f
             continue
         conn.close()
         return
+
+
+async def check_group_access(broker: str, security: KafkaSecurity | None, group: str, timeout_s: float = 15.0) -> None:
+    """KafkaAccessError (one line) if `security`'s principal may not use consumer group `group`: DESCRIBE (finding
+    its coordinator) and READ (an offset commit for a topic that does not exist, refused for the group before the
+    topic is looked at, and storing nothing). Without this a refused group join makes aiokafka retry silently
+    forever. Nothing to check for PLAINTEXT; errors other than refusals are left to the caller's own clients."""
+    if security is None or security.protocol == "PLAINTEXT":
+        return
+    from aiokafka import errors as e
+    from aiokafka.client import AIOKafkaClient, CoordinationType
+    from aiokafka.protocol.commit import OffsetCommitRequest
+
+    client = AIOKafkaClient(
+        bootstrap_servers=broker,
+        client_id="ccmeter-check",
+        request_timeout_ms=int(timeout_s * 1000),
+        **client_kwargs(security),
+    )
+    denied: BaseException | None = None
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        coordinator = await asyncio.wait_for(client.coordinator_lookup(CoordinationType.GROUP, group), timeout_s)
+        probe = f"{group}-ccmeter-access-check"  # never created: a granted commit answers UNKNOWN_TOPIC_OR_PARTITION
+        request = OffsetCommitRequest(group, -1, "", -1, [(probe, [(0, 0, "")])])
+        response = await asyncio.wait_for(client.send(coordinator, request), timeout_s)
+        codes = {code for _, partitions in response.topics for _, code in partitions}
+        if e.GroupAuthorizationFailedError.errno in codes:
+            denied = e.GroupAuthorizationFailedError(group)
+    except e.GroupAuthorizationFailedError:
+        denied = e.GroupAuthorizationFailedError(group)
+    except (TimeoutError, e.KafkaError, OSError):
+        pass  # not a refusal of the group: the worker's own clients report it
+    finally:
+        await client.close()
+    if denied is not None:
+        raise KafkaAccessError(access_error(denied, broker, security) or str(denied))
 
 
 def settings_table() -> str:

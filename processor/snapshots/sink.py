@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from processor.core.fold import PartitionClock
 from processor.core.model import Settings
-from processor.kafka_security import access_error, client_kwargs
+from processor.kafka_security import KafkaAccessError, access_error, client_kwargs, current_security
 from processor.snapshots.store import (
     Manifest,
     Recovery,
@@ -435,6 +435,13 @@ class Sink:
     async def _assign(self, admin: Any, consumer: Any, tp_type: type) -> dict[Any, str]:
         found = await _partitions(admin, self.names)
         missing = sorted(set(self.names.values()) - {name for name, _ in found})
+        security = current_security()
+        if not found and security.protocol != "PLAINTEXT":  # Kafka hides topics this principal may not DESCRIBE
+            who = f"User:{security.username}" if security.username else "this client"
+            raise KafkaAccessError(
+                f"no access to topics {', '.join(missing)} at {self.config.broker} "
+                f"(missing DESCRIBE/READ ACLs for {who}? or not created yet: ccmeter topics create)"
+            )
         if missing:
             log.warning("topics not found (skipped for now): %s", ", ".join(missing))
         tps = {tp_type(name, partition): key for (name, partition), key in sorted(found.items())}
