@@ -34,6 +34,14 @@ class DictStore:
     def items(self) -> list[tuple[bytes, bytes]]:
         return list(self.data.items())
 
+    def update(self, entries: dict[bytes, bytes | None]) -> None:
+        """Apply a batch's entries (None: delete)."""
+        for key, value in entries.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+
 
 def encode_outputs(result: Any) -> int:
     """Encode every output record of a batch as the worker does (`output_records`); how many."""
@@ -60,8 +68,8 @@ def run_core(lines: list[bytes], stamps: list[int]) -> dict[str, float]:
         t2 = time.perf_counter()
         process_s += t1 - t0
         encode_s += t2 - t1
-        state_bytes += sum(len(v) for v in result.states.values())
-        store.data.update(result.states)
+        state_bytes += sum(len(v) for v in result.states.values() if v is not None)
+        store.update(result.states)
         processor.trim(0)
     return {"process_s": process_s, "encode_s": encode_s, "outputs": outputs, "state_bytes": state_bytes}
 

@@ -1,7 +1,8 @@
 """`python -m bench.run [--quick] [--only NAME ...]` (`make bench`): every benchmark, one table, bench/out/results.json.
 
 Benchmarks (names for --only): worker (throughput on real Kafka: naive agent, worker, raw consumer, Faust floors;
-output check), core (the worker's own work in-process), batch (batch engine and report
+output check), core (the worker's own work in-process), scale (in-process cost growth
+with accounts and signed-in users, issue 13), batch (batch engine and report
 latency, snapshots), memory (state per signed-in user), latency (publish -> live usage). Starts its own Kafka
 (KafkaServer, free port) when worker or latency runs. The machine is shared: each row records the 1-minute load
 average, and docs/performance.md reads the numbers as ratios within one run.
@@ -20,7 +21,7 @@ from typing import Any
 
 from bench.common import OUT, Row, load_average, log, machine, table
 
-NAMES = ("worker", "core", "batch", "memory", "latency")
+NAMES = ("worker", "core", "scale", "batch", "memory", "latency")
 
 
 def sizes(quick: bool) -> dict[str, Any]:
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import core_bench
 
                 part, extra = core_bench.bench(worker_data)
+            elif name == "scale":
+                from bench import scale_bench
+
+                part, extra = scale_bench.bench(args.quick)
             elif name == "batch":
                 from bench import batch_bench
 

@@ -28,7 +28,7 @@ from processor.kafka_security import client_kwargs
 from processor.topics import EVENTS, topic_names
 from processor.worker.partition import Raw
 from processor.worker.sender import output_records
-from processor.worker.state import account_header, decode_clock, is_clock_key
+from processor.worker.state import entry_partition
 from replay import kafka
 from replay.source import open_snapshot_file
 
@@ -104,6 +104,14 @@ class DictStore:
     def items(self) -> list[tuple[bytes, bytes]]:
         return list(self.data.items())
 
+    def update(self, entries: dict[bytes, bytes | None]) -> None:
+        """Apply a batch's entries (None: delete)."""
+        for key, value in entries.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+
 
 def _raws(con: Any, partition: int, begin: int, stop: int) -> Iterator[list[Raw]]:
     reader = con.execute(
@@ -147,7 +155,7 @@ async def changelog_keys(broker: str, topic: str) -> dict[bytes, int]:
 
 
 def _entry_partition(key: bytes, value: bytes) -> int:
-    return decode_clock(value).partition if is_clock_key(key) else account_header(value)[0]
+    return entry_partition(key, value)
 
 
 async def seed(config: Any, plan: SeedPlan, worker: Any, bar: Any) -> str:
@@ -196,7 +204,7 @@ async def seed(config: Any, plan: SeedPlan, worker: Any, bar: Any) -> str:
                         raise CliError(f"snapshot records of partition {partition} have a hole at {result.resume_at}")
                     for topic, key, value, headers in output_records(names, result):
                         pending.append(await producer.send(topic, value=value, key=key, headers=headers))
-                    store.data.update(result.states)
+                    store.update(result.states)
                     bar.update(len(raws))
         finally:
             con.close()

@@ -56,15 +56,30 @@ from schemas.events import CONTACT_CENTER_PAGES, Event
 Verdict = Literal["accepted", "duplicate", "duplicate_conflict", "too_late", "future_skew"]
 
 FORMAT_VERSION = 2  # 2: presence starts and the account watermark; 1 is still read
+PARTS_VERSION = 3  # `header_state` (the state in parts: header, base, deltas)
 _METRIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Metrics))
 _DESKTOP, _PORTAL, _API = 0, 1, 2  # timer kinds
 _KIND_NAMES: tuple[PresenceKind, ...] = ("desktop", "portal", "api")
+_USERS = 3  # the users' counters, in change tracking
+
+
+def _mark_dirty(dirty: set[tuple[int, Any]], record: Record) -> None:
+    """An applied record may change the presence it names (a plan change touches no presence)."""
+    code = record[3]
+    if code <= SESSION_ENDED:
+        dirty.add((_DESKTOP, (record[4], record[5])))
+    elif code <= PORTAL_SIGNED_OUT:
+        dirty.add((_PORTAL, record[4]))
+    elif code == API_REQUEST:
+        dirty.add((_API, record[4]))
 
 
 def _presence_order(item: tuple[tuple[int, str, str | None], int | None]) -> tuple[int, str, str]:
     """Presences changed at one instant are reported in (kind, user, device) order, whatever applied them first."""
     kind, user, device = item[0]
     return kind, user, device or ""
+
+
 _TICK_EVERY_MS = 60_000
 
 
@@ -124,6 +139,7 @@ class LiveView:
     today_peak_at_ms: int | None
     as_of_ms: int | None
     data_through_ms: int | None = None  # the account's horizon (SPEC 4): nothing after it is known yet
+    plan: Plan = DEFAULT_PLAN  # the plan in effect at `as_of` (the console's live usage shows its settings)
 
 
 class AccountFold:
@@ -150,6 +166,8 @@ class AccountFold:
         "_timers",
         "_windows",
         "_close_at",
+        "_dirty",
+        "_new",
     )
 
     def __init__(self, account_id: str) -> None:
@@ -175,6 +193,10 @@ class AccountFold:
         self._timers: list[tuple[int, int, Any]] = []  # heap of (due, kind, key)
         self._windows = PeakWindows(account_id)
         self._close_at: int | None = None  # cache of the earliest window end (None: unknown)
+        # Change tracking for state written in parts (`track`): presence keys changed, records accepted since the
+        # last `take_delta`; None when not tracking (the pure fold and its copies).
+        self._dirty: set[tuple[int, Any]] | None = None
+        self._new: list[Record] = []
 
     # -- input ---------------------------------------------------------------------------------------------------
 
@@ -214,6 +236,8 @@ class AccountFold:
             return "duplicate_conflict"
         self._seen[event_id] = record
         heappush(self._buf, record)
+        if self._dirty is not None:
+            self._new.append(record)
         return "accepted"
 
     # -- progress ------------------------------------------------------------------------------------------------
@@ -266,7 +290,7 @@ class AccountFold:
     def _run(self, horizon: int, settings: Settings, out: FoldOutput) -> None:
         """Apply the instants below `horizon` in order: timers, then events, then read usage."""
         buf, timers, seen, devices = self._buf, self._timers, self._seen, self._devices
-        metrics = self.metrics
+        metrics, dirty = self.metrics, self._dirty
         while True:
             if buf:
                 t = buf[0][0]
@@ -285,6 +309,8 @@ class AccountFold:
                 record = heappop(buf)
                 del seen[record[EVENT_ID]]
                 applied += 1
+                if dirty is not None:
+                    _mark_dirty(dirty, record)
                 if record[3] == HEARTBEAT:
                     state = devices.get((record[4], record[5]))
                     if state is not None:
@@ -321,6 +347,8 @@ class AccountFold:
         timers = self._timers
         while timers and timers[0][0] <= t:
             due, kind, key = heappop(timers)
+            if self._dirty is not None:
+                self._dirty.add((kind, key))
             if kind == _DESKTOP:
                 table: dict[Any, list[Any]] = self._devices
                 state = table.get(key)
@@ -439,6 +467,8 @@ class AccountFold:
             out.plans.append((self.account_id, plan))
 
     def _on(self, user: str) -> None:
+        if self._dirty is not None:
+            self._dirty.add((_USERS, user))
         counter = self._users.get(user)
         if counter is None:
             counter = self._users[user] = [0, 0]
@@ -449,6 +479,8 @@ class AccountFold:
             self._usage += 1
 
     def _off(self, user: str) -> None:
+        if self._dirty is not None:
+            self._dirty.add((_USERS, user))
         counter = self._users[user]
         if user not in self._touched:
             self._touched[user] = True
@@ -508,9 +540,8 @@ class AccountFold:
     def live_view(self, settings: Settings, partition_watermark: int | None = None) -> LiveView:
         """Provisional view: as if every buffered event were applied now (self is not changed); `data_through` is
         the account's horizon on a partition whose watermark is `partition_watermark`."""
-        fold = self
-        if self._buf:
-            fold = AccountFold.from_bytes(self.to_bytes())
+        fold: AccountFold = AccountFold.from_bytes(self.to_bytes()) if self._buf else self
+        if fold is not self:
             fold._run(max(record[0] for record in fold._buf) + 1, settings, FoldOutput())
         plan, usage, as_of = fold._plan, fold._usage, fold._last
         peak, peak_at = 0, None
@@ -527,6 +558,7 @@ class AccountFold:
             today_peak_at_ms=peak_at,
             as_of_ms=as_of,
             data_through_ms=None if self._watermark is None else self.horizon(partition_watermark, settings),
+            plan=plan,
         )
 
     @property
@@ -538,6 +570,23 @@ class AccountFold:
     def plan(self) -> Plan:
         """The plan in effect after the last applied instant."""
         return self._plan
+
+    def holdings(self) -> dict[str, int]:
+        """How much the state holds (for sizing): signed-in users, desktop devices, portal and API presences, and
+        buffered events."""
+        return {
+            "users": len(self._users),
+            "devices": len(self._devices),
+            "portal": len(self._portal),
+            "api": len(self._api),
+            "buffered": len(self._buf),
+        }
+
+    def without_buffer(self) -> AccountFold:
+        """A copy of the state without its buffered (not yet applied) events (for sizing)."""
+        fold: AccountFold = AccountFold.from_bytes(self.to_bytes())
+        fold._buf, fold._seen = [], {}
+        return fold
 
     # -- serialisation -------------------------------------------------------------------------------------------
 
@@ -572,7 +621,8 @@ class AccountFold:
             self._windows.dump(),
             self._watermark,
         ]
-        return msgpack.packb(data, use_bin_type=True)
+        packed: bytes = msgpack.packb(data, use_bin_type=True)
+        return packed
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountFold:
@@ -614,6 +664,105 @@ class AccountFold:
         fold._windows = PeakWindows.load(account_id, windows)
         return fold
 
+    # -- state in parts (the worker writes a header, a base and deltas: processor/worker/accounts.py) ---------------
+
+    def track(self) -> None:
+        """Start change tracking: from now on `take_delta` gives what changed since the last base or delta."""
+        if self._dirty is None:
+            self._dirty, self._new = set(), []
+
+    def header_state(self) -> list[Any]:
+        """Everything but the presences and the reorder buffer (small): plan, counters, metrics, open windows."""
+        plan = self._plan
+        return [
+            PARTS_VERSION,
+            self.account_id,
+            [getattr(self.metrics, name) for name in _METRIC_FIELDS],
+            None if plan is DEFAULT_PLAN else _plan_row(plan),
+            self._applied_to,
+            self._usage,
+            self._seg_start,
+            self._last,
+            self._seq,
+            self._windows.dump(),
+            self._watermark,
+        ]
+
+    def base_state(self) -> list[Any]:
+        """The presences and the reorder buffer, whole (the base of later deltas: tracking starts over)."""
+        if self._dirty is not None:
+            self._dirty.clear()
+            self._new = []
+        return [
+            [[key[0], key[1], *state] for key, state in self._devices.items()],
+            [[user, *state] for user, state in self._portal.items()],
+            [[user, *state] for user, state in self._api.items()],
+            [[user, *counter] for user, counter in self._users.items()],
+            list(self._buf),
+        ]
+
+    def take_delta(self) -> list[Any]:
+        """What changed since the last base or delta: the records accepted and not yet applied, then the current row
+        of each changed presence and user counter (the key alone: gone). Empty lists if nothing changed."""
+        applied_to = self._applied_to
+        new = [record for record in self._new if record[0] >= applied_to]
+        rows: tuple[list[list[Any]], ...] = ([], [], [], [])
+        tables = (self._devices, self._portal, self._api, self._users)
+        for kind, key in self._dirty or ():
+            state = tables[kind].get(key)
+            head = [key[0], key[1]] if kind == _DESKTOP else [key]
+            rows[kind].append(head if state is None else [*head, *state])
+        if self._dirty is not None:
+            self._dirty.clear()
+            self._new = []
+        return [new, *rows]
+
+    @classmethod
+    def from_parts(cls, header: Sequence[Any], base: Sequence[Any], deltas: Iterable[Sequence[Any]]) -> AccountFold:
+        """Inverse of `header_state`, `base_state` and the `take_delta`s since (in order); the fold tracks changes."""
+        if not header or header[0] != PARTS_VERSION:
+            raise ValueError(f"unsupported AccountFold header {header[0] if header else None!r}")
+        (_, account_id, metrics, plan, applied_to, usage, seg_start, last, seq, windows, watermark) = header
+        fold = cls(account_id)
+        for name, value in zip(_METRIC_FIELDS, metrics, strict=False):
+            setattr(fold.metrics, name, value)
+        fold._plan = DEFAULT_PLAN if plan is None else Plan(*plan)
+        fold._applied_to, fold._usage, fold._seg_start, fold._last, fold._seq = applied_to, usage, seg_start, last, seq
+        fold._watermark = watermark
+        fold._windows = PeakWindows.load(account_id, windows)
+        tables: tuple[dict[Any, list[Any]], ...] = (fold._devices, fold._portal, fold._api, fold._users)
+        for delta in (base, *deltas):
+            rows = delta[:4] if delta is base else delta[1:]
+            for kind, table in enumerate(tables):
+                width = 2 if kind == _DESKTOP else 1
+                for row in rows[kind]:
+                    key = (row[0], row[1]) if width == 2 else row[0]
+                    if len(row) == width:
+                        table.pop(key, None)
+                    else:
+                        table[key] = list(row[width:])
+            fold._buf.extend(record for record in (delta[4] if delta is base else delta[0]) if record[0] >= applied_to)
+        heapify(fold._buf)
+        fold._seen = {record[EVENT_ID]: record for record in fold._buf}
+        timers = fold._timers
+        for kind, table in enumerate(tables[:3]):
+            timers.extend((state[-1], kind, key) for key, state in table.items())
+        heapify(timers)
+        fold.track()
+        return fold
+
+
+def _plan_row(plan: Plan) -> list[Any]:
+    return [
+        plan.at_ms,
+        plan.licenses,
+        plan.overage_allowance,
+        plan.billing_anchor_day,
+        plan.timezone,
+        plan.grace_minutes,
+        plan.grace_mode,
+    ]
+
 
 # -- partition-level entry points ----------------------------------------------------------------------------------
 
@@ -641,7 +790,7 @@ def fold_batch(
             fold.metrics.future_skew += 1
             rejected.append((arrival, event, "future_skew"))
             continue
-        verdict = fold._offer(event, at_ms, arrival, clock.horizon_of(fold))
+        verdict = fold.offer(event, arrival, clock.horizon_of(fold), at_ms)
         if verdict != "too_late":
             clock.observe(at_ms)
             touched[account_id] = fold

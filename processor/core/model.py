@@ -131,7 +131,7 @@ class Metrics:
 
     def add(self, other: Metrics) -> None:
         """Add another set of counters into this one."""
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

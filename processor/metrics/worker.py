@@ -94,7 +94,7 @@ class WorkerMetrics:
             outputs["dead_letter"] += len(result.dead_letters)
             states = result.states
             self.entries += len(states)
-            self.entry_bytes += sum(map(len, states)) + sum(map(len, states.values()))
+            self.entry_bytes += sum(map(len, states)) + sum(len(v) for v in states.values() if v is not None)
         self.latency.observe(seconds)
 
     def live_query(self, answer: Answer, local: Local) -> None:

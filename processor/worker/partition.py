@@ -28,17 +28,16 @@ from processor.core.model import NEVER, FoldOutput, Metrics, Settings
 from processor.core.records import at_ms_of
 from processor.deadletters import Letter
 from processor.worker import records as rec
+from processor.worker.accounts import Parts, load_account, write_account
 from processor.worker.state import (
-    AccountEntry,
     ClockEntry,
     account_header,
     account_key,
     clock_key,
-    decode_account,
     decode_clock,
-    encode_account,
     encode_clock,
     is_clock_key,
+    is_part_key,
 )
 from schemas.events import MAX_RECORD_BYTES, Event, Rejection, decode, format_ms
 
@@ -55,12 +54,13 @@ MAX_KEY_BYTES = 1024
 
 @dataclass(slots=True)
 class Slot:
-    """One account in memory: its fold, alert state, last applied offset and wake time."""
+    """One account in memory: its fold, alert state, last applied offset, wake time and stored parts."""
 
     fold: AccountFold
     alerts: AlertTracker
     applied: int = -1
     wake: int = NEVER
+    parts: Parts = field(default_factory=Parts)
 
 
 @dataclass(slots=True)
@@ -71,7 +71,7 @@ class BatchResult:
     output: FoldOutput = field(default_factory=FoldOutput)
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[Letter] = field(default_factory=list)
-    states: dict[bytes, bytes] = field(default_factory=dict)  # table entries to write, the clock last
+    states: dict[bytes, bytes | None] = field(default_factory=dict)  # entries to write (None: delete), clock last
     redelivered: int = 0
     applied: int = 0
     gaps: int = 0
@@ -121,15 +121,13 @@ class PartitionState:
         if slot is None:
             raw = self._load(account_key(account_id))
             if raw is None:
-                slot = Slot(AccountFold(account_id), AlertTracker(share=self.share))
+                fold = AccountFold(account_id)
+                fold.track()
+                slot = Slot(fold, AlertTracker(share=self.share))
             else:
-                entry = decode_account(raw)
-                slot = Slot(
-                    AccountFold.from_bytes(entry.fold),
-                    AlertTracker.from_state(entry.alert_state, self.share),
-                    entry.applied,
-                    entry.wake,
-                )
+                loaded = load_account(raw, self._load)
+                alerts = AlertTracker.from_state(loaded.alert_state, self.share)
+                slot = Slot(loaded.fold, alerts, loaded.applied, loaded.wake, loaded.parts)
             self.slots[account_id] = slot
         return slot
 
@@ -291,9 +289,8 @@ class PartitionState:
         wake = slot.fold.pending_until()
         if grace_due is not None and grace_due < wake:
             wake = grace_due
-        entry = encode_account(
-            AccountEntry(self.partition, slot.applied, wake, slot.alerts.to_state(), slot.fold.to_bytes())
-        )
+        entries: dict[bytes, bytes | None] = {}
+        write_account(entries, self.partition, slot.fold, slot.parts, slot.applied, wake, slot.alerts.to_state())
         slot.wake = wake
         wakes = self.wakes
         if wake < NEVER:
@@ -307,7 +304,7 @@ class PartitionState:
         result.counts["orphan"] += metrics.orphan - orphan
         result.alerts.extend(alerts)
         result.output.extend(step)
-        result.states[account_key(account_id)] = entry
+        result.states.update(entries)
 
     def _quarantine(self, account_id: str, exc: Exception, result: BatchResult) -> None:
         """Advancing the account failed: forget what this batch did to it (back to its stored state) and turn the
@@ -338,7 +335,7 @@ class PartitionState:
             raw = self._load(account_key(account_id))
             if raw is None:
                 return None
-            fold = AccountFold.from_bytes(decode_account(raw).fold)
+            fold = load_account(raw, self._load).fold
         return fold.live_view(self.settings, self.clock.watermark)
 
     def metrics(self) -> Metrics:
@@ -365,6 +362,8 @@ def scan_entries(items: Iterable[tuple[bytes, bytes]]) -> tuple[dict[int, ClockE
             if is_clock_key(key):
                 entry = decode_clock(value)
                 clocks[entry.partition] = entry
+                continue
+            if is_part_key(key):
                 continue
             partition, _, wake = account_header(value)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:

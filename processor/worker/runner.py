@@ -10,10 +10,11 @@ from fractions import Fraction
 from typing import Protocol
 
 from processor.core.alerts import DEFAULT_SHARE
-from processor.core.fold import AccountFold, LiveView
+from processor.core.fold import LiveView
 from processor.core.model import Metrics, Settings
+from processor.worker.accounts import load_account
 from processor.worker.partition import BatchResult, PartitionState, Raw, scan_entries
-from processor.worker.state import ClockEntry, account_key, clock_key, decode_account, decode_clock
+from processor.worker.state import ClockEntry, account_key, clock_key, decode_clock
 from schemas.events import MAX_RECORD_BYTES
 
 log = logging.getLogger("ccmeter.worker")
@@ -146,8 +147,8 @@ class StreamProcessor:
         raw = self.store.get(account_key(account_id))
         if raw is None:
             return None
-        entry = decode_account(raw)
-        return AccountFold.from_bytes(entry.fold).live_view(self.settings, self._watermark(entry.partition))
+        loaded = load_account(raw, self.store.get)
+        return loaded.fold.live_view(self.settings, self._watermark(loaded.partition))
 
     def _watermark(self, partition: int) -> int | None:
         """The partition's watermark: in memory, else stored (None before any event)."""

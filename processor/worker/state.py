@@ -1,10 +1,16 @@
-"""What the worker keeps in its state store and changelog (key and value bytes), one entry per account plus one per
-partition.
+"""What the worker keeps in its state store and changelog (key and value bytes): per account a small entry plus its
+parts, and one entry per partition.
 
-- account entry, key `account_id` (UTF-8): msgpack `[1, partition, applied_offset, wake_at, alert_state, fold]` where
-  `applied_offset` is the last events-topic offset applied to this account, `wake_at` the event time at which the
-  account has work again (`NEVER` when idle), `alert_state` the `AlertTracker` state and `fold` the
-  `AccountFold.to_bytes()` blob;
+- account entry, key `account_id` (UTF-8): msgpack `[2, partition, applied_offset, wake_at, alert_state, header,
+  [generation, deltas, base_bytes, delta_bytes]]` where `applied_offset` is the last events-topic offset applied to
+  this account, `wake_at` the event time at which the account has work again (`NEVER` when idle), `alert_state` the
+  `AlertTracker` state and `header` `AccountFold.header_state()`; the fold's presences and reorder buffer are in the
+  account's parts of that `generation`: the base (index 0, `AccountFold.base_state()`) and `deltas` deltas (index
+  1.., `AccountFold.take_delta()`), applied in order (processor/worker/accounts.py). Version 1 entries
+  (`[1, partition, applied_offset, wake_at, alert_state, fold]`, `fold` the whole `AccountFold.to_bytes()` blob) are
+  still read;
+- part entry, key `PART_PREFIX + generation (4 bytes) + index (4 bytes) + account_id`: msgpack `[2, partition,
+  payload]`. `PART_PREFIX` (0xFF) never starts a UTF-8 text, so no account key is ever a part key;
 - clock entry, key `__clock__:{partition}`: msgpack `[1, partition, watermark, applied_offset, counts]` where
   `applied_offset` is the last offset of that partition whose batch was fully applied and `counts` what the
   partition saw since it began (`applied`, `orphan`, `duplicate`, `duplicate_conflict`, `dead_letter:<reason>`;
@@ -15,12 +21,16 @@ The header (first four items) can be read without unpacking the fold blob (`acco
 
 from __future__ import annotations
 
+import struct
 from typing import Any, NamedTuple
 
 import msgpack
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 1  # the clock entry; version 1 account entries hold the whole fold
+PARTS_ENTRY_VERSION = 2  # account entries with their fold in parts, and part entries
 CLOCK_PREFIX = b"__clock__:"
+PART_PREFIX = b"\xff"
+_PART_IDS = struct.Struct(">II")
 
 
 class AccountEntry(NamedTuple):
@@ -31,6 +41,20 @@ class AccountEntry(NamedTuple):
     wake: int
     alert_state: list[Any] | None
     fold: bytes
+
+
+class PartsEntry(NamedTuple):
+    """A decoded account entry whose fold is in parts (version 2)."""
+
+    partition: int
+    applied: int
+    wake: int
+    alert_state: list[Any] | None
+    header: list[Any]
+    generation: int
+    deltas: int
+    base_bytes: int
+    delta_bytes: int
 
 
 class ClockEntry(NamedTuple):
@@ -57,16 +81,50 @@ def is_clock_key(key: bytes) -> bool:
     return key.startswith(CLOCK_PREFIX)
 
 
-def encode_account(entry: AccountEntry) -> bytes:
-    """Value bytes of an account entry."""
+def part_key(account_id: str, generation: int, index: int) -> bytes:
+    """Table key of one part (index 0: the base, 1..: deltas) of an account's fold."""
+    return PART_PREFIX + _PART_IDS.pack(generation, index) + account_id.encode()
+
+
+def is_part_key(key: bytes) -> bool:
+    """True for the keys of fold parts."""
+    return key.startswith(PART_PREFIX)
+
+
+def is_account_key(key: bytes) -> bool:
+    """True for account entry keys (neither a clock nor a part)."""
+    return not key.startswith(PART_PREFIX) and not key.startswith(CLOCK_PREFIX)
+
+
+def encode_account(entry: AccountEntry | PartsEntry) -> bytes:
+    """Value bytes of an account entry (version 1 for an `AccountEntry`, 2 for a `PartsEntry`)."""
+    if isinstance(entry, PartsEntry):
+        *head, generation, deltas, base_bytes, delta_bytes = entry
+        parts = [generation, deltas, base_bytes, delta_bytes]
+        return msgpack.packb([PARTS_ENTRY_VERSION, *head, parts], use_bin_type=True)
     return msgpack.packb([ENTRY_VERSION, *entry], use_bin_type=True)
 
 
-def decode_account(value: bytes) -> AccountEntry:
+def decode_account(value: bytes) -> AccountEntry | PartsEntry:
     """Inverse of `encode_account`."""
-    items = msgpack.unpackb(value, raw=False, strict_map_key=False)
+    items = msgpack.unpackb(value, raw=False, strict_map_key=False, use_list=False)
+    if items and items[0] == PARTS_ENTRY_VERSION:
+        return PartsEntry(*items[1:6], *items[6])
     _check_version(items[0])
     return AccountEntry(*items[1:6])
+
+
+def encode_part(partition: int, payload: list[Any]) -> bytes:
+    """Value bytes of a fold part."""
+    return msgpack.packb([PARTS_ENTRY_VERSION, partition, payload], use_bin_type=True)
+
+
+def decode_part(value: bytes) -> Any:
+    """The payload of a fold part (lists read as tuples: buffered records are tuples)."""
+    items = msgpack.unpackb(value, raw=False, use_list=False)
+    if items[0] != PARTS_ENTRY_VERSION:
+        raise ValueError(f"unsupported fold part version {items[0]!r}")
+    return items[2]
 
 
 def account_header(value: bytes) -> tuple[int, int, int]:
@@ -74,8 +132,23 @@ def account_header(value: bytes) -> tuple[int, int, int]:
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(value)
     unpacker.read_array_header()
-    _check_version(unpacker.unpack())
+    version = unpacker.unpack()
+    if version != PARTS_ENTRY_VERSION:
+        _check_version(version)
     return unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
+
+
+def entry_partition(key: bytes, value: bytes) -> int:
+    """The events partition of any entry (account, part or clock)."""
+    if is_clock_key(key):
+        return decode_clock(value).partition
+    if is_part_key(key):
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(value)
+        unpacker.read_array_header()
+        unpacker.unpack()
+        return unpacker.unpack()
+    return account_header(value)[0]
 
 
 def encode_clock(entry: ClockEntry) -> bytes:

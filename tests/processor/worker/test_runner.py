@@ -217,7 +217,7 @@ def test_live_view_and_header():
     assert processor.live_view("zzz") is None
     partition, applied, wake = account_header(store[b"a"])
     assert (partition, applied) == (0, 0) and wake == T0  # the buffered event
-    assert msgpack.unpackb(store[b"a"])[0] == 1
+    assert msgpack.unpackb(store[b"a"])[0] == 2  # the fold in parts (processor/worker/accounts.py)
 
 
 @pytest.mark.parametrize("limit", [1, 2])

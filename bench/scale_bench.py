@@ -1,0 +1,217 @@
+"""How the worker's own cost grows with accounts and with signed-in users (issue 13), in-process, no Kafka.
+
+Traffic is synthetic and steady: every user signs in and starts a work session at minute 0, then sends a desktop
+heartbeat once a minute (at its own second of the minute), in event-time order; user `i` belongs to account
+`i % accounts`. The worker's partition driver (`StreamProcessor.process`, the worker's batch size) is fed the raw
+records in batches; every output record is encoded as the worker does and the state entries are applied to a dict
+store (what the changelog-backed store keeps). Each point runs in its own Python process, so that its peak RSS
+(`VmHWM`: store, cached folds, everything) is its own.
+
+Timed: the batches after the first `WARM_MINUTES` of event time (the reorder buffer holds the allowed lateness, 10
+minutes, of events only after that: the steady state). Per timed event: outputs, state bytes written (keys and
+values, what the worker sends to its changelog), and, for comparison, the bytes the whole-state format (one blob per
+touched account, `AccountFold.to_bytes()`, as written before the state was split into parts) would have written,
+computed outside the timed part. Event counts are scaled down to keep the bench to a few minutes: at least
+`MIN_EVENTS` per point, more minutes for small populations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from bench.common import ROOT, Row, log
+from processor.core.model import Settings
+from processor.topics import topic_names
+from processor.worker.config import WorkerConfig
+from processor.worker.runner import StreamProcessor
+from processor.worker.sender import output_records
+from processor.worker.state import is_account_key
+from schemas.events import format_ms
+
+T0 = 1_793_606_400_000  # 2026-11-02T08:00:00Z
+MINUTE = 60_000
+WARM_MINUTES = 11
+MIN_EVENTS = 200_000
+BATCH = WorkerConfig.batch_size
+NAMES = topic_names("bench.")
+
+ACCOUNT_POINTS = (200, 2_000, 20_000)  # x 5 users each
+ACCOUNT_USERS = 5
+USER_POINTS = (10_000, 100_000)  # over 1,000 accounts
+USER_ACCOUNTS = 1_000
+TARGETS = {"a200": 100_000, "a20000": 50_000, "u100000": 50_000}
+RSS_TARGET_MIB = 1024
+FLAT_TARGET = 1.5
+
+
+class Store:
+    """The worker's store as a dict (None deletes)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return list(self.data.items())
+
+
+def traffic(accounts: int, users: int, minutes: int) -> Iterator[tuple[int, bytes, bytes]]:
+    """(at_ms, key, value) in event-time order: sign-in and session start at minute 0, then a heartbeat a minute."""
+    offsets = sorted(((i * 7919) % 59_000, i) for i in range(users))
+    ids = [(f"acct-{i % accounts}", f"user-{i}") for i in range(users)]
+    for minute in range(minutes):
+        base = T0 + minute * MINUTE
+        for offset, i in offsets:
+            account, user = ids[i]
+            at = base + offset
+            stamp = format_ms(at)
+            kinds = ("desktop.signed_in", "work_session.started") if minute == 0 else ("desktop.heartbeat",)
+            for n, kind in enumerate(kinds):
+                body = (
+                    f'{{"event_id":"{user}-{minute}-{n}","type":"{kind}","account_id":"{account}",'
+                    f'"occurred_at":"{stamp}","user_id":"{user}","device_id":"d"}}'
+                )
+                yield at, account.encode(), body.encode()
+
+
+def run_point(accounts: int, users: int) -> dict[str, Any]:
+    """One point, in this process: rates and bytes per timed event, peak RSS."""
+    minutes = max(WARM_MINUTES + 2, -(-MIN_EVENTS // users) + WARM_MINUTES)
+    store = Store()
+    processor = StreamProcessor("events", Settings(), store)
+    warm_until = T0 + WARM_MINUTES * MINUTE
+    seconds = cpu = 0.0
+    events = outputs = state_bytes = whole_bytes = entries = 0
+    batch: list[tuple[int, bytes | None, bytes | None, int | None]] = []
+    offset = 0
+    stream = traffic(accounts, users, minutes)
+    done = False
+    while not done:
+        batch.clear()
+        for at, key, value in stream:
+            batch.append((offset, key, value, at))
+            offset += 1
+            if len(batch) == BATCH:
+                break
+        else:
+            done = True
+        if not batch:
+            break
+        timed = batch[0][3] >= warm_until
+        began, began_cpu = time.perf_counter(), time.process_time()
+        result = processor.process(0, batch)
+        outputs_n = len(output_records(NAMES, result))
+        for key, value in result.states.items():
+            if value is None:
+                store.data.pop(key, None)
+            else:
+                store.data[key] = value
+        processor.trim(0, keep=(k.decode() for k in result.states if is_account_key(k)))
+        spent, spent_cpu = time.perf_counter() - began, time.process_time() - began_cpu
+        if timed:
+            seconds += spent
+            cpu += spent_cpu
+            events += len(batch)
+            outputs += outputs_n
+            entries += len(result.states)
+            state_bytes += sum(len(k) + len(v) for k, v in result.states.items() if v is not None)
+            part = processor.partition(0)
+            whole_bytes += sum(
+                len(k) + len(part.slot(k.decode()).fold.to_bytes()) + 40  # + offsets and alert state, about
+                for k in result.states
+                if is_account_key(k)
+            )
+    rss = 0.0
+    for line in open("/proc/self/status").read().splitlines():
+        if line.startswith("VmHWM:"):
+            rss = int(line.split()[1]) / 1024
+    return {
+        "accounts": accounts,
+        "users": users,
+        "minutes": minutes,
+        "events": events,
+        "seconds": seconds,
+        "rate": events / seconds if seconds else 0.0,
+        "cpu_rate": events / cpu if cpu else 0.0,
+        "outputs_per_event": outputs / max(events, 1),
+        "state_bytes_per_event": state_bytes / max(events, 1),
+        "whole_state_bytes_per_event": whole_bytes / max(events, 1),
+        "entries_per_event": entries / max(events, 1),
+        "store_entries": len(store.data),
+        "store_bytes": sum(len(v) for v in store.data.values()),
+        "peak_rss_mib": rss,
+    }
+
+
+def _child(accounts: int, users: int) -> dict[str, Any]:
+    """`run_point` in a fresh interpreter (its own peak RSS)."""
+    cmd = [sys.executable, "-m", "bench.scale_bench", "--accounts", str(accounts), "--users", str(users)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"scale point {accounts}/{users} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench(quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    """The accounts sweep (200 / 2,000 / 20,000 accounts x 5 users) and the users sweep (10k / 100k users over 1,000
+    accounts): one row each, with targets where issue 13 sets them, and the cost growth per 10x."""
+    account_points = ACCOUNT_POINTS[:2] if quick else ACCOUNT_POINTS
+    user_points = USER_POINTS[:1] if quick else USER_POINTS
+    results: dict[str, dict[str, Any]] = {}
+    for accounts in account_points:
+        log(f"scale: {accounts:,} accounts x {ACCOUNT_USERS} users")
+        results[f"a{accounts}"] = _child(accounts, accounts * ACCOUNT_USERS)
+    for users in user_points:
+        log(f"scale: {users:,} signed-in users over {USER_ACCOUNTS:,} accounts")
+        results[f"u{users}"] = _child(USER_ACCOUNTS, users)
+    rows = []
+    for name, point in results.items():
+        target = TARGETS.get(name)
+        met: bool | None = None if target is None else point["rate"] >= target
+        target_text = "" if target is None else f">= {target:,}"
+        if name == "u100000":
+            met = bool(met) and point["peak_rss_mib"] <= RSS_TARGET_MIB
+            target_text += f", RSS <= {RSS_TARGET_MIB} MiB"
+        label = (
+            f"{point['accounts']:,} accounts x {point['users'] // point['accounts']} users"
+            if name.startswith("a")
+            else f"{point['users']:,} signed-in users, {point['accounts']:,} accounts"
+        )
+        rows.append(
+            Row("scale", f"worker in-process: {label}", point["rate"], "events/s", target_text, met,
+                f"{point['cpu_rate']:,.0f} per CPU-s; {point['outputs_per_event']:.3f} outputs/event; "
+                f"state {point['state_bytes_per_event']:,.0f} B/event "
+                f"(whole-state format {point['whole_state_bytes_per_event']:,.0f}); {point['entries_per_event']:.2f} "
+                f"entries/event; peak RSS {point['peak_rss_mib']:,.0f} MiB; {point['events']:,} timed events "
+                f"after {WARM_MINUTES} min")
+        )  # fmt: skip
+    if "a200" in results and "a20000" in results:
+        ratio = results["a200"]["rate"] / results["a20000"]["rate"]
+        cpu_ratio = results["a200"]["cpu_rate"] / results["a20000"]["cpu_rate"]
+        rows.append(
+            Row("scale", "200 accounts / 20,000 accounts (events/s)", ratio, "x", f"<= {FLAT_TARGET}x",
+                ratio <= FLAT_TARGET, f"per CPU-s {cpu_ratio:.2f}x; same users per account, same batch size")
+        )  # fmt: skip
+    return rows, {"points": results, "warm_minutes": WARM_MINUTES, "min_events": MIN_EVENTS, "batch": BATCH}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One point (what `bench` runs in a child process); prints its JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench.scale_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, required=True, help="accounts")
+    parser.add_argument("--users", type=int, required=True, help="signed-in users, spread over the accounts")
+    args = parser.parse_args(argv)
+    print(json.dumps(run_point(args.accounts, args.users)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
