@@ -9,6 +9,7 @@ sustained overage beyond its allowance.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from processor.core.model import Plan, UsageChange
-from processor.core.periods import local_midnight_ms
+from processor.core.periods import ONE_DAY, local_date, local_midnight_ms
 from processor.kafka_security import plaintext_env  # the demo's own broker is PLAINTEXT: no inherited settings
 from processor.reports.chart import chart_data, render_chart
+from processor.reports.period_chart import period_chart, render_period_chart
 from processor.reports.render import render_report
 from processor.simulation import SimConfig, write_events
 from schemas.events import parse_timestamp, to_ms
@@ -55,12 +57,14 @@ def write_account_outputs(
     """Write the report CSV and the usage chart of one account; returns their paths."""
     csv_path = out_dir / f"{report.account_id}-report.csv"
     csv_path.write_text(render_report(report, "csv"))
-    start_ms = local_midnight_ms(date.fromisoformat(report.from_), report.timezone)
-    end_ms = local_midnight_ms(date.fromisoformat(report.to) + timedelta(days=1), report.timezone)
-    through = None if report.data_through is None else to_ms(parse_timestamp(report.data_through))
-    data = chart_data(changes, plans, start_ms, end_ms, data_through_ms=through)  # nothing drawn after data_through
-    title = f"{report.account_id}: usage {report.from_} to {report.to} ({report.timezone})"
-    png_path = render_chart(data, out_dir / f"{report.account_id}-usage.png", title)
+    chart = period_chart(report, changes, plans)  # daily peaks; nothing drawn after data_through
+    png_path = render_period_chart(chart, out_dir / f"{report.account_id}-usage.png")
+    if report.peak_at is not None:  # the day of the period's peak, at full resolution
+        day = local_date(to_ms(parse_timestamp(report.peak_at)), report.timezone)
+        start_ms, end_ms = local_midnight_ms(day, report.timezone), local_midnight_ms(day + ONE_DAY, report.timezone)
+        through = None if report.data_through is None else to_ms(parse_timestamp(report.data_through))
+        data = chart_data(changes, plans, start_ms, end_ms, data_through_ms=through, timezone=report.timezone)
+        render_chart(data, out_dir / f"{report.account_id}-peak-day.png", f"{report.account_id} on {day}")
     return csv_path, png_path
 
 
@@ -178,7 +182,7 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
         print(f"2/6 topics created; starting a worker (live queries on http://127.0.0.1:{web_port})", flush=True)
         worker_command = [
             sys.executable, "-m", "processor.cli", "worker", "--broker", bootstrap, "--prefix", DEMO_PREFIX,
-            "--app-id", DEMO_APP_ID, "--web-port", str(web_port), "--data-dir", str(out_dir / "worker-data"),
+            "--app-id", DEMO_APP_ID, "--web-port", str(web_port), "--state-dir", str(out_dir / "worker-data"),
             "--session-timeout", "2s", "--heartbeat-interval", "500ms", "--rebalance-timeout", "4s",
             "--commit-interval", "1s", "--log-level", "warning",
         ]  # fmt: skip
@@ -210,6 +214,12 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
                  str(out_dir / f"{account}-report.csv"), log=tools_log)  # fmt: skip
         _ccmeter("chart", "--snapshot", str(snapshot), *span, "--out", str(out_dir / f"{account}-usage.png"),
                  log=tools_log)  # fmt: skip
+        summary = json.loads(_ccmeter("report", "--snapshot", str(snapshot), *span, "--format", "json",
+                                      capture=True).stdout)  # fmt: skip
+        if summary["peak_at"]:  # the day of the peak at full resolution
+            day = local_date(to_ms(parse_timestamp(summary["peak_at"])), summary["timezone"])
+            _ccmeter("chart", "--snapshot", str(snapshot), "--account", account, "--day", str(day), "--out",
+                     str(out_dir / f"{account}-peak-day.png"), log=tools_log)  # fmt: skip
     print(NEXT_STEPS.format(out=out_dir, snapshot=snapshot, first=first, last=last, seconds=time.monotonic() - began))
     return 0
 

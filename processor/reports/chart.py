@@ -1,20 +1,41 @@
-"""Usage chart of one account (PNG or SVG): usage steps against licenses and licenses + allowance, billable overage
-shaded.
+"""The step chart of one account (PNG or SVG), for short ranges such as one account-local day (`chart --day`):
+usage steps at their exact instants against licenses and licenses + allowance, the stretches over licenses shaded
+(those that outlast the grace period darker), on an account-local time axis.
 
-Only what is known is drawn: the series stop at the account's `data_through`, which a vertical line marks.
+Only what is known is drawn: the series stop at the account's `data_through`, which a vertical line marks. The
+period chart (daily peaks of a billing period) is `processor/reports/period_chart.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from processor.core.billing import Segment, billable_overage, plan_at, usage_segments
 from processor.core.model import NEVER, Plan, UsageChange
+from processor.reports.chart_axes import (
+    SVG_SETTINGS,
+    chart_format,
+    close,
+    draw_limits,
+    grace_rule,
+    local_dt,
+    local_text,
+    mark_data_through,
+    new_figure,
+    save_figure,
+    say_in_middle,
+    setup_time_axis,
+    whole_ticks,
+    zone_label,
+)
 
-SVG_SETTINGS = {"svg.hashsalt": "ccmeter", "svg.fonttype": "none"}  # stable ids; text stays text
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["SVG_SETTINGS", "ChartData", "chart_data", "chart_format", "render_chart", "data_through_label"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,10 @@ class ChartData:
     start_ms: int = 0
     known_end_ms: int = 0
     data_through_ms: int | None = NEVER  # NEVER: everything is known; None: nothing is
+    timezone: str = "UTC"
+    over_stretches: list[tuple[int, int]] = field(default_factory=list)  # every maximal run with excess > 0
+    grace_minutes: int = 30
+    grace_mode: str = "contiguous"
 
 
 def known_end(start_ms: int, end_ms: int, data_through_ms: int | None) -> int:
@@ -41,11 +66,11 @@ def known_end(start_ms: int, end_ms: int, data_through_ms: int | None) -> int:
     return max(start_ms, min(end_ms, data_through_ms))
 
 
-def _stretches(segments: Sequence[Segment], level: int, grace_ms: int, mode: str) -> list[tuple[int, int]]:
-    """Maximal runs with excess >= level; for `contiguous` only those lasting at least the grace period."""
+def stretches(segments: Sequence[Segment], level: int, grace_ms: int = 0, mode: str = "") -> list[tuple[int, int]]:
+    """Maximal runs with excess >= level (>= 1); for `contiguous` only those lasting at least `grace_ms`."""
     runs: list[tuple[int, int]] = []
     for segment in segments:
-        if segment.excess < level:
+        if segment.excess < max(1, level):
             continue
         if runs and runs[-1][1] == segment.start_ms:
             runs[-1] = (runs[-1][0], segment.end_ms)
@@ -63,9 +88,10 @@ def chart_data(
     end_ms: int,
     *,
     data_through_ms: int | None = NEVER,
+    timezone: str = "UTC",
 ) -> ChartData:
     """The chart's series on `[start_ms, end_ms)` up to `data_through_ms` (None: nothing known; default: all), with
-    the grace settings of the plan in effect at the end."""
+    the grace settings of the plan in effect at the end; `timezone` is the zone of the axis."""
     upto = known_end(start_ms, end_ms, data_through_ms)
     segments = usage_segments(changes, plans, start_ms, upto)
     breaks = sorted({s.start_ms for s in segments} | {p.at_ms for p in plans if start_ms < p.at_ms < upto})
@@ -80,95 +106,91 @@ def chart_data(
         licenses.append(plan.licenses)
         ceiling.append(plan.licenses + plan.overage_allowance)
     final = plan_at(plans, end_ms - 1)
+    grace_ms = final.grace_minutes * 60_000
     billable = billable_overage(segments, final.grace_minutes, final.grace_mode)
-    stretches = _stretches(segments, billable, final.grace_minutes * 60_000, final.grace_mode) if billable else []
-    return ChartData(times, usage, licenses, ceiling, end_ms, billable, stretches, start_ms, upto, data_through_ms)
-
-
-def chart_format(out: str | Path) -> str:
-    """The file format of a chart by its suffix: `png` or `svg` (ValueError for anything else)."""
-    suffix = Path(out).suffix.lower().lstrip(".")
-    if suffix not in ("png", "svg"):
-        raise ValueError(f"a chart is a .png or .svg file, not {str(out)!r}")
-    return suffix
-
-
-def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
-    """Draw the chart into a PNG or SVG file (by the suffix of `out`) and return its path (written atomically; an
-    SVG keeps its text as text and is byte-for-byte reproducible)."""
-    fmt = chart_format(out)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from datetime import UTC, datetime
-
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    def as_dt(ms: int) -> datetime:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-    xs = [as_dt(ms) for ms in [*data.times_ms, data.known_end_ms]]
-    fig, ax = plt.subplots(figsize=(12, 4.5), dpi=100)
-    try:
-        for start, end in data.billable_stretches:
-            ax.axvspan(as_dt(start), as_dt(end), color="tab:red", alpha=0.18, lw=0)
-        if data.times_ms:
-            ax.stairs(data.usage, xs, label="usage", color="tab:blue", lw=1.2, baseline=None)
-            ax.stairs(data.licenses, xs, label="licenses", color="tab:green", lw=1.5, ls="--", baseline=None)
-            ax.stairs(
-                data.ceiling, xs, label="licenses + allowance", color="tab:orange", lw=1.2, ls=":", baseline=None
-            )
-        _mark_data_through(ax, data, as_dt)
-        if data.start_ms < data.end_ms:
-            ax.set_xlim(as_dt(data.start_ms), as_dt(data.end_ms))
-        if data.billable_stretches:
-            ax.plot([], [], color="tab:red", alpha=0.3, lw=8, label=f"billable overage ({data.billable_overage})")
-        ax.set_title(title)
-        ax.set_ylabel("concurrent users")
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", fontsize="small")
-        target = Path(out)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.tmp.{fmt}")
-        metadata = {"Date": None} if fmt == "svg" else None  # no timestamp: the same data gives the same file
-        with matplotlib.rc_context(SVG_SETTINGS):
-            fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata=metadata)
-        tmp.replace(target)
-    finally:
-        plt.close(fig)
-    return target
+    billed = stretches(segments, billable, grace_ms, final.grace_mode) if billable else []
+    return ChartData(
+        times, usage, licenses, ceiling, end_ms, billable, billed, start_ms, upto, data_through_ms, timezone,
+        stretches(segments, 1), final.grace_minutes, final.grace_mode,
+    )  # fmt: skip
 
 
 def data_through_label(data: ChartData) -> str | None:
     """The label of the data_through line, or None when the whole range is known (no line)."""
-    from schemas.events import format_ms
-
     if data.data_through_ms is None:
         return "no data yet"
     if data.data_through_ms >= data.end_ms:
         return None
-    return f"data through {format_ms(data.data_through_ms)[:16].replace('T', ' ')} UTC"
+    return f"data through {local_text(data.data_through_ms, data.timezone)}"
 
 
-def _mark_data_through(ax: Any, data: ChartData, as_dt: Callable[[int], Any]) -> None:
-    """A vertical line at data_through (at the range's start when nothing is known of it), labelled at the top."""
-    label = data_through_label(data)
-    if label is None:
-        return
-    at = as_dt(data.known_end_ms)
-    ax.axvline(at, color="dimgray", lw=1.2, ls="-.")
-    ax.annotate(
-        label,
-        xy=(at, 1.0),
-        xycoords=("data", "axes fraction"),
-        xytext=(4, -4),
-        textcoords="offset points",
-        ha="left",
-        va="top",
-        fontsize="small",
-        color="dimgray",
-    )
+def _minutes(ms: int) -> str:
+    minutes = ms / 60_000
+    return f"{minutes:.0f} min" if minutes >= 10 else f"{minutes:.1f} min"
+
+
+def render_chart(data: ChartData, out: str | Path, title: str) -> Path:
+    """Draw the step chart into a PNG or SVG file (by the suffix of `out`) and return its path (written atomically;
+    an SVG keeps its text as text and is byte-for-byte reproducible)."""
+    chart_format(out)
+    fig = draw_chart(data, title)
+    try:
+        return save_figure(fig, out)
+    finally:
+        close(fig)
+
+
+def draw_chart(data: ChartData, title: str) -> Figure:
+    """The step chart as a matplotlib figure (close it after use)."""
+    zone = data.timezone
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    grace_ms = data.grace_minutes * 60_000
+    each = data.grace_mode == "contiguous" and data.grace_minutes > 0  # the length of each stretch decides
+    labelled: set[str] = set()
+    for start, end in data.over_stretches:
+        outlasts = not each or end - start >= grace_ms
+        if not each:
+            label = "over licenses" + (f" (counts toward the {data.grace_minutes}-min grace)" if grace_ms else "")
+        elif outlasts:
+            label = f"over licenses >= {data.grace_minutes} min"
+        else:
+            label = f"over licenses < {data.grace_minutes} min (within grace)"
+        ax.axvspan(local_dt(start, zone), local_dt(end, zone), color="tab:red", alpha=0.28 if outlasts else 0.1,
+                   lw=0, label=None if label in labelled else label, zorder=1)  # fmt: skip
+        labelled.add(label)
+    if data.times_ms:
+        edges = [local_dt(ms, zone) for ms in [*data.times_ms, data.known_end_ms]]
+        ax.stairs(data.usage, edges, baseline=0, fill=True, color="tab:blue", alpha=0.25, lw=0, zorder=2)
+        ax.stairs(data.usage, edges, baseline=None, color="tab:blue", lw=1.3, label="usage (exact steps)",
+                  zorder=3)  # fmt: skip
+        draw_limits(ax, edges, data.licenses, data.ceiling)
+    if data.billable_overage:
+        ax.plot(
+            [],
+            [],
+            color="tab:purple",
+            lw=2,
+            ls=":",
+            label=f"licenses + billable overage ({data.billable_overage}) of this range alone",
+        )
+        level = [lic + data.billable_overage for lic in data.licenses]
+        edges = [local_dt(ms, zone) for ms in [*data.times_ms, data.known_end_ms]]
+        ax.stairs(level, edges, baseline=None, color="tab:purple", lw=2, ls=":", zorder=5)
+    mark_data_through(ax, data.data_through_ms, data.start_ms, data.end_ms, zone)
+    if data.start_ms < data.end_ms:
+        ax.set_xlim(local_dt(data.start_ms, zone), local_dt(data.end_ms, zone))
+    if data.data_through_ms is None or data.known_end_ms <= data.start_ms:
+        say_in_middle(ax, "nothing known yet")
+    elif not any(data.usage):
+        say_in_middle(ax, "no usage")
+    longest = max((end - start for start, end in data.over_stretches), default=0)
+    over = (f"{len(data.over_stretches)} stretches over licenses, longest {_minutes(longest)}"
+            if data.over_stretches else "never over licenses")  # fmt: skip
+    ax.set_title(f"{title}\n{over}; {grace_rule(data.grace_minutes, data.grace_mode)}", fontsize="medium")
+    ax.set_ylabel("concurrent users")
+    setup_time_axis(ax, zone, f"local time, {zone_label(zone, data.start_ms, data.end_ms)}")
+    whole_ticks(ax, max([*data.usage, *data.ceiling, 0]) + 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small", frameon=False)
+    return fig

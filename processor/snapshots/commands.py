@@ -8,25 +8,29 @@ import csv
 import io
 import json
 import logging
-import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from processor.cli import CliError
 from processor.commands.report import (
     account_dates,
     add_range_arguments,
     billing_run,
+    check_period,
     check_range_flags,
     check_report_flags,
     events_history,
+    has_range,
+    parse_date,
     require_account,
 )
 from processor.durations import ONCE_GIVE_UP, flag_seconds, give_up_seconds
+from processor.errors import CliError, RuntimeFailure
 from processor.kafka_security import add_security_options
+from processor.options import add_broker, add_duration, add_prefix, add_quiet, broker_of, deprecated, prefix_of
 from processor.reports.render import (
     BILLING_RUN_KEYS,
     FORMATS,
@@ -68,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "flushes and stops.",
         epilog="Example: ccmeter sink --broker 127.0.0.1:9092 --data-dir data --once",
     )
-    sink.add_argument("--broker", default=None, help="bootstrap HOST:PORT ($CCMETER_BROKER; default 127.0.0.1:9092)")
-    sink.add_argument("--prefix", default=None, help="topic name prefix ($CCMETER_PREFIX; default ccmeter.)")
+    add_broker(sink)
+    add_prefix(sink)
     sink.add_argument(
         "--events-prefix",
         default=None,
@@ -79,13 +83,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sink.add_argument("--data-dir", required=True, metavar="DIR", help="where the Parquet files and manifest live")
     sink.add_argument("--once", action="store_true", help="consume up to the current end offsets, then exit")
-    sink.add_argument(
-        "--flush-seconds",
-        type=float,
-        metavar="SECONDS",
-        default=30.0,
-        help="commit at least this often (default 30; every commit adds files, so not much less in production)",
+    flush = add_duration(
+        sink,
+        "--flush-interval",
+        default="30s",
+        help="commit at least this often (every commit adds files, so not much less in production)",
     )
+    deprecated(sink, "--flush-seconds", flush)
     sink.add_argument(
         "--flush-records",
         type=int,
@@ -93,13 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="commit when this many records are buffered (default 50000)",
     )
-    sink.add_argument(
-        "--compact-seconds",
-        type=float,
-        metavar="SECONDS",
-        default=300.0,
-        help="merge small committed files this often and at exit (default 300; 0: never)",
+    compact = add_duration(
+        sink, "--compact-interval", default="5m", help="merge small committed files this often and at exit (0s: never)"
     )
+    deprecated(sink, "--compact-seconds", compact)
     sink.add_argument(
         "--give-up-after",
         metavar="DURATION",
@@ -120,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT listens on 127.0.0.1 only; "
         "docs/operators.md lists the series)",
     )
-    sink.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    add_quiet(sink)
     add_security_options(sink)
     sink.set_defaults(func=run_sink_command)
 
@@ -143,22 +144,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="keep N snapshots: the replaced one is kept as FILE.<UTC stamp>.duckdb and older ones beyond N pruned",
     )
-    snapshot.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_quiet(snapshot)
     snapshot.set_defaults(func=run_snapshot_command)
 
     chart = subparsers.add_parser(
         "chart",
         help="PNG or SVG chart of one account's usage against its licenses, from a snapshot or an event file",
-        description="Draw usage steps, licenses and licenses + allowance over a billing period or date range, with "
-        "the billable overage shaded. A vertical line marks the account's data_through: nothing after it is known, "
-        "so nothing is drawn there. The --out suffix chooses the format: .png or .svg.",
-        epilog="Example: ccmeter chart --snapshot usage.duckdb --account acct-1 --period current --out usage.svg",
+        description="Draw one account's licenses usage. With --period or --from/--to: one bar per account-local day "
+        "(its peak; the part above the licenses in red) against licenses and licenses + allowance, the billed level "
+        "(licenses + billable overage), and below it the stretches over licenses against the grace period, which "
+        "decides what is billable. With --day: that local day's usage steps at their exact instants (minute "
+        "resolution and finer), the stretches over licenses shaded. Times are in the account's timezone, named on "
+        "the axis. A vertical line marks the account's data_through: nothing after it is known, so nothing is drawn "
+        "there. The --out suffix chooses the format: .png or .svg.",
+        epilog="Examples: ccmeter chart --snapshot usage.duckdb --account acct-1 --period current --out usage.svg; "
+        "ccmeter chart --snapshot usage.duckdb --account acct-1 --day 2026-11-02 --out day.png",
     )
     source = chart.add_mutually_exclusive_group(required=True)
     source.add_argument("--snapshot", metavar="FILE", help="a snapshot from `ccmeter snapshot`")
     source.add_argument("--events", metavar="FILE", help="event file (.jsonl or .parquet; batch engine)")
     chart.add_argument("--account", required=True, metavar="ID", help="account_id")
     add_range_arguments(chart)
+    chart.add_argument(
+        "--day", metavar="YYYY-MM-DD", help="one account-local day at full resolution, instead of a range"
+    )
     chart.add_argument("--out", required=True, metavar="FILE", help="chart file to write: FILE.png or FILE.svg")
     chart.set_defaults(func=run_chart_command)
 
@@ -194,14 +203,13 @@ def run_sink_command(args: argparse.Namespace) -> int:
 
     _setup_logging(args.quiet)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the sink reports outages itself, once per attempt
-    broker = args.broker or os.environ.get("CCMETER_BROKER") or "127.0.0.1:9092"
+    broker, prefix = broker_of(args), prefix_of(args)
     try:
-        prefix = validate_prefix(args.prefix or os.environ.get("CCMETER_PREFIX") or "ccmeter.")
         events_prefix = validate_prefix(args.events_prefix) if args.events_prefix is not None else None
     except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if args.flush_seconds <= 0 or args.flush_records < 1:
-        raise CliError("--flush-seconds must be > 0 and --flush-records >= 1")
+        raise CliError(f"--events-prefix: {exc}") from None
+    if args.flush_interval <= 0 or args.flush_records < 1:
+        raise CliError("--flush-interval must be more than 0s and --flush-records at least 1")
     from processor.metrics.sink import MetricsBindError, parse_bind
 
     try:
@@ -214,9 +222,9 @@ def run_sink_command(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         once=args.once,
         events_prefix=events_prefix,
-        flush_seconds=args.flush_seconds,
+        flush_seconds=args.flush_interval,
         flush_records=args.flush_records,
-        compact_seconds=max(0.0, args.compact_seconds),
+        compact_seconds=max(0.0, args.compact_interval),
         give_up_seconds=give_up_seconds(args.give_up_after, args.once),
         retry_max_seconds=max(0.5, flag_seconds(args.retry_max, "--retry-max")),
         metrics_bind=metrics_bind,
@@ -227,9 +235,9 @@ def run_sink_command(args: argparse.Namespace) -> int:
         print(f"ccmeter sink: {exc}", file=sys.stderr)
         return 1
     except (StoreError, MetricsBindError) as exc:
-        raise CliError(str(exc)) from None
+        raise RuntimeFailure(str(exc)) from None
     except (KafkaError, OSError) as exc:
-        raise CliError(f"sink failed against {broker}: {exc!r}") from exc  # processor/cli.py explains refusals
+        raise RuntimeFailure(f"sink failed against {broker}: {exc!r}") from exc  # processor/cli.py explains refusals
     rows = ", ".join(f"{name} {count}" for name, count in sorted(stats.rows.items())) or "no new rows"
     print(
         f"ccmeter sink: {stats.records} records ({rows}); {stats.redelivered} re-deliveries dropped, "
@@ -254,7 +262,7 @@ def run_snapshot_command(args: argparse.Namespace) -> int:
     except SnapshotError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
-        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot write {args.out}: {exc.strerror or exc}") from None
     watermark = format_ms(result.watermark_ms) if result.watermark_ms is not None else "none"
     pruned = f", pruned {len(result.pruned)} older" if result.pruned else ""
     print(
@@ -271,15 +279,26 @@ def _open(path: str) -> tuple[Any, int | None]:
     try:
         con, watermark_ms = open_snapshot(path)
     except SnapshotError as exc:
-        if "version number" in str(exc):  # DuckDB's words for a storage format newer than the one it reads
-            raise CliError(f"{path}: written in a newer DuckDB storage format than this ccmeter reads") from None
-        raise CliError(str(exc)) from None
+        raise CliError(_open_error(path, str(exc))) from None
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     missing = [name for name in _NEEDED_TABLES if name not in tables]
     if missing:
         con.close()
         raise CliError(f"{path}: snapshot of an older ccmeter (no {missing[0]} table); run `ccmeter snapshot` again")
     return con, watermark_ms
+
+
+def _open_error(path: str, message: str) -> str:
+    """One line for a snapshot DuckDB refused to open: a newer storage format, a lock held by a writer, or DuckDB's
+    own first line (a corrupt file, not a database)."""
+    if "version number" in message or "Unsupported Storage Version" in message:  # DuckDB's words for a newer format
+        return f"{path}: written in a newer DuckDB storage format than this ccmeter reads; upgrade ccmeter"
+    if "Could not set lock" in message:
+        holder = re.search(r"\(PID (\d+)\)", message)
+        by = f" (PID {holder.group(1)})" if holder else ""
+        return (f"{path}: locked by another process that has it open for writing{by}; snapshots are read-only "
+                "files: wait until it is done, or read a copy")  # fmt: skip
+    return message
 
 
 def _history(con: Any, path: str, account: str) -> AccountHistory:
@@ -361,27 +380,51 @@ def run_snapshot_report(args: argparse.Namespace) -> str:
 
 
 def run_chart_command(args: argparse.Namespace) -> int:
-    """`ccmeter chart`: from a snapshot or an event file, into a PNG or SVG file (by the --out suffix)."""
-    from processor.reports.chart import chart_data, render_chart
-
-    check_range_flags(args)
+    """`ccmeter chart`: from a snapshot or an event file, into a PNG or SVG file (by the --out suffix): the period
+    chart (daily peaks) of --period or --from/--to, or the step chart of one local day (--day)."""
+    if args.day is not None and has_range(args):
+        raise CliError("give either --day or --period/--from/--to, not both")
+    if args.day is None:
+        check_range_flags(args)
     if Path(args.out).suffix.lower() not in CHART_SUFFIXES:
         raise CliError(f"--out must name a .png or .svg file, not {args.out!r}")
     if args.snapshot is not None:
         history = snapshot_history(args.snapshot, args.account)
     else:
         history = events_history(args.events, args.account, quiet=True)
-    start, end = account_dates(args, history)
-    start_ms, end_ms = history.bounds_ms(start, end)
-    data = chart_data(history.changes, history.plans, start_ms, end_ms, data_through_ms=history.data_through_ms)
-    peak = max(data.usage, default=0)
-    title = f"{args.account}: {start} to {end} - peak {peak}, billable overage {data.billable_overage}"
     try:
-        path = render_chart(data, args.out, title)
+        if args.day is not None:
+            path, summary = _day_chart(history, parse_date(args.day, "--day"), args.out)
+        else:
+            path, summary = _period_chart(history, account_dates(args, history), args.out)
     except OSError as exc:
-        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    print(f"wrote {path} (peak {peak}, billable overage {data.billable_overage})", file=sys.stderr)
+        raise RuntimeFailure(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"wrote {path} ({summary})", file=sys.stderr)
     return 0
+
+
+def _period_chart(history: AccountHistory, dates: tuple[date, date], out: str) -> tuple[Path, str]:
+    from processor.reports.period_chart import period_chart, render_period_chart
+
+    report = history.report(*dates)
+    chart = period_chart(report, history.changes, history.plans)
+    summary = f"peak {report.peak_usage}, billable overage {report.billable_overage}, {len(chart.known_days)} days"
+    return render_period_chart(chart, out), summary
+
+
+def _day_chart(history: AccountHistory, day: date, out: str) -> tuple[Path, str]:
+    from processor.core.billing import known_plans
+    from processor.core.periods import report_timezone
+    from processor.reports.chart import chart_data, render_chart
+
+    check_period(history, day, day)
+    start_ms, end_ms = history.bounds_ms(day, day)
+    zone = report_timezone(known_plans(history.plans, history.data_through_ms), day)
+    data = chart_data(history.changes, history.plans, start_ms, end_ms, data_through_ms=history.data_through_ms,
+                      timezone=zone)  # fmt: skip
+    peak = max(data.usage, default=0)
+    path = render_chart(data, out, f"{history.account_id} on {day} ({zone}) - peak {peak}")
+    return path, f"peak {peak}, {len(data.over_stretches)} stretches over licenses"
 
 
 TABLE_TEXT_LIMIT = 160  # characters of an original shown by the table format

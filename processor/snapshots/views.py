@@ -79,6 +79,65 @@ DEAD_LETTERS_BY_ACCOUNT = f"""
     SELECT event_account AS account_id, {_LETTER_COLUMNS} FROM letters
     WHERE event_account IS NOT NULL AND event_account IS DISTINCT FROM kafka_key"""
 
+# Per billing period and user: the user's counted time (user_intervals) inside the period's local days, up to the
+# account's data_through (as the report counts it), in hours; the users' hours add up to the period's license_hours.
+# Durations are epoch_ms differences: a TIMESTAMPTZ difference is a calendar interval in the session's TimeZone,
+# which loses or gains an hour across a DST change.
+USER_LICENSE_HOURS = """
+    WITH periods AS (
+        SELECT account_id, period_from, period_to, is_current, complete, license_hours AS period_license_hours,
+               timezone(timezone, period_from::TIMESTAMP) AS start_at,
+               least(timezone(timezone, (period_to + 1)::TIMESTAMP), data_through) AS end_at
+        FROM billing_periods
+    ),
+    clipped AS (
+        SELECT p.account_id, p.period_from, p.period_to, p.is_current, p.complete, p.period_license_hours,
+               i.user_id,
+               (epoch_ms(least(coalesce(i.end_at, p.end_at), p.end_at)) - epoch_ms(greatest(i.start_at, p.start_at)))
+                   / 1000 AS seconds
+        FROM periods p JOIN user_intervals i USING (account_id)
+        WHERE i.start_at < p.end_at AND coalesce(i.end_at, p.end_at) > p.start_at
+    )
+    SELECT account_id, period_from, period_to, is_current, complete, user_id,
+           sum(seconds) / 3600 AS license_hours,
+           CASE WHEN any_value(period_license_hours) > 0
+                THEN sum(seconds) / 3600 / any_value(period_license_hours) END AS share,
+           rank() OVER (PARTITION BY account_id, period_from ORDER BY sum(seconds) DESC) AS rank
+    FROM clipped
+    GROUP BY account_id, period_from, period_to, is_current, complete, user_id"""
+
+# `users_at(account, instant)`: the users counted at one instant (as `peak_users` of a report), each with the
+# presences active then; nothing at or after the account's data_through (nothing is known there).
+USERS_AT = """
+    WITH counted AS (
+        SELECT user_id, min(start_at) AS counted_since
+        FROM user_intervals
+        WHERE account_id = account AND start_at <= CAST(instant AS TIMESTAMPTZ)
+          AND (end_at IS NULL OR CAST(instant AS TIMESTAMPTZ) < end_at)
+          AND CAST(instant AS TIMESTAMPTZ) < (SELECT data_through FROM account_horizons h WHERE h.account_id = account)
+        GROUP BY user_id
+    ),
+    active AS (
+        SELECT user_id, kind, device_id
+        FROM presence_intervals
+        WHERE account_id = account AND start_at <= CAST(instant AS TIMESTAMPTZ)
+          AND (end_at IS NULL OR CAST(instant AS TIMESTAMPTZ) < end_at)
+    )
+    SELECT c.user_id, c.counted_since,
+           coalesce(list_sort(list_distinct(list(a.device_id) FILTER (WHERE a.kind = 'desktop'))), []::VARCHAR[])
+               AS devices,
+           coalesce(bool_or(a.kind = 'portal'), false) AS portal,
+           coalesce(bool_or(a.kind = 'api'), false) AS api
+    FROM counted c LEFT JOIN active a USING (user_id)
+    GROUP BY c.user_id, c.counted_since
+    ORDER BY c.user_id"""
+MACROS: dict[str, tuple[str, str]] = {  # name: (parameters, body)
+    "users_at": ("account, instant", USERS_AT),
+}
+MACRO_COMMENTS: dict[str, str] = {
+    "users_at": "Table macro users_at(account, instant): the users counted at that instant, with their presences.",
+}
+
 # The timezone of the plan in effect at an instant: ASOF joins on `plans` (before the first plan: UTC).
 VIEWS: dict[str, str] = {
     "snapshot_offsets": """
@@ -178,6 +237,7 @@ VIEWS: dict[str, str] = {
     "event_counts_daily": """
         SELECT account_id, CAST(timezone('UTC', occurred_at) AS DATE) AS utc_date, type, count(*) AS events
         FROM events WHERE rejection IS NULL GROUP BY ALL""",
+    "user_license_hours": USER_LICENSE_HOURS,
 }
 
 # Descriptions written into every snapshot (`COMMENT ON`), from docs/analysts.md; columns not named here take the
@@ -199,6 +259,7 @@ VIEW_COMMENTS: dict[str, str] = {
     "dead_letter_summary": "Dead letters counted by reason.",
     "dead_letters_by_account": "Each dead letter under the account that keyed its events record (and the decoded one).",
     "event_counts_daily": "Valid events per account, UTC date and type.",
+    "user_license_hours": "Per billing period and user: license hours the user consumed (who used the most).",
 }
 VIEW_COLUMN_COMMENTS: dict[str, dict[str, str]] = {
     "snapshot_offsets": {
@@ -302,10 +363,19 @@ VIEW_COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "dead_lettered_at": "Kafka timestamp of the dead letter.",
     },
     "event_counts_daily": {"utc_date": "UTC date of occurred_at.", "events": "Valid events."},
+    "user_license_hours": {
+        "license_hours": "Hours the user was counted in the period, up to data_through.",
+        "share": "The user's part of the period's license_hours (0..1; NULL when the period has none).",
+        "rank": "Rank by license hours within the account's period (1 = the most).",
+    },
 }
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Create (or replace) every view of VIEWS, in order."""
+    """Create (or replace) every view of VIEWS, in order, then the table macros of MACROS with their descriptions."""
     for name, body in VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+    for name, (parameters, body) in MACROS.items():
+        con.execute(f"CREATE OR REPLACE MACRO {name}({parameters}) AS TABLE {body}")
+        comment = MACRO_COMMENTS[name].replace("'", "''")
+        con.execute(f"COMMENT ON MACRO TABLE {name} IS '{comment}'")
