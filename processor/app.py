@@ -39,7 +39,7 @@ import faust
 
 from processor import faust_adapter
 from processor.core.fold import LiveView
-from processor.kafka_security import access_error, current_security
+from processor.kafka_security import access_error, check_group_access, current_security
 from processor.metrics import worker as worker_metrics
 from processor.topics import EVENTS, topic_names
 from processor.web.auth import Access
@@ -52,7 +52,7 @@ from processor.worker.feed import PartitionFeed
 from processor.worker.partition import BatchResult
 from processor.worker.peers import FORWARDED_HEADER, RETRY_AFTER_S, Answer, Local, PeerRouter, peer_urls
 from processor.worker.runner import StreamProcessor
-from processor.worker.state import account_header, account_key, clock_key, decode_clock, is_clock_key
+from processor.worker.state import account_header, account_key, clock_key, decode_clock, is_account_key, is_clock_key
 from processor.worker.store import ChangelogStore, changelog_topic, ensure_changelog
 from schemas.events import format_ms
 
@@ -87,7 +87,7 @@ class Worker:
             config.app_id,
             broker=[f"kafka://{server}" for server in config.broker.split(",")],
             broker_credentials=current_security().faust_credentials(),
-            datadir=config.data_dir,
+            datadir=config.state_dir,
             autodiscover=False,
             web_enabled=True,
             web_host=config.web_host,
@@ -115,7 +115,7 @@ class Worker:
         self.events = app.topic(names[EVENTS], **raw)
         self.faust = faust_adapter.FaustAdapter(app, names[EVENTS])
         self.faults = Faults.from_env()
-        self.store = ChangelogStore(config.broker, changelog_topic(config.app_id), config.store, config.data_dir)
+        self.store = ChangelogStore(config.broker, changelog_topic(config.app_id), config.store, config.state_dir)
         self.store.on_recovery_batch = lambda: self.faults.hit("during_recovery")
         self.checkpoint = Checkpoint(config.broker, config.app_id, names, self.store, guarantee, self.faults)
         self.feed = PartitionFeed(config.broker, names[EVENTS])
@@ -207,6 +207,10 @@ class Worker:
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
                 return self.json(worker.health())
+
+        from processor.console.live import mount as mount_console
+
+        mount_console(app, worker, self.config.app_id)  # the console and /api/... (processor/console/live.py)
 
     def refusal(
         self, view: faust.web.View, request: faust.web.Request, account_id: str | None = None
@@ -333,7 +337,7 @@ class Worker:
             await self._confirm_membership(sorted(r.partition for r in results))
         await self.checkpoint.write(results)
         for result in results:
-            self.processor.trim(result.partition, keep=(k.decode() for k in result.states if not is_clock_key(k)))
+            self.processor.trim(result.partition, keep=(k.decode() for k in result.states if is_account_key(k)))
         self.faults.hit("before_commit")
 
     async def _confirm_membership(self, partitions: list[int]) -> None:
@@ -468,7 +472,8 @@ def live_json(view: Any) -> dict[str, Any]:
 
 async def prepare(config: WorkerConfig, partitions: int) -> str:
     """Create the changelog topic if missing and pick the processing guarantee; ValueError with one line if they
-    cannot be used."""
+    cannot be used; KafkaAccessError if the consumer group is refused (aiokafka would retry the join forever)."""
+    await check_group_access(config.broker, current_security(), config.app_id)
     topic = changelog_topic(config.app_id)
     count = await ensure_changelog(config.broker, topic, partitions, config.replication)
     if count != partitions:

@@ -1,8 +1,9 @@
 """The console's HTTP API (aiohttp handlers, described by `processor/console/openapi.py`) and its web app.
 
 The handlers hold no global state: `ConsoleApi(source)` binds them to one `ConsoleSource`, and `add_routes` puts them
-on any aiohttp router (this console's app, or later a worker's Faust web app), so middleware such as authentication
-can wrap them. Work that reads or computes runs in a thread, so a large snapshot does not stall the event loop.
+on any aiohttp router, so middleware such as authentication can wrap them. A worker serves the same paths and shapes
+from its live state with its tokens (processor/console/live.py). Work that reads or computes runs in a thread, so a
+large snapshot does not stall the event loop.
 """
 
 from __future__ import annotations

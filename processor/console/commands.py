@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "resolution, the users counted at the peak, its dead letters and report exports (CSV, JSON: the same as "
         "`ccmeter report --snapshot`). The same numbers are an HTTP API described by /openapi.json "
         "(docs/openapi.json). Everything covers each account up to its data_through. No authentication: it binds to "
-        "the loopback address unless --bind says otherwise. Ctrl-C stops it.",
+        "the loopback address unless --bind says otherwise. Ctrl-C stops it. Every `ccmeter worker` also serves this "
+        "console live, with its API tokens: usage now and the accounts list (docs/running.md).",
         epilog="Example: ccmeter console --snapshot demo-output/ccmeter.duckdb  (then open http://127.0.0.1:8088/)",
     )
     console.add_argument("--snapshot", required=True, metavar="FILE", help="a DuckDB snapshot from `ccmeter snapshot`")

@@ -32,6 +32,10 @@ def _object(description: str, properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _nullable_int(description: str) -> dict[str, Any]:
+    return {"type": ["integer", "null"], "minimum": 0, "description": description + " (null when served live)"}
+
+
 def _int(description: str = "", minimum: int | None = 0) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "integer"}
     if minimum is not None:
@@ -54,16 +58,22 @@ PLAN = _object(
     },
 )
 USAGE = _object(
-    "Usage now: as of the account's data_through (its last known instant); the fields of the worker's live query "
-    "plus `today`, `data_through_local`, `plan` and `billable_rule`.",
+    "Usage now: the fields of the worker's live query plus `today`, `data_through_local`, `plan` and "
+    "`billable_rule`. From a snapshot: as of the account's data_through (its last known instant; `as_of` = "
+    "`data_through`). Served live by a worker: usage, headroom and today's peak are provisional, as of `as_of` "
+    "(events still inside the lateness window count), and `data_through` says what is final.",
     {
         "account_id": {"type": "string"},
         "usage": _int("distinct users counted at the last known instant"),
         "licenses": _int(),
         "overage_allowance": _int(),
         "headroom": _int("licenses - usage (negative when over licenses)", minimum=None),
-        "today": {"type": ["string", "null"], "format": "date", "description": "account-local date of data_through"},
-        "today_peak": _int("peak usage of that local day up to data_through"),
+        "today": {
+            "type": ["string", "null"],
+            "format": "date",
+            "description": "account-local date of data_through (live: of as_of)",
+        },
+        "today_peak": _int("peak usage of that local day up to data_through (live: up to as_of)"),
         "today_peak_at": NULL_INSTANT,
         "as_of": NULL_INSTANT,
         "data_through": NULL_INSTANT,
@@ -84,15 +94,15 @@ ACCOUNT_ROW = _object(
         "timezone": {"type": "string"},
         "period_from": {"type": ["string", "null"], "format": "date"},
         "period_to": {"type": ["string", "null"], "format": "date"},
-        "peak_usage": _int("peak of the current period so far"),
+        "peak_usage": _nullable_int("peak of the current period so far"),
         "peak_at": NULL_INSTANT,
-        "billable_overage": _int("billable overage of the current period so far (grace-aware)"),
-        "over_allowance": _int(),
+        "billable_overage": _nullable_int("billable overage of the current period so far (grace-aware)"),
+        "over_allowance": _nullable_int("the part of the billable overage above the allowance"),
         "complete": {"type": "boolean", "description": "the current period is complete (never, while current)"},
     },
 )
-SOURCE = _object(
-    "What the console reads.",
+SNAPSHOT_SOURCE = _object(
+    "The console reads a snapshot (`ccmeter console --snapshot FILE`).",
     {
         "kind": {"type": "string", "enum": ["snapshot"]},
         "name": {"type": "string", "description": "file name of the snapshot"},
@@ -101,6 +111,16 @@ SOURCE = _object(
         "watermark": NULL_INSTANT,
     },
 )
+LIVE_SOURCE = _object(
+    "The console is served live by the workers (`ccmeter worker`), from the state they hold.",
+    {
+        "kind": {"type": "string", "enum": ["live"]},
+        "name": {"type": "string", "description": "the workers' app id"},
+        "partitions": {"type": "array", "items": _int(), "description": "events-topic partitions covered"},
+        "workers": _int("workers that answered"),
+    },
+)
+SOURCE = {"description": "What the console reads.", "oneOf": [_ref("SnapshotSource"), _ref("LiveSource")]}
 CHANGE = _object(
     "One change of the account's usage.",
     {"at": INSTANT, "usage": _int(), "licenses": _int(), "change_id": {"type": "string"}},
@@ -169,7 +189,18 @@ DEAD_LETTERS = _object(
         "letters": {"type": "array", "items": _ref("DeadLetter")},
     },
 )
-ERROR = _object("Why the request was refused, in one line.", {"error": {"type": "string"}})
+ERROR = {
+    "type": "object",
+    "description": "Why the request was refused, in one line (`error`, and for some live answers `reason`).",
+    "properties": {
+        "error": {"type": "string"},
+        "reason": {"type": "string", "description": "why (401, 403, 503)"},
+        "account_id": {"type": "string"},
+        "partitions": {"type": "array", "items": _int(), "description": "partitions checked (forwarded 404)"},
+    },
+    "required": ["error"],
+    "additionalProperties": False,
+}
 
 ACCOUNT_PARAM = {
     "name": "account_id",
@@ -185,8 +216,19 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    words = {400: "bad parameter, or nothing known of the requested range", 404: "unknown account"}
+    words = {
+        400: "bad parameter, or nothing known of the requested range",
+        401: "live: no valid bearer token",
+        403: "live: the token may not read this account",
+        404: "unknown account",
+        501: "live: not served by the workers (it needs the account's history): use the snapshot console",
+        503: "live: no trustworthy answer now (a rebalance, a worker that did not answer); retry after Retry-After",
+    }
     return {str(status): _json(_ref("Error"), words[status]) for status in statuses}
+
+
+LIVE = (401, 403, 503)  # the answers of an endpoint served live
+NOT_LIVE = (401, 403, 501)  # ... and of one that the workers do not serve
 
 
 def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
@@ -232,13 +274,16 @@ def openapi_document() -> dict[str, Any]:
                     "The accounts overview.",
                     {"source": _ref("Source"), "accounts": {"type": "array", "items": _ref("AccountRow")}},
                 ),
-                "every account, sorted by id",
+                "every account, sorted by id (live: the accounts the token may read, from every worker)",
             ),
+            401,
+            503,
         ),
         "/api/accounts/{account_id}/usage": _get(
             "One account's usage now (as of its data_through) and today's peak",
             _json(_ref("Usage"), "usage now"),
             404,
+            *LIVE,
             parameters=(ACCOUNT_PARAM,),
         ),
         "/api/accounts/{account_id}/report": _get(
@@ -246,6 +291,7 @@ def openapi_document() -> dict[str, Any]:
             report_ok,
             400,
             404,
+            *NOT_LIVE,
             parameters=(
                 ACCOUNT_PARAM,
                 _query(
@@ -263,6 +309,7 @@ def openapi_document() -> dict[str, Any]:
             _json(_ref("Changes"), "the step function in the range"),
             400,
             404,
+            *NOT_LIVE,
             parameters=(
                 ACCOUNT_PARAM,
                 _query("from", "first instant (RFC 3339)", INSTANT, required=True),
@@ -274,6 +321,7 @@ def openapi_document() -> dict[str, Any]:
             _json(_ref("DayMinutes"), "the day's minutes up to data_through"),
             400,
             404,
+            *NOT_LIVE,
             parameters=(
                 ACCOUNT_PARAM,
                 {"name": "date", "in": "path", "required": True, "schema": LOCAL_DATE, "description": "local date"},
@@ -284,6 +332,7 @@ def openapi_document() -> dict[str, Any]:
             _json(_ref("UsersAt"), "the users counted then"),
             400,
             404,
+            *NOT_LIVE,
             parameters=(ACCOUNT_PARAM, _query("at", "the instant (RFC 3339)", INSTANT, required=True)),
         ),
         "/api/accounts/{account_id}/dead-letters": _get(
@@ -291,6 +340,7 @@ def openapi_document() -> dict[str, Any]:
             _json(_ref("DeadLetters"), "the last `limit` dead letters, oldest first"),
             400,
             404,
+            *NOT_LIVE,
             parameters=(
                 ACCOUNT_PARAM,
                 _query("limit", "how many (default 20)", {"type": "integer", "minimum": 1, "maximum": 1000}),
@@ -300,6 +350,8 @@ def openapi_document() -> dict[str, Any]:
     schemas = {
         "Error": ERROR,
         "Source": SOURCE,
+        "SnapshotSource": SNAPSHOT_SOURCE,
+        "LiveSource": LIVE_SOURCE,
         "AccountRow": ACCOUNT_ROW,
         "Plan": PLAN,
         "Usage": USAGE,
@@ -317,10 +369,24 @@ def openapi_document() -> dict[str, Any]:
             "title": "ccmeter console API",
             "version": "1",
             "description": "Read-only licenses usage of contact-center accounts (SPEC sections 4 and 5). Every "
-            "number is in event time and covers each account up to its data_through: nothing after it is known.",
+            "number is in event time and covers each account up to its data_through: nothing after it is known. "
+            "Served from a snapshot by `ccmeter console --snapshot FILE` (loopback, no token), or live by the workers "
+            "(`ccmeter worker`, a bearer token of docs/security.md on every /api request): live, the accounts "
+            "overview and usage are answered from the workers' state (the period's peak and overage are null), and "
+            "the endpoints that need an account's history answer 501.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from `ccmeter tokens new` (live workers only; no token for a snapshot)",
+                }
+            },
+        },
+        "security": [{"bearer": []}, {}],
     }
 
 

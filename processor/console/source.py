@@ -1,5 +1,5 @@
 """Where the console's data comes from: `ConsoleSource` is what the API handlers need, `SnapshotSource` serves it
-from a DuckDB snapshot (read-only; a worker can later serve the same API from another source)."""
+from a DuckDB snapshot (read-only; a worker serves the API from its live state: processor/console/live.py)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
 // ccmeter console: a read-only single page over the console API (/openapi.json). Vanilla JS, no build step.
 // Routes: #/ (accounts overview) and #/accounts/<id>[?period=previous&day=YYYY-MM-DD].
+// Served by `ccmeter console --snapshot` (no token) or live by a worker: there every /api request needs a bearer
+// token, which the page asks for after a 401 and keeps in sessionStorage (this tab only).
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const view = document.getElementById("view");
 const state = { sortKey: "account_id", sortDir: 1, filter: "", page: null };
+const TOKEN_KEY = "ccmeter-token";
 
 // -- helpers ------------------------------------------------------------------------------------------------------
 
@@ -36,11 +39,57 @@ function s(tag, attrs, ...children) {
   return el;
 }
 
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function storedToken() {
+  try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch { return ""; }
+}
+
 async function getJson(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  const token = storedToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(url, { headers });
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const words = body.reason && body.error !== body.reason ? `${body.error}: ${body.reason}` : body.error;
+    throw new ApiError(response.status, words || `${response.status} ${response.statusText}`);
+  }
   return body;
+}
+
+// A live worker refused the request (401): ask for a token, keep it for this tab, show the page again.
+function askToken(error) {
+  const input = h("input", { id: "token", type: "password", autocomplete: "off", spellcheck: "false",
+    required: true, "aria-describedby": "token-help" });
+  const form = h("form", { class: "toolbar", id: "token-form", onsubmit: (e) => {
+    e.preventDefault();
+    try { sessionStorage.setItem(TOKEN_KEY, input.value.trim()); } catch { /* private mode: not kept */ }
+    route();
+  } }, h("label", { for: "token" }, "API token"), input, h("button", { class: "button", type: "submit" }, "Use token"));
+  view.replaceChildren(h("h1", {}, "API token needed"),
+    h("p", { class: "error", role: "alert" }, error.message),
+    h("p", { class: "muted", id: "token-help" }, "This console is served live by a ccmeter worker: every request needs ",
+      "a token (", h("code", {}, "ccmeter tokens new"), "). It is kept in this tab only and sent as ",
+      h("code", {}, "Authorization: Bearer"), "."),
+    form);
+  input.focus();
+}
+
+function showTokenControl() {
+  const line = document.getElementById("token-line");
+  if (!line) return;
+  line.replaceChildren();
+  if (!storedToken()) return;
+  line.append(h("button", { class: "button small", type: "button", id: "forget-token", onclick: () => {
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* nothing kept */ }
+    route();
+  } }, "Forget token"));
 }
 
 const enc = encodeURIComponent;
@@ -136,9 +185,9 @@ async function showAccounts() {
         h("td", { class: "num" }, row.licenses),
         h("td", { class: "num" }, row.overage_allowance),
         h("td", { class: "num" }, row.headroom),
-        h("td", { class: "num peak" }, row.peak_usage),
-        h("td", { class: "num billable" }, row.billable_overage),
-        h("td", { class: "num over-allowance" }, row.over_allowance),
+        h("td", { class: "num peak" }, row.peak_usage ?? "–"),
+        h("td", { class: "num billable" }, row.billable_overage ?? "–"),
+        h("td", { class: "num over-allowance" }, row.over_allowance ?? "–"),
         h("td", { class: "nowrap", title: `${row.data_through || "nothing known"} UTC` },
           localTime(row.data_through, row.timezone), h("small", { class: "muted zone" }, row.timezone)));
     }));
@@ -154,11 +203,13 @@ async function showAccounts() {
 
   filter.addEventListener("input", () => { state.filter = filter.value; render(); });
   render();
+  const live = data.source && data.source.kind === "live";
   view.replaceChildren(
     h("h1", {}, "Accounts"),
     h("div", { class: "toolbar" }, h("label", { for: "filter" }, "Filter by account"), filter, count),
-    h("p", { class: "muted", id: "accounts-caption" },
-      "Usage now and the current billing period so far; peaks and overage up to each account's data through."),
+    h("p", { class: "muted", id: "accounts-caption" }, live
+      ? "Live usage now (provisional). The period's peak and overage need the account's history: use the snapshot console."
+      : "Usage now and the current billing period so far; peaks and overage up to each account's data through."),
     h("div", { class: "table-wrap" },
       h("table", { id: "accounts-table", "aria-describedby": "accounts-caption" },
         h("thead", {}, headRow), tbody)));
@@ -167,6 +218,11 @@ async function showAccounts() {
 function showSource(source) {
   const line = document.getElementById("source");
   if (!source) return;
+  if (source.kind === "live") {
+    line.textContent = `Live: workers of ${source.name} · ${source.workers} answered · ` +
+      `${source.partitions.length} partitions`;
+    return;
+  }
   line.textContent = `Snapshot ${source.name} · written ${source.created_at || "–"} · events up to ` +
     `${source.watermark || "–"} (UTC)`;
 }
@@ -177,7 +233,10 @@ async function showAccount(account, params) {
   const period = params.get("period") === "previous" ? "previous" : "current";
   const [usage, letters] = await Promise.all([
     getJson(`${accountApi(account)}/usage`),
-    getJson(`${accountApi(account)}/dead-letters?limit=10`),
+    getJson(`${accountApi(account)}/dead-letters?limit=10`).catch((error) => {
+      if (error.status !== 501) throw error;
+      return { unavailable: error.message };
+    }),
   ]);
   let report = null, reportError = null;
   try {
@@ -202,7 +261,9 @@ async function showAccount(account, params) {
       h("strong", { id: "data-through" }, localTime(usage.data_through, zone)),
       ` (${usage.data_through || "nothing known yet"} UTC)`),
     h("dl", { class: "cards", "aria-label": "Usage now" },
-      card("Usage now", h("span", { id: "usage-now" }, usage.usage), `as of data through`, nowKind),
+      card("Usage now", h("span", { id: "usage-now" }, usage.usage),
+        usage.as_of && usage.as_of !== usage.data_through ? `live, as of ${localTime(usage.as_of, zone)}`
+          : "as of data through", nowKind),
       card("Licenses", h("span", { id: "licenses" }, usage.licenses), `+ ${usage.overage_allowance} allowance`),
       card("Headroom", h("span", { id: "headroom" }, usage.headroom), "licenses − usage"),
       card("Today's peak", h("span", { id: "today-peak" }, usage.today_peak),
@@ -210,13 +271,14 @@ async function showAccount(account, params) {
   ];
 
   parts.push(h("div", { class: "toolbar" }, h("label", { for: "period" }, "Billing period"), periodSelect,
-    h("a", { class: "button", id: "export-csv", href: reportUrl("csv"), download: `${fileBase}.csv` },
-      "Export report CSV"),
-    h("a", { class: "button", id: "export-json", href: reportUrl("json"), download: `${fileBase}.json` },
-      "Export report JSON")));
+    report ? h("a", { class: "button", id: "export-csv", href: reportUrl("csv"), download: `${fileBase}.csv` },
+      "Export report CSV") : null,
+    report ? h("a", { class: "button", id: "export-json", href: reportUrl("json"), download: `${fileBase}.json` },
+      "Export report JSON") : null));
 
   if (reportError) {
-    parts.push(h("p", { class: "error", role: "alert" }, reportError.message));
+    parts.push(h("p", { class: reportError.status === 501 ? "muted" : "error", role: "alert", id: "report-error" },
+      reportError.message));
   } else {
     const overKind = report.over_allowance > 0 ? "over-allowance" : report.billable_overage > 0 ? "over-licenses" : "";
     parts.push(
@@ -400,6 +462,10 @@ function minuteChart(minutes, zone) {
 }
 
 function deadLetters(data) {
+  if (data.unavailable) {
+    return h("section", { "aria-labelledby": "letters-title" }, h("h2", { id: "letters-title" }, "Dead letters"),
+      h("p", { class: "muted", id: "letters-count" }, data.unavailable));
+  }
   const section = h("section", { "aria-labelledby": "letters-title" },
     h("h2", { id: "letters-title" }, "Dead letters"),
     h("p", { class: "muted", id: "letters-count" }, data.total === 0 ? "None: every record of this account was applied."
@@ -424,6 +490,7 @@ async function route() {
   const params = new URLSearchParams(query || "");
   const match = /^\/accounts\/([^/]+)$/.exec(path);
   view.dataset.ready = "false";
+  showTokenControl();
   try {
     if (match) {
       const account = decodeURIComponent(match[1]);
@@ -442,7 +509,8 @@ async function route() {
     }
     view.focus({ preventScroll: true });
   } catch (error) {
-    showError(error);
+    if (error.status === 401) askToken(error);
+    else showError(error);
   } finally {
     view.dataset.ready = "true";
   }
