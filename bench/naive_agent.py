@@ -29,6 +29,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from processor.faust_adapter import aiokafka_producer
 from schemas.events import Rejection, decode
 
 MODES = ("naive", "take", "take-send", "take-batch")
@@ -142,7 +143,7 @@ def build_app(broker: str, topic: str, app_id: str, mode: str, progress: Progres
                 await producer.flush()
                 del futures
             elif mode == "take-batch":
-                await send_batches(app.producer._ensure_producer(), out_topic(app_id), batch)
+                await send_batches(aiokafka_producer(app), out_topic(app_id), batch)
             progress.add(len(decoded))
 
     return app

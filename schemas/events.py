@@ -23,7 +23,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -238,7 +238,7 @@ class Rejection(BaseModel):
     detail: str = ""
 
 
-def _reason(error: dict[str, Any]) -> str:
+def _reason(error: ErrorDetails) -> str:
     kind = error["type"]
     loc = ".".join(str(part) for part in error["loc"][1:]) if len(error["loc"]) > 1 else ""
     if kind == "json_invalid":

@@ -5,7 +5,7 @@ Timestamps are RFC 3339 text in UTC with milliseconds; durations are seconds as 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -115,7 +115,7 @@ class Report(_Output):
     complete: bool = Field(description="data_through is at or after the period's end")
     days: list[ReportDay]
 
-    def to_json_dict(self) -> dict:
+    def to_json_dict(self) -> dict[str, Any]:
         """The report as the JSON object of the CLI (`from` spelled as in the contract)."""
         return self.model_dump(mode="json", by_alias=True)
 
