@@ -135,7 +135,7 @@ def start_worker(
         sys.executable, "-m", module, "worker",
         "--broker", bootstrap, "--prefix", prefix, "--app-id", app_id,
         "--web-host", "127.0.0.1", "--web-bind", "127.0.0.1", "--web-port", str(port),
-        "--store", "memory://", "--data-dir", str(workdir / f"data-{app_id}"), "--partitions", "1",
+        "--store", "memory://", "--state-dir", str(workdir / f"data-{app_id}"), "--partitions", "1",
         *extra,
     ]  # fmt: skip
     with log.open("wb") as handle:

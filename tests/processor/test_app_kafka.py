@@ -397,7 +397,7 @@ def test_rocksdb_store_survives_sigkill(broker: str, topic_prefix: str, tmp_path
 
     names, lines, want_changes, want_windows, app_id = scenario(broker, topic_prefix, tmp_path, 5, accounts=4, agents=3)
     data = tmp_path / "rocks"
-    options = ("--store", "rocksdb://", "--data-dir", str(data), "--batch-size", "300")
+    options = ("--store", "rocksdb://", "--state-dir", str(data), "--batch-size", "300")
     stamps = arrival_times(lines)
     half = len(lines) // 2
     worker = start_worker(broker, topic_prefix, app_id, tmp_path, *options)

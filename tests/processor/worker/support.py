@@ -146,7 +146,7 @@ def start_worker(
         sys.executable, "-m", "processor.cli", "worker",
         "--broker", bootstrap, "--prefix", prefix, "--app-id", app_id,
         "--web-host", "127.0.0.1", "--web-bind", "127.0.0.1", "--web-port", str(port),
-        "--store", "memory://", "--data-dir", str(workdir / f"data-{port}"),
+        "--store", "memory://", "--state-dir", str(workdir / f"data-{port}"),
         *FAST, *extra,
     ]  # fmt: skip
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CCMETER_")} | (env or {})
