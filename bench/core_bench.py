@@ -16,31 +16,11 @@ from processor.topics import topic_names
 from processor.worker.config import WorkerConfig
 from processor.worker.runner import StreamProcessor
 from processor.worker.sender import output_records
+from processor.worker.state import DictStore
 from schemas.events import Rejection, decode
 
 NAMES = topic_names("bench.")
 BATCH = WorkerConfig.batch_size  # the worker's default
-
-
-class DictStore:
-    """The worker's state store as a dict."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self.data.items())
-
-    def update(self, entries: dict[bytes, bytes | None]) -> None:
-        """Apply a batch's entries (None: delete)."""
-        for key, value in entries.items():
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
 
 
 def encode_outputs(result: Any) -> int:

@@ -31,7 +31,7 @@ from processor.topics import topic_names
 from processor.worker.config import WorkerConfig
 from processor.worker.runner import StreamProcessor
 from processor.worker.sender import output_records
-from processor.worker.state import is_account_key
+from processor.worker.state import DictStore, is_account_key
 from schemas.events import format_ms
 
 T0 = 1_793_606_400_000  # 2026-11-02T08:00:00Z
@@ -48,19 +48,6 @@ USER_ACCOUNTS = 1_000
 TARGETS = {"a200": 100_000, "a20000": 50_000, "u100000": 50_000}
 RSS_TARGET_MIB = 1024
 FLAT_TARGET = 1.5
-
-
-class Store:
-    """The worker's store as a dict (None deletes)."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self.data.items())
 
 
 def traffic(accounts: int, users: int, minutes: int) -> Iterator[tuple[int, bytes, bytes]]:
@@ -85,7 +72,7 @@ def traffic(accounts: int, users: int, minutes: int) -> Iterator[tuple[int, byte
 def run_point(accounts: int, users: int) -> dict[str, Any]:
     """One point, in this process: rates and bytes per timed event, peak RSS."""
     minutes = max(WARM_MINUTES + 2, -(-MIN_EVENTS // users) + WARM_MINUTES)
-    store = Store()
+    store = DictStore()
     processor = StreamProcessor("events", Settings(), store)
     warm_until = T0 + WARM_MINUTES * MINUTE
     seconds = cpu = 0.0
@@ -109,11 +96,7 @@ def run_point(accounts: int, users: int) -> dict[str, Any]:
         began, began_cpu = time.perf_counter(), time.process_time()
         result = processor.process(0, batch)
         outputs_n = len(output_records(NAMES, result))
-        for key, value in result.states.items():
-            if value is None:
-                store.data.pop(key, None)
-            else:
-                store.data[key] = value
+        store.update(result.states)
         processor.trim(0, keep=(k.decode() for k in result.states if is_account_key(k)))
         spent, spent_cpu = time.perf_counter() - began, time.process_time() - began_cpu
         if timed:

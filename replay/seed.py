@@ -28,7 +28,7 @@ from processor.kafka_security import client_kwargs
 from processor.topics import EVENTS, topic_names
 from processor.worker.partition import Raw
 from processor.worker.sender import output_records
-from processor.worker.state import entry_partition
+from processor.worker.state import DictStore, entry_partition
 from replay import kafka
 from replay.source import open_snapshot_file
 
@@ -90,27 +90,6 @@ def plan_seed(snapshot: Path, events_topic: str, at_from: dict[int, int], beginn
     finally:
         con.close()
     return SeedPlan(snapshot, ranges)
-
-
-class DictStore:
-    """The worker's StateStore over a dict (what the worker's changelog-backed store would hold)."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self.data.items())
-
-    def update(self, entries: dict[bytes, bytes | None]) -> None:
-        """Apply a batch's entries (None: delete)."""
-        for key, value in entries.items():
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
 
 
 def _raws(con: Any, partition: int, begin: int, stop: int) -> Iterator[list[Raw]]:

@@ -166,3 +166,27 @@ def decode_clock(value: bytes) -> ClockEntry:
 def _check_version(version: Any) -> None:
     if version != ENTRY_VERSION:
         raise ValueError(f"unsupported state entry version {version!r}")
+
+
+class DictStore:
+    """The worker's state store over a dict: what its changelog-backed store holds (None in `update` deletes).
+    For rebuilds (replay seed), benchmarks and tests that drive the partition driver without Kafka."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        """The entry of `key`, or None."""
+        return self.data.get(key)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every entry."""
+        return list(self.data.items())
+
+    def update(self, entries: dict[bytes, bytes | None]) -> None:
+        """Apply a batch's entries (None: delete)."""
+        for key, value in entries.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value

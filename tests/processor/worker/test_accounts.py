@@ -18,6 +18,7 @@ from processor.worker.accounts import load_account
 from processor.worker.runner import StreamProcessor
 from processor.worker.state import (
     AccountEntry,
+    DictStore,
     PartsEntry,
     account_key,
     decode_account,
@@ -33,26 +34,6 @@ from tests.histories import T0, HistoryShape, generate
 
 TOPIC = "t.events"
 SETTINGS = Settings()
-
-
-class Store:
-    """The worker's store as a dict: None deletes (a tombstone)."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self.data.items())
-
-    def update(self, entries: dict[bytes, bytes | None]) -> None:
-        for key, value in entries.items():
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
 
 
 def canonical(fold: AccountFold) -> list:
@@ -74,7 +55,7 @@ def test_the_stored_parts_rebuild_the_fold_after_every_batch(seed, max_deltas):
     memory; also with compaction at every batch (0) or every few batches."""
     history = generate(seed, HistoryShape(accounts=3, users=6, devices=2, events=300, span_minutes=400))
     rng = random.Random(seed)
-    store = Store()
+    store = DictStore()
     processor = StreamProcessor(TOPIC, SETTINGS, store)
     raws = records(history)
     position = 0
@@ -123,7 +104,7 @@ def api(user: str, at: int, event_id: str) -> dict:
 def test_a_batch_writes_only_the_users_it_touched():
     """100 users signed in; a batch that changes one user's presence writes a delta naming only that user, far
     smaller than the account's base."""
-    store = Store()
+    store = DictStore()
     processor = StreamProcessor(TOPIC, SETTINGS, store)
     history = [*signed_in(100, T0), api("user-042", T0 + 11 * 60_000, "p1")]  # horizon T0 + 1 min: sign-ins applied
     first = processor.process(0, records(history))
@@ -151,7 +132,7 @@ def test_a_batch_writes_only_the_users_it_touched():
 def test_deltas_are_compacted_into_a_new_generation():
     """Once the deltas outweigh the base, the next write is a base of the next generation and the old parts get
     tombstones, written after the account entry that names the new base."""
-    store = Store()
+    store = DictStore()
     processor = StreamProcessor(TOPIC, SETTINGS, store)
     offset, generations = 0, set()
     for minute in range(200):
@@ -176,7 +157,7 @@ def test_version_1_entries_are_still_read_and_rewritten_in_parts():
     """An account entry written before (the whole fold in one blob) is read; the next write is a base (generation 0)."""
     fold = AccountFold("a")
     event_at = T0
-    store = Store()
+    store = DictStore()
     processor = StreamProcessor(TOPIC, SETTINGS, store)
     first = {"event_id": "e1", "type": "api.request", "account_id": "a", "user_id": "u", "occurred_at": format_ms(T0)}
     result = processor.process(0, [(0, b"a", json.dumps(first).encode(), None)])
