@@ -20,8 +20,8 @@ from processor.snapshots.snapshot import build_snapshot
 from processor.topics import EVENTS, topic_names
 from processor.worker.runner import StreamProcessor
 from processor.worker.sender import output_records
+from processor.worker.state import DictStore
 from processor.worker_commands import record_key as key_of
-from replay.seed import DictStore
 from schemas.events import Rejection, decode, format_ms
 
 PREFIX = "ccmeter."
