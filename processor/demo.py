@@ -179,7 +179,7 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
         _ccmeter("topics", "create", "--broker", bootstrap, "--prefix", DEMO_PREFIX, "--partitions", "4",
                  log=tools_log)  # fmt: skip
         web_port = free_port()
-        print(f"2/6 topics created; starting a worker (live queries on http://127.0.0.1:{web_port})", flush=True)
+        print("2/6 topics created; starting a worker", flush=True)
         worker_command = [
             sys.executable, "-m", "processor.cli", "worker", "--broker", bootstrap, "--prefix", DEMO_PREFIX,
             "--app-id", DEMO_APP_ID, "--web-port", str(web_port), "--state-dir", str(out_dir / "worker-data"),
@@ -196,7 +196,7 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
             _ccmeter("publish", "--broker", bootstrap, "--prefix", DEMO_PREFIX, str(events_path), log=tools_log)
             print("4/6 published; the worker folds them", flush=True)
             wait_until_caught_up(bootstrap, worker, worker_log)
-            print(f"    caught up; live usage of acct-0: http://127.0.0.1:{web_port}/accounts/acct-0/usage", flush=True)
+            print("    caught up", flush=True)
             data_dir, snapshot = out_dir / "data", out_dir / "ccmeter.duckdb"
             _ccmeter("sink", "--broker", bootstrap, "--prefix", DEMO_PREFIX, "--data-dir", str(data_dir), "--once",
                      log=tools_log)  # fmt: skip
@@ -225,7 +225,8 @@ def run_streaming_demo(out_dir: Path, agents: int, seed: int, month: str, days: 
 
 
 NEXT_STEPS = """Done in {seconds:.0f} s. Files in {out}/: events.jsonl, ccmeter.duckdb (snapshot), data/ (Parquet),
-acct-N-report.csv and acct-N-usage.png (charts), worker.log and commands.log.
+acct-N-report.csv, acct-N-usage.png (period chart) and acct-N-peak-day.png (the peak's day), worker.log and
+commands.log.
 
 Try next:
   .venv/bin/ccmeter console --snapshot {snapshot}   (web console: open http://127.0.0.1:8088/)
@@ -234,8 +235,8 @@ Try next:
   .venv/bin/ccmeter replay verify --snapshot {snapshot}
   .venv/bin/python -c "import duckdb; duckdb.connect('{snapshot}', read_only=True).sql('FROM accounts').show()"
      (SQL on the snapshot: any DuckDB from 1.1 on opens it, see docs/analysts.md)
-  Live queries: run a broker and a worker (README, "Run the processor"), then
-  curl http://127.0.0.1:6066/accounts/acct-0/usage
+  Live queries: run a broker and a worker with a token (README, "Run the processor"; ccmeter tokens new), then
+  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:6066/accounts/acct-0/usage
 """
 
 
