@@ -37,6 +37,7 @@ from tests.processor.worker.support import (
     WorkerProcess,
     partition_of,
     produce,
+    settled,
     start_worker,
     write_jsonl,
 )
@@ -101,21 +102,6 @@ def check_shape(body: object, schema_name: str) -> None:
     assert not errors, f"{schema_name}: {errors[0].message} at {list(errors[0].absolute_path)}: {body}"
 
 
-def settled(workers: list[WorkerProcess], timeout: float = 90.0) -> dict[int, int]:
-    """Wait until the workers share all partitions and none rebalances: partition -> worker index."""
-    deadline = time.monotonic() + timeout
-    healths: list[Any] = []
-    while time.monotonic() < deadline:
-        healths = [worker.health() for worker in workers]
-        if all(h and h["partitions"] and not h["rebalancing"] for h in healths):
-            owner = {p: index for index, h in enumerate(healths) for p in h["partitions"]}
-            if sorted(owner) == list(range(PARTITIONS)) and sum(len(h["partitions"]) for h in healths) == PARTITIONS:
-                return owner
-        time.sleep(0.3)
-    logs = "\n".join(w.tail(60) for w in workers)
-    raise AssertionError(f"workers did not settle: {healths}\n{logs}")
-
-
 @pytest.fixture(scope="module")
 def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("live-console")
@@ -136,7 +122,7 @@ def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
         start_worker(broker, prefix, app_id, root / name, "--web-tokens-file", str(tokens)) for name in ("a", "b")
     ]
     try:
-        owner = settled(workers)
+        owner = settled(workers, PARTITIONS)
         produce(broker, topic_names(prefix)[EVENTS], lines)
         state = Live(workers, engine, accounts, operator, scoped, owner)
         deadline = time.monotonic() + 150

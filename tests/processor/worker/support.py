@@ -367,3 +367,18 @@ def expected(path: Path, settings: Settings = SETTINGS) -> tuple[dict[str, dict]
 def real(records: dict[str, dict]) -> dict[str, dict]:
     """Without the watermark pushers' records."""
     return {k: v for k, v in records.items() if not v["account_id"].startswith("~")}
+
+
+def settled(workers: list[WorkerProcess], partitions: int, timeout: float = 90.0) -> dict[int, int]:
+    """Wait until the workers share all `partitions` without overlap and none rebalances: partition -> worker index."""
+    deadline = time.monotonic() + timeout
+    healths: list[Any] = []
+    while time.monotonic() < deadline:
+        healths = [worker.health() for worker in workers]
+        if all(h and h["partitions"] and not h["rebalancing"] for h in healths):
+            owner = {p: index for index, h in enumerate(healths) for p in h["partitions"]}
+            if sorted(owner) == list(range(partitions)) and sum(len(h["partitions"]) for h in healths) == partitions:
+                return owner
+        time.sleep(0.3)
+    tails = "\n".join(worker.tail(60) for worker in workers)
+    raise AssertionError(f"workers did not settle: {healths}\n{tails}")

@@ -29,6 +29,7 @@ from tests.processor.worker.support import (
     arrival_times,
     key_of,
     partition_of,
+    settled,
     start_worker,
     write_jsonl,
 )
@@ -46,20 +47,6 @@ def history() -> list[bytes]:
     config = SimConfig(accounts=6, agents=4, days=1, seed=11, duplicates=0.03)
     lines = [line.encode() for line in iter_lines(config)]
     return lines[: len(lines) * 55 // 100]
-
-
-def settled(workers: list[WorkerProcess], timeout: float = 90.0) -> dict[int, int]:
-    """Wait until the workers share all partitions without overlap and none rebalances: partition -> worker index."""
-    deadline = time.monotonic() + timeout
-    healths: list[Any] = []
-    while time.monotonic() < deadline:
-        healths = [worker.health() for worker in workers]
-        if all(h and h["partitions"] and not h["rebalancing"] for h in healths):
-            owner = {p: index for index, h in enumerate(healths) for p in h["partitions"]}
-            if sorted(owner) == list(range(PARTITIONS)) and sum(len(h["partitions"]) for h in healths) == PARTITIONS:
-                return owner
-        time.sleep(0.3)
-    raise AssertionError(f"workers did not settle: {healths}\n{logs(workers)}")
 
 
 def place(accounts: list[str], owner: dict[int, int]) -> dict[str, int]:
@@ -154,7 +141,7 @@ def test_every_worker_answers_for_every_account_placed_off_murmur2(
     extra = ("--standby-replicas", standbys)
     workers = [start_worker(broker, topic_prefix, app_id, tmp_path / name, *extra) for name in ("a", "b")]
     try:
-        owner = settled(workers)
+        owner = settled(workers, PARTITIONS)
         placed = place(accounts, owner)
         hashed = {a: partition_of(a.encode(), PARTITIONS) for a in accounts}
         assert all(placed[a] != hashed[a] for a in accounts)
