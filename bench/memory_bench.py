@@ -22,8 +22,9 @@ from typing import Any
 
 from bench.common import Row, log
 from processor.core.alerts import AlertTracker
-from processor.core.fold import AccountFold, PartitionClock, fold_batch, fold_history
+from processor.core.fold import AccountFold
 from processor.core.model import Settings
+from processor.core.partition import PartitionDriver, fold_batch, fold_history
 from processor.simulation import SimConfig, iter_lines
 from processor.worker.config import WorkerConfig
 from processor.worker.state import AccountEntry, encode_account
@@ -43,7 +44,7 @@ def feed_until(events: list[Any], until_ms: int, settings: Settings) -> tuple[Ac
     """Fold the events in arrival order, in batches of 20,000, stopping before the first event at or after
     `until_ms`; returns the fold and how many events were fed."""
     states: dict[str, AccountFold] = {}
-    clock = PartitionClock(settings)
+    driver = PartitionDriver(settings)
     stop = next((i for i, event in enumerate(events) if event.at_ms >= until_ms), len(events))
     latest = 0
     for begin in range(0, stop, BATCH):
@@ -52,7 +53,7 @@ def feed_until(events: list[Any], until_ms: int, settings: Settings) -> tuple[Ac
         for event in chunk:
             latest = max(latest, event.at_ms)
             stamps.append(latest)
-        fold_batch(states, clock, list(enumerate(chunk, start=begin)), settings, stamps)
+        fold_batch(states, driver, list(enumerate(chunk, start=begin)), stamps)
     (fold,) = states.values()
     return fold, stop
 

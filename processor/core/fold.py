@@ -14,7 +14,7 @@ it is pushed again with the new due. Entries whose state is gone or re-armed are
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from heapq import heapify, heappop, heappush
 from typing import Any, Literal
 
@@ -24,7 +24,6 @@ from processor.core.model import (
     DEFAULT_PLAN,
     NEVER,
     FoldOutput,
-    LateEvents,
     Metrics,
     Plan,
     PresenceInterval,
@@ -35,8 +34,10 @@ from processor.core.model import (
 )
 from processor.core.records import (
     API_REQUEST,
+    CODE,
     EVENT_ID,
     HEARTBEAT,
+    KEY,
     PAGE_VIEWED,
     PLAN,
     PLAN_CHANGED,
@@ -45,6 +46,7 @@ from processor.core.records import (
     SESSION_STARTED,
     SIGNED_IN,
     SIGNED_OUT,
+    USER,
     Record,
     at_ms_of,
     same_payload,
@@ -61,17 +63,21 @@ _METRIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Metrics))
 _DESKTOP, _PORTAL, _API = 0, 1, 2  # timer kinds
 _KIND_NAMES: tuple[PresenceKind, ...] = ("desktop", "portal", "api")
 _USERS = 3  # the users' counters, in change tracking
+# Fields of a desktop presence's state list: session running, last seen, session since, armed timer due.
+_ACTIVE, _SEEN, _SINCE = 0, 1, 2
+# Field of a portal or API presence's state list `[last activity, since, armed]`.
+_LAST = 0
 
 
 def _mark_dirty(dirty: set[tuple[int, Any]], record: Record) -> None:
     """An applied record may change the presence it names (a plan change touches no presence)."""
-    code = record[3]
+    code = record[CODE]
     if code <= SESSION_ENDED:
-        dirty.add((_DESKTOP, (record[4], record[5])))
+        dirty.add((_DESKTOP, (record[USER], record[KEY])))
     elif code <= PORTAL_SIGNED_OUT:
-        dirty.add((_PORTAL, record[4]))
+        dirty.add((_PORTAL, record[USER]))
     elif code == API_REQUEST:
-        dirty.add((_API, record[4]))
+        dirty.add((_API, record[USER]))
 
 
 def _presence_order(item: tuple[tuple[int, str, str | None], int | None]) -> tuple[int, str, str]:
@@ -79,8 +85,6 @@ def _presence_order(item: tuple[tuple[int, str, str | None], int | None]) -> tup
     kind, user, device = item[0]
     return kind, user, device or ""
 
-
-_TICK_EVERY_MS = 60_000
 
 
 class PartitionClock:
@@ -311,10 +315,10 @@ class AccountFold:
                 applied += 1
                 if dirty is not None:
                     _mark_dirty(dirty, record)
-                if record[3] == HEARTBEAT:
-                    state = devices.get((record[4], record[5]))
+                if record[CODE] == HEARTBEAT:
+                    state = devices.get((record[USER], record[KEY]))
                     if state is not None:
-                        state[1] = t
+                        state[_SEEN] = t
                 else:
                     self._apply(record, t, settings, out)
             metrics.applied += applied
@@ -381,90 +385,98 @@ class AccountFold:
         return fired
 
     def _apply(self, record: Record, t: int, settings: Settings, out: FoldOutput) -> None:
-        """Apply one event (not a heartbeat of a known device) at instant `t`."""
-        code = record[3]
-        user = record[4]
+        """Apply one event (not a heartbeat of a known device) at instant `t`: one rule per kind of event."""
+        code = record[CODE]
         if code <= SESSION_ENDED:
-            key = (user, record[5])
-            devices = self._devices
-            if code == SIGNED_IN:
-                state = devices.get(key)
-                if state is None:
-                    due = t + settings.device_timeout_ms
-                    devices[key] = [False, t, t, due]
-                    heappush(self._timers, (due, _DESKTOP, key))
-                else:
-                    state[1] = t
-            elif code == SESSION_STARTED:
-                state = devices.get(key)
-                if state is None:
-                    self.metrics.orphan += 1
-                else:
-                    state[1] = t
-                    if not state[0]:
-                        self._mark(_DESKTOP, user, key[1])
-                        state[0] = True
-                        state[2] = t
-                        self._on(user)
-            elif code == SESSION_ENDED:
-                state = devices.get(key)
-                if state is None:
-                    self.metrics.orphan += 1
-                else:
-                    state[1] = t
-                    if state[0]:
-                        self._mark(_DESKTOP, user, key[1])
-                        state[0] = False
-                        self._off(user)
-                    else:
-                        self.metrics.orphan += 1
-            elif code == SIGNED_OUT:
-                state = devices.get(key)
-                if state is None:
-                    self.metrics.orphan += 1
-                elif state[0]:
-                    self._mark(_DESKTOP, user, key[1])
-                    del devices[key]
-                    self._off(user)
-                else:
-                    del devices[key]
-            # HEARTBEAT of a signed-out device: no effect.
+            self._apply_desktop(code, (record[USER], record[KEY]), t, settings)
         elif code == PAGE_VIEWED:
-            if record[5] in CONTACT_CENTER_PAGES:
-                state = self._portal.get(user)
-                if state is None:
-                    due = t + settings.portal_idle_timeout_ms
-                    self._mark(_PORTAL, user, None)
-                    self._portal[user] = [t, t, due]
-                    heappush(self._timers, (due, _PORTAL, user))
-                    self._on(user)
-                else:
-                    state[0] = t
-            elif user in self._portal:
-                self._mark(_PORTAL, user, None)
-                del self._portal[user]
-                self._off(user)
+            self._apply_page_view(record[USER], record[KEY], t, settings)
         elif code == API_REQUEST:
-            state = self._api.get(user)
-            if state is None:
-                due = t + settings.api_activity_window_ms
-                self._mark(_API, user, None)
-                self._api[user] = [t, t, due]
-                heappush(self._timers, (due, _API, user))
-                self._on(user)
-            else:
-                state[0] = t
+            self._apply_api_request(record[USER], t, settings)
         elif code == PORTAL_SIGNED_OUT:
-            if user not in self._portal:
-                self.metrics.orphan += 1
-            else:
-                self._mark(_PORTAL, user, None)
-                del self._portal[user]
-                self._off(user)
+            self._apply_portal_sign_out(record[USER])
         elif code == PLAN_CHANGED:
             plan = Plan(t, *record[PLAN])
             self._plan = plan
             out.plans.append((self.account_id, plan))
+
+    def _apply_desktop(self, code: int, key: tuple[str, str], t: int, settings: Settings) -> None:
+        """SPEC 1, desktop: sign-in starts tracking the device (a heartbeat keeps it), a work session started on a
+        signed-in device takes a license until it ends, the device signs out or goes silent. Events on an unknown
+        device, or ending a session that is not running, are orphans."""
+        devices = self._devices
+        state = devices.get(key)
+        if code == SIGNED_IN:
+            if state is None:
+                due = t + settings.device_timeout_ms
+                devices[key] = [False, t, t, due]
+                heappush(self._timers, (due, _DESKTOP, key))
+            else:
+                state[_SEEN] = t
+            return
+        if state is None:
+            if code != HEARTBEAT:  # a heartbeat of a signed-out device has no effect
+                self.metrics.orphan += 1
+            return
+        if code == SESSION_STARTED:
+            state[_SEEN] = t
+            if not state[_ACTIVE]:
+                self._mark(_DESKTOP, key[0], key[1])
+                state[_ACTIVE] = True
+                state[_SINCE] = t
+                self._on(key[0])
+        elif code == SESSION_ENDED:
+            state[_SEEN] = t
+            if state[_ACTIVE]:
+                self._mark(_DESKTOP, key[0], key[1])
+                state[_ACTIVE] = False
+                self._off(key[0])
+            else:
+                self.metrics.orphan += 1
+        elif code == SIGNED_OUT:
+            if state[_ACTIVE]:
+                self._mark(_DESKTOP, key[0], key[1])
+                self._off(key[0])
+            del devices[key]
+
+    def _apply_page_view(self, user: str, page: str, t: int, settings: Settings) -> None:
+        """SPEC 1, portal: a Contact Center page view takes (or keeps) a license; any other page gives it back."""
+        portal = self._portal
+        if page in CONTACT_CENTER_PAGES:
+            state = portal.get(user)
+            if state is None:
+                due = t + settings.portal_idle_timeout_ms
+                self._mark(_PORTAL, user, None)
+                portal[user] = [t, t, due]
+                heappush(self._timers, (due, _PORTAL, user))
+                self._on(user)
+            else:
+                state[_LAST] = t
+        elif user in portal:
+            self._mark(_PORTAL, user, None)
+            del portal[user]
+            self._off(user)
+
+    def _apply_api_request(self, user: str, t: int, settings: Settings) -> None:
+        """SPEC 1, API: a request takes (or keeps) a license for the activity window."""
+        state = self._api.get(user)
+        if state is None:
+            due = t + settings.api_activity_window_ms
+            self._mark(_API, user, None)
+            self._api[user] = [t, t, due]
+            heappush(self._timers, (due, _API, user))
+            self._on(user)
+        else:
+            state[_LAST] = t
+
+    def _apply_portal_sign_out(self, user: str) -> None:
+        """SPEC 1, portal: signing out gives the license back; without a portal presence it is an orphan."""
+        if user not in self._portal:
+            self.metrics.orphan += 1
+            return
+        self._mark(_PORTAL, user, None)
+        del self._portal[user]
+        self._off(user)
 
     def _on(self, user: str) -> None:
         if self._dirty is not None:
@@ -762,127 +774,3 @@ def _plan_row(plan: Plan) -> list[Any]:
         plan.grace_minutes,
         plan.grace_mode,
     ]
-
-
-# -- partition-level entry points ----------------------------------------------------------------------------------
-
-
-def fold_batch(
-    states: dict[str, AccountFold],
-    clock: PartitionClock,
-    batch: Sequence[tuple[int, Event]],
-    settings: Settings,
-    record_ms: Sequence[int | None] | None = None,
-) -> tuple[FoldOutput, list[tuple[int, Event, Verdict]]]:
-    """Admit each (arrival, event): future skew by the partition's clock, lateness by its account's horizon; offer it
-    to its account, then advance every touched account once to its new horizon. `record_ms[i]` is the arrival time
-    of `batch[i]` (Kafka record timestamp) for the future-skew check. Returns the outputs and the non-accepted
-    verdicts."""
-    rejected: list[tuple[int, Event, Verdict]] = []
-    touched: dict[str, AccountFold] = {}
-    for index, (arrival, event) in enumerate(batch):
-        account_id = event.account_id
-        fold = states.get(account_id)
-        if fold is None:
-            fold = states[account_id] = AccountFold(account_id)
-        at_ms = at_ms_of(event)
-        if clock.skewed(at_ms, record_ms[index] if record_ms is not None else None):
-            fold.metrics.future_skew += 1
-            rejected.append((arrival, event, "future_skew"))
-            continue
-        verdict = fold.offer(event, arrival, clock.horizon_of(fold), at_ms)
-        if verdict != "too_late":
-            clock.observe(at_ms)
-            touched[account_id] = fold
-            if verdict == "accepted":
-                continue
-        rejected.append((arrival, event, verdict))
-    out = FoldOutput()
-    for account_id, fold in touched.items():
-        horizon = clock.horizon_of(fold)
-        fold.advance_into(horizon, settings, out)
-        out.horizons[account_id] = horizon
-    return out, rejected
-
-
-def tick(states: dict[str, AccountFold], clock: PartitionClock, settings: Settings) -> FoldOutput:
-    """Advance the accounts that have work below their horizon (the engine calls this periodically)."""
-    out = FoldOutput()
-    floor = clock.idle_floor
-    for account_id, fold in states.items():
-        if fold.pending_until() < floor:
-            horizon = clock.horizon_of(fold)
-            fold.advance_into(horizon, settings, out)
-            out.horizons[account_id] = horizon
-    return out
-
-
-def flush(states: dict[str, AccountFold], settings: Settings) -> FoldOutput:
-    """End of input: advance every account to +infinity (all timers fire, every window closes)."""
-    out = FoldOutput()
-    for fold in states.values():
-        fold.advance_into(NEVER, settings, out)
-    return out
-
-
-def _restated_order(
-    states: dict[str, AccountFold], events: Iterable[Event]
-) -> tuple[list[tuple[int, Event]], list[tuple[int, Event, Verdict]]]:
-    """A file read as the restated view: copies dropped in arrival order (first arrival wins), then the rest in
-    application order `(occurred_at, arrival)`, so that no event is too late."""
-    first: dict[tuple[str, str], Record] = {}
-    kept: list[tuple[int, int, Event]] = []
-    rejected: list[tuple[int, Event, Verdict]] = []
-    for arrival, event in enumerate(events):
-        at_ms = at_ms_of(event)
-        record = to_record(event, at_ms, arrival, 0)
-        key = (event.account_id, record[EVENT_ID])
-        previous = first.get(key)
-        if previous is None:
-            first[key] = record
-            kept.append((at_ms, arrival, event))
-            continue
-        fold = states.get(event.account_id)
-        if fold is None:
-            fold = states[event.account_id] = AccountFold(event.account_id)
-        verdict: Verdict = "duplicate" if same_payload(previous, record) else "duplicate_conflict"
-        setattr(fold.metrics, verdict, getattr(fold.metrics, verdict) + 1)
-        rejected.append((arrival, event, verdict))
-    kept.sort(key=lambda item: (item[0], item[1]))
-    return [(arrival, event) for _, arrival, event in kept], rejected
-
-
-def fold_history(
-    events: Iterable[Event],
-    settings: Settings = Settings(),
-    batch_size: int = 1000,
-    late_events: LateEvents = "count",
-) -> tuple[FoldOutput, dict[str, Metrics], list[tuple[int, Event, Verdict]]]:
-    """Run a whole single-partition history in arrival order (arrival = position), in batches, then flush.
-
-    `late_events="count"` reads it as a file (SPEC 2: the restated view, every event counts however late it
-    arrived); `"drop"` as the stream would, with too-late events rejected. Either way `output.horizons` holds each
-    account's `data_through` at the end of the input (before the flush). A file has no arrival times, so there is no
-    reference for future skew: it is not checked (like the batch engine).
-    """
-    states: dict[str, AccountFold] = {}
-    clock = PartitionClock(replace(settings, max_future_skew_ms=NEVER))
-    out = FoldOutput()
-    rejected: list[tuple[int, Event, Verdict]] = []
-    if late_events == "count":
-        ordered, rejected = _restated_order(states, events)
-    else:
-        ordered = list(enumerate(events))
-    ticked = -NEVER
-    for start in range(0, len(ordered), batch_size):
-        step, bad = fold_batch(states, clock, ordered[start : start + batch_size], settings)
-        out.extend(step)
-        rejected.extend(bad)
-        if clock.idle_floor >= ticked + _TICK_EVERY_MS:  # idle accounts: at most once a minute of event time
-            ticked = clock.idle_floor
-            out.extend(tick(states, clock, settings))
-    horizons = {account_id: clock.horizon_of(fold) for account_id, fold in states.items() if fold.watermark is not None}
-    out.extend(flush(states, settings))
-    out.horizons = horizons
-    rejected.sort(key=lambda item: item[0])
-    return out, {account_id: fold.metrics for account_id, fold in states.items()}, rejected

@@ -26,6 +26,7 @@ from schemas.events import MAX_RECORD_BYTES
 
 __all__ = ["OPTIONS", "Option", "WorkerConfig", "add_arguments", "parse_duration_ms", "settings_table"]
 DEFAULT_STATE_DIR = f"{OUT_DIR}/worker-state"
+_RULES = Settings()  # the counting rules' defaults live in processor/core/model.py only
 
 
 def _positive_int(text: str) -> int:
@@ -176,24 +177,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("rebalance_timeout", parse_duration_ms, 60_000, "Kafka consumer rebalance timeout", "DURATION"),
     Option("commit_interval", parse_duration_ms, 2_000, "how often consumed offsets are committed", "DURATION"),
     Option("near_capacity", parse_share, DEFAULT_SHARE, "share of licenses that raises near_capacity", "SHARE"),
-    Option("device_timeout", parse_duration_ms, 180_000, "desktop liveness timeout", "DURATION"),
-    Option("portal_idle_timeout", parse_duration_ms, 900_000, "portal idle timeout", "DURATION"),
-    Option("api_activity_window", parse_duration_ms, 300_000, "API activity window", "DURATION"),
+    Option("device_timeout", parse_duration_ms, _RULES.device_timeout_ms, "desktop liveness timeout", "DURATION"),
+    Option("portal_idle_timeout", parse_duration_ms, _RULES.portal_idle_timeout_ms, "portal idle timeout", "DURATION"),
+    Option("api_activity_window", parse_duration_ms, _RULES.api_activity_window_ms, "API activity window", "DURATION"),
     Option(
         "allowed_lateness",
         parse_duration_ms,
-        600_000,
+        _RULES.allowed_lateness_ms,
         "an account's events older than its own watermark - this are too late",
         "DURATION",
     ),
     Option(
         "account_idle_lateness",
         parse_duration_ms,
-        7_200_000,
+        _RULES.account_idle_lateness_ms,
         "how far an account may lag the busiest account of its partition before its events are too late",
         "DURATION",
     ),
-    Option("max_future_skew", parse_duration_ms, 300_000, "newer than watermark + this: rejected", "DURATION"),
+    Option(
+        "max_future_skew",
+        parse_duration_ms,
+        _RULES.max_future_skew_ms,
+        "newer than watermark + this: rejected",
+        "DURATION",
+    ),
     Option("log_level", _log_level, "info", "log level: " + ", ".join(LOG_LEVELS), "LEVEL", choices=LOG_LEVELS),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -229,12 +236,12 @@ class WorkerConfig:
     rebalance_timeout: int = 60_000
     commit_interval: int = 2_000
     near_capacity: Fraction = DEFAULT_SHARE
-    device_timeout: int = 180_000
-    portal_idle_timeout: int = 900_000
-    api_activity_window: int = 300_000
-    allowed_lateness: int = 600_000
-    account_idle_lateness: int = 7_200_000
-    max_future_skew: int = 300_000
+    device_timeout: int = _RULES.device_timeout_ms
+    portal_idle_timeout: int = _RULES.portal_idle_timeout_ms
+    api_activity_window: int = _RULES.api_activity_window_ms
+    allowed_lateness: int = _RULES.allowed_lateness_ms
+    account_idle_lateness: int = _RULES.account_idle_lateness_ms
+    max_future_skew: int = _RULES.max_future_skew_ms
     log_level: str = "info"
 
     @property

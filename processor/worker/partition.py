@@ -1,9 +1,8 @@
 """Processing of one events-topic partition, without Faust: raw records in, outputs and state entries out.
 
-Per partition the worker keeps a `PartitionClock` (the partition watermark `W_p`), the last fully applied offset, a
-cache of account folds and a heap of `(wake_at, account)`. Each account has its own horizon (SPEC 2:
-`max(W_a - allowed_lateness, W_p - account_idle_lateness)`): the accounts of a batch advance to theirs, and an idle
-account only when the partition's idle floor passes its next due work, found on the heap (no scan).
+The rules of admission and advance are the pure fold's `PartitionDriver` (processor/core/partition.py: the clock
+`W_p`, each account's horizon, the wake heap of idle accounts); this module adds the I/O around it: decoding and
+dead letters, offsets, a cache of account folds loaded from the state table, alerts, and the state entries to write.
 
 Idempotence against re-delivery (Kafka is at-least-once): a record whose offset is at or below the partition's
 applied offset is dropped (`redelivered`). State entries of one batch are written account by account, then the
@@ -13,7 +12,6 @@ applied to it: such a record still moves the clock (so the watermark ends up the
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,8 +21,9 @@ from fractions import Fraction
 import msgpack
 
 from processor.core.alerts import DEFAULT_SHARE, Alert, AlertTracker
-from processor.core.fold import AccountFold, LiveView, PartitionClock
-from processor.core.model import NEVER, FoldOutput, Metrics, Settings
+from processor.core.fold import AccountFold, PartitionClock
+from processor.core.model import NEVER, FoldOutput, Settings
+from processor.core.partition import PartitionDriver
 from processor.core.records import at_ms_of
 from processor.deadletters import Letter
 from processor.worker import records as rec
@@ -104,14 +103,16 @@ class PartitionState:
         self.settings = settings
         self.share = share
         self._load = load
-        self.clock = PartitionClock(settings, clock.watermark if clock else None)
+        self.driver = PartitionDriver(settings, clock.watermark if clock else None, wakes)
         self.applied = clock.applied if clock else -1
         self.counts: Counter[str] = Counter(clock.counts if clock else {})  # since the partition began (stored)
         self.start_known = clock is not None  # else the caller may set `applied` to the log start offset - 1
         self.slots: dict[str, Slot] = {}
-        self.wakes: dict[str, int] = dict(wakes or {})
-        self._heap: list[tuple[int, str]] = [(wake, account) for account, wake in self.wakes.items()]
-        heapq.heapify(self._heap)
+
+    @property
+    def clock(self) -> PartitionClock:
+        """The partition's watermark `W_p` and horizons (the driver's)."""
+        return self.driver.clock
 
     # -- accounts --------------------------------------------------------------------------------------------------
 
@@ -157,8 +158,7 @@ class PartitionState:
         really do not exist, e.g. transaction markers) or the partition's start is unknown.
         """
         result = BatchResult(self.partition)
-        clock, dead = self.clock, result.dead_letters
-        touched: dict[str, Slot] = {}
+        dead = result.dead_letters
         for offset, key, value, record_ms in batch:
             if offset <= self.applied:
                 result.redelivered += 1
@@ -172,7 +172,7 @@ class PartitionState:
                 log.warning("partition %d: no records between %d and %d", self.partition, self.applied, offset)
             self.applied = offset
             try:
-                self._admit(offset, key, value, record_ms, touched, result)
+                self._admit(offset, key, value, record_ms, result)
             except Exception as exc:  # noqa: BLE001 - one record never stops the partition (SPEC 2)
                 log.exception("partition %d offset %d: processing failed; dead-lettered", self.partition, offset)
                 letter = rec.dead_letter(
@@ -180,28 +180,22 @@ class PartitionState:
                     timestamp=record_ms
                 )  # fmt: skip
                 dead.append(letter)
-        self._advance(touched, result)
+        self._advance(result)
         counts = result.counts
         for letter in dead:
             counts["dead_letter:" + letter["reason"]] += 1
         self.counts.update(counts)
         result.states[clock_key(self.partition)] = encode_clock(
-            ClockEntry(self.partition, clock.watermark, self.applied, dict(self.counts))
+            ClockEntry(self.partition, self.clock.watermark, self.applied, dict(self.counts))
         )
         return result
 
     def _admit(
-        self,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        record_ms: int | None,
-        touched: dict[str, Slot],
-        result: BatchResult,
+        self, offset: int, key: bytes | None, value: bytes | None, record_ms: int | None, result: BatchResult
     ) -> None:
-        """Decode one record and offer it to its account, or dead-letter it with the reason (a record beyond the
-        limits before any parsing, by reference: `too_large`)."""
-        clock, dead = self.clock, result.dead_letters
+        """Decode one record and let the driver judge it for its account, or dead-letter it with the reason (a record
+        beyond the limits before any parsing, by reference: `too_large`)."""
+        dead = result.dead_letters
         where = (self.topic, self.partition, offset)
         if value is None:
             event: Event | Rejection = Rejection(reason="invalid_json", detail="null record value (a tombstone)")
@@ -220,58 +214,39 @@ class PartitionState:
             detail = f"record key {key!r} is not the event's account_id"
             dead.append(rec.dead_letter("key_mismatch", detail, value, *where, key=key, timestamp=record_ms))
             return
-        slot = touched.get(account_id) or self.slot(account_id)
-        touched[account_id] = slot
-        at_ms = at_ms_of(event)
-        fresh = offset > slot.applied
+        slot = self.slot(account_id)
+        fresh = offset > slot.applied  # else applied to the account before a crash: its outputs exist already
         if fresh:
             slot.applied = offset
-        fold = slot.fold
-        horizon = clock.horizon_of(fold)
-        if clock.skewed(at_ms, record_ms):
-            verdict = "future_skew"
-        elif at_ms < horizon:
-            verdict = "too_late"
-        else:
-            clock.observe(at_ms)
-            if fresh:
-                result.applied += 1
-                verdict = fold.offer(event, offset, horizon, at_ms)
-                if verdict != "accepted":
-                    result.counts[verdict] += 1
-                    return
-                offered = result.offered.get(account_id)
-                if offered is None:
-                    offered = result.offered[account_id] = []
-                offered.append((offset, value, record_ms))
+        at_ms = at_ms_of(event)
+        verdict = self.driver.admit(slot.fold, event, offset, at_ms, record_ms, fresh=fresh)
+        if verdict is None:
             return
-        if fresh:
-            if verdict == "too_late":
-                fold.metrics.too_late += 1
-            else:
-                fold.metrics.future_skew += 1
-        detail = (
-            f"occurred_at {format_ms(at_ms)}, account horizon {format_ms(horizon)}"
-            if verdict == "too_late"
-            else f"occurred_at {format_ms(at_ms)}, partition watermark {clock.watermark} ms"
-        )
-        dead.append(rec.dead_letter(verdict, detail, value, *where, key=key, timestamp=record_ms))
+        if verdict == "accepted":
+            result.applied += 1
+            offered = result.offered.get(account_id)
+            if offered is None:
+                offered = result.offered[account_id] = []
+            offered.append((offset, value, record_ms))
+        elif verdict in ("duplicate", "duplicate_conflict"):
+            result.applied += 1
+            result.counts[verdict] += 1
+        else:
+            clock = self.clock
+            detail = (
+                f"occurred_at {format_ms(at_ms)}, account horizon {format_ms(clock.horizon_of(slot.fold))}"
+                if verdict == "too_late"
+                else f"occurred_at {format_ms(at_ms)}, partition watermark {clock.watermark} ms"
+            )
+            dead.append(rec.dead_letter(verdict, detail, value, *where, key=key, timestamp=record_ms))
 
-    def _advance(self, touched: dict[str, Slot], result: BatchResult) -> None:
+    def _advance(self, result: BatchResult) -> None:
+        """Advance the accounts the driver says are due (a failing account is quarantined, the rest go on)."""
         clock = self.clock
-        floor = clock.idle_floor
-        result.idle_floor = None if clock.watermark is None else floor
-        heap, wakes = self._heap, self.wakes
-        due: dict[str, Slot | None] = dict(touched)
-        # An untouched account's own horizon did not move: it is due only when the idle floor passes its work.
-        while heap and heap[0][0] < floor:
-            wake, account_id = heapq.heappop(heap)
-            if wakes.get(account_id) == wake:
-                del wakes[account_id]
-                due.setdefault(account_id, None)
-        for account_id, slot in due.items():
+        result.idle_floor = None if clock.watermark is None else clock.idle_floor
+        for account_id in self.driver.due():
             try:
-                self._advance_account(account_id, slot or self.slot(account_id), result)
+                self._advance_account(account_id, self.slot(account_id), result)
             except Exception as exc:  # noqa: BLE001 - one account never stops the partition
                 self._quarantine(account_id, exc, result)
 
@@ -281,9 +256,7 @@ class PartitionState:
         step = FoldOutput()
         metrics = slot.fold.metrics
         applied, orphan = metrics.applied, metrics.orphan
-        horizon = self.clock.horizon_of(slot.fold)
-        slot.fold.advance_into(horizon, self.settings, step)
-        step.horizons[account_id] = horizon
+        horizon = self.driver.advance(account_id, slot.fold, step)
         alerts = slot.alerts.advance(account_id, step.usage_changes, [plan for _, plan in step.plans], horizon)
         grace_due = slot.alerts.grace_due
         wake = slot.fold.pending_until()
@@ -292,13 +265,7 @@ class PartitionState:
         entries: dict[bytes, bytes | None] = {}
         write_account(entries, self.partition, slot.fold, slot.parts, slot.applied, wake, slot.alerts.to_state())
         slot.wake = wake
-        wakes = self.wakes
-        if wake < NEVER:
-            if wakes.get(account_id) != wake:
-                wakes[account_id] = wake
-                heapq.heappush(self._heap, (wake, account_id))
-        else:
-            wakes.pop(account_id, None)
+        self.driver.schedule(account_id, wake)
         result.watermarks[account_id] = slot.fold.watermark
         result.counts["applied"] += metrics.applied - applied
         result.counts["orphan"] += metrics.orphan - orphan
@@ -325,25 +292,6 @@ class PartitionState:
                 timestamp=record_ms
             )  # fmt: skip
             result.dead_letters.append(letter)
-
-    # -- queries ---------------------------------------------------------------------------------------------------
-
-    def live_view(self, account_id: str) -> LiveView | None:
-        """Live view of an account of this partition (None if it was never seen)."""
-        fold = self.cached_fold(account_id)
-        if fold is None:
-            raw = self._load(account_key(account_id))
-            if raw is None:
-                return None
-            fold = load_account(raw, self._load).fold
-        return fold.live_view(self.settings, self.clock.watermark)
-
-    def metrics(self) -> Metrics:
-        """Sum of the cached accounts' fold metrics."""
-        total = Metrics()
-        for slot in self.slots.values():
-            total.add(slot.fold.metrics)
-        return total
 
 
 def _describe(exc: BaseException) -> str:
@@ -372,8 +320,3 @@ def scan_entries(items: Iterable[tuple[bytes, bytes]]) -> tuple[dict[int, ClockE
         if wake < NEVER:
             wakes.setdefault(partition, {})[key.decode()] = wake
     return clocks, wakes
-
-
-def count_reasons(results: Iterable[BatchResult]) -> Counter[str]:
-    """Dead letters by reason."""
-    return Counter(letter["reason"] for result in results for letter in result.dead_letters)

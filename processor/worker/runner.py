@@ -11,7 +11,7 @@ from typing import Protocol
 
 from processor.core.alerts import DEFAULT_SHARE
 from processor.core.fold import LiveView
-from processor.core.model import Metrics, Settings
+from processor.core.model import Settings
 from processor.worker.accounts import load_account
 from processor.worker.partition import BatchResult, PartitionState, Raw, scan_entries
 from processor.worker.state import ClockEntry, account_key, clock_key, decode_clock
@@ -165,10 +165,3 @@ class StreamProcessor:
         for partition in partitions:
             total.update(self.partition(partition).counts)
         return dict(sorted(total.items()))
-
-    def metrics(self) -> Metrics:
-        """Fold metrics summed over the cached accounts."""
-        total = Metrics()
-        for state in (self._partitions or {}).values():
-            total.add(state.metrics())
-        return total

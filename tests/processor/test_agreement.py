@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from processor.batch.engine import BatchEngine
 from processor.core.billing import build_report
-from processor.core.fold import fold_history
 from processor.core.model import (
     NEVER,
     LateEvents,
@@ -33,6 +32,7 @@ from processor.core.model import (
     UsageChange,
     UserInterval,
 )
+from processor.core.partition import fold_history
 from processor.core.periods import local_date
 from processor.eventfile import read_events
 from processor.worker.runner import StreamProcessor

@@ -219,7 +219,7 @@ def test_simulate_yields_wire_dicts() -> None:
 def test_mixed_profiles_shape_usage() -> None:
     """within never exceeds its licenses; spike goes over only for less than the grace period; overage stays over
     the allowance for longer than the grace period."""
-    from processor.core.fold import fold_history
+    from processor.core.partition import fold_history
 
     config = SimConfig(accounts=3, agents=8, days=5, seed=5, start=date(2026, 11, 2), out_of_order=0.01)
     events = _events(config)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from processor.core.billing import build_report
-from processor.core.fold import fold_history
 from processor.core.model import Settings
+from processor.core.partition import fold_history
 from processor.eventfile import read_events
 from processor.reports.render import BILLING_RUN_KEYS, EXPORT_DAY_KEYS
 from processor.simulation import SimConfig, write_events

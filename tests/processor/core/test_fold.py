@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
-from processor.core.fold import fold_history
 from processor.core.model import NEVER, FoldOutput, Metrics, Settings, UsageChange
+from processor.core.partition import fold_history
 from processor.core.records import same_payload, to_record
 from schemas.events import EVENT_ADAPTER, Event, fingerprint, format_ms, to_ms
 

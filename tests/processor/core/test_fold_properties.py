@@ -14,8 +14,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.fold import AccountFold, PartitionClock, fold_batch, fold_history, tick
+from processor.core.fold import AccountFold
 from processor.core.model import FIXED_WINDOW_MS, NEVER, FoldOutput, Settings
+from processor.core.partition import PartitionDriver, fold_batch, fold_history, tick
 from schemas.events import CONTACT_CENTER_PAGES, Event, fingerprint
 from tests.processor.core.test_fold import T0, ev
 
@@ -337,17 +338,17 @@ def test_serialisation_round_trips_do_not_change_outputs(events: list[Event], rn
 
     def drive(round_trip: bool) -> tuple[FoldOutput, list[Any], list[Any]]:
         states: dict[str, AccountFold] = {}
-        clock = PartitionClock(s)
+        driver = PartitionDriver(s)
         out = FoldOutput()
         views = []
         for batch in batches:
-            step, _ = fold_batch(states, clock, batch, s)
+            step, _ = fold_batch(states, driver, batch)
             out.extend(step)
-            out.extend(tick(states, clock, s))
+            out.extend(tick(states, driver))
             views.append(sorted((k, f.live_view(s)) for k, f in states.items()))
             if round_trip:
                 states = {k: AccountFold.from_bytes(f.to_bytes()) for k, f in states.items()}
-                clock = PartitionClock(s, clock.watermark)
+                driver = PartitionDriver(s, driver.clock.watermark, driver.wakes)
         for fold in states.values():
             fold.advance_into(NEVER, s, out)
         return out, views, sorted((k, f.metrics) for k, f in states.items())

@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from processor.core.fold import AccountFold, PartitionClock, fold_batch, fold_history, tick
+from processor.core.fold import AccountFold, PartitionClock
 from processor.core.model import NEVER, FoldOutput, Settings
+from processor.core.partition import PartitionDriver, fold_batch, fold_history, tick
 from tests.processor.core.test_fold import (
     ACCOUNT,
     LOOSE,
@@ -49,7 +50,7 @@ def test_account_horizon_is_its_own_watermark_or_the_partition_idle_floor() -> N
 def run_stream(events: list, record_ms: list[int], settings: Settings = Settings()) -> tuple[FoldOutput, list, dict]:
     """Fold one partition in one batch with record (arrival) timestamps, then flush everything."""
     states: dict[str, AccountFold] = {}
-    out, rejected = fold_batch(states, PartitionClock(settings), list(enumerate(events)), settings, record_ms=record_ms)
+    out, rejected = fold_batch(states, PartitionDriver(settings), list(enumerate(events)), record_ms=record_ms)
     for fold in states.values():
         out.extend(fold.advance(NEVER, settings))
     return out, rejected, {account: fold.metrics for account, fold in states.items()}
@@ -106,29 +107,36 @@ def test_out_of_order_within_lateness_gives_the_sorted_result() -> None:
     assert changes(expected) == [(s(0), 1), (s(60), 2), (s(100), 3), (s(300), 2), (s(650), 1), (s(1000), 0)]
 
 
-def test_fold_batch_advances_touched_accounts_and_tick_the_idle_ones() -> None:
+def test_fold_batch_advances_touched_accounts_and_the_idle_ones_whose_work_is_due() -> None:
     settings = Settings()  # lateness 600 s, idle lateness 7200 s
     states: dict[str, AccountFold] = {}
-    clock = PartitionClock(settings)
-    out, rejected = fold_batch(states, clock, [(0, api(s(0), account="a"))], settings)
+    driver = PartitionDriver(settings)
+    clock = driver.clock
+    out, rejected = fold_batch(states, driver, [(0, api(s(0), account="a"))])
     assert out.usage_changes == [] and rejected == [] and out.horizons == {"a": s(-600)}
     assert states["a"].pending_until() == s(0)  # buffered, not applied (its horizon is -600 s)
+    assert driver.wakes == {"a": s(0)}
     batch = [(i + 1, api(s(t), account="b")) for i, t in enumerate((250, 500, 750, 901))]
-    out, _ = fold_batch(states, clock, batch, settings)
+    out, _ = fold_batch(states, driver, batch)
     assert clock.horizon_of(states["b"]) == s(301)
     assert clock.horizon_of(states["a"]) == s(-600)  # "a" may still be catching up: its own watermark rules
     assert [(c.account_id, c.at_ms, c.usage) for c in out.usage_changes] == [("b", s(250), 1)]
-    assert tick(states, clock, settings) == FoldOutput()
-    fold_batch(states, clock, [(5, api(s(7501), account="b"))], settings, record_ms=[s(7501)])  # idle floor: 301 s
-    ticked = tick(states, clock, settings)
-    # Account "a": request at 0 s, window ends at 300 s < its horizon 301 s.
-    assert [(c.account_id, c.at_ms, c.usage) for c in ticked.usage_changes] == [("a", s(0), 1), ("a", s(300), 0)]
-    assert ticked.horizons == {"a": s(301)}
+    assert set(out.horizons) == {"b"}  # "a" is not due: the idle floor (901 - 7200 s) is below its work at 0 s
+    assert tick(states, driver) == FoldOutput()
+    out, _ = fold_batch(states, driver, [(5, api(s(7501), account="b"))], record_ms=[s(7501)])  # idle floor: 301 s
+    # Account "a" is due in the same batch: request at 0 s, window ends at 300 s < its horizon 301 s.
+    mine = [(c.at_ms, c.usage) for c in out.usage_changes if c.account_id == "a"]
+    assert mine == [(s(0), 1), (s(300), 0)]
+    assert out.horizons["a"] == s(301)
     # Only the minute of the change at 0 s has a 1m window; at 300 s usage drops to 0 (nothing to emit).
-    assert [(w.account_id, w.kind, w.start_ms) for w in ticked.windows] == [("a", "1m", s(0))]
+    assert [(w.kind, w.start_ms) for w in out.windows if w.account_id == "a"] == [("1m", s(0))]
     # What is left of "a": its 15 m window [0, 900 s), which closes once its horizon reaches 900 s.
-    assert states["a"].pending_until() == s(900) - 1
-    assert tick(states, clock, settings) == FoldOutput()  # nothing new below the horizon
+    assert states["a"].pending_until() == s(900) - 1 and driver.wakes["a"] == s(900) - 1
+    assert tick(states, driver) == FoldOutput()  # nothing new below the horizon
+    clock.observe(s(8101))  # the idle floor passes 900 s: a tick between batches closes the window
+    ticked = tick(states, driver)
+    assert [(w.account_id, w.kind, w.start_ms) for w in ticked.windows] == [("a", "15m", s(0))]
+    assert driver.wakes["a"] > s(8101 - 7200)  # its longer windows are still open
 
 
 def test_a_lagging_tenant_loses_no_events_within_the_idle_lateness() -> None:

@@ -19,8 +19,8 @@ import duckdb
 from aiokafka.partitioner import murmur2
 
 from processor.core.alerts import alerts_for
-from processor.core.fold import fold_history
 from processor.core.model import NEVER, PresenceInterval, Settings
+from processor.core.partition import fold_history
 from processor.simulation.config import SimConfig
 from processor.simulation.output import iter_lines
 from processor.snapshots.sink import SinkWriter

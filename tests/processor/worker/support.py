@@ -22,8 +22,8 @@ from aiokafka.partitioner import murmur2
 
 from processor import deadletters
 from processor.brokers.common import free_port
-from processor.core.fold import fold_history
 from processor.core.model import PeakWindow, Settings, UsageChange
+from processor.core.partition import fold_history
 from processor.topics import DEAD_LETTERS
 from processor.web.tokens import new_token, token_line
 from processor.worker import records as rec

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from processor import deadletters
 from processor.core.alerts import alerts_for
-from processor.core.fold import fold_history
 from processor.core.model import Settings
+from processor.core.partition import fold_history
 from processor.worker import records as rec
 from processor.worker.partition import BatchResult
 from processor.worker.runner import StreamProcessor
@@ -345,3 +345,25 @@ def test_records_beyond_the_limits_are_too_large_letters_by_reference():
     assert key is None and value is None
     assert dict(headers)[deadletters.TIMESTAMP] == b"1000" and dict(headers)[deadletters.SIZE] == b"2001"
     assert result.applied == 1  # the partition goes on
+
+
+def test_a_record_applied_before_a_crash_is_not_judged_again_against_the_accounts_newer_horizon():
+    """The account's entry was written, the clock's was not (a crash between them): on re-delivery the early event
+    lies below the account's new horizon, but it was accepted the first time and its outputs exist, so it is neither
+    a `too_late` dead letter nor counted again; the clock still ends where it did."""
+
+    def event(event_id: str, at_ms: int) -> bytes:
+        body = {"event_id": event_id, "type": "api.request", "account_id": "a", "user_id": "u"}
+        return json.dumps(body | {"occurred_at": format_ms(at_ms)}).encode()
+
+    published = T0 + 3_600_000  # both records' timestamp (the future-skew check's reference)
+    batch = [(0, b"a", event("early", T0), published), (1, b"a", event("later", published), published)]
+    store: dict[bytes, bytes] = {}
+    first = StreamProcessor(TOPIC, SETTINGS, store).process(0, batch)
+    assert first.dead_letters == [] and first.applied == 2
+    store.update((key, value) for key, value in first.states.items() if key != clock_key(0))  # the clock is lost
+    restarted = StreamProcessor(TOPIC, SETTINGS, store)
+    again = restarted.process(0, batch)
+    assert again.dead_letters == [] and again.applied == 0 and again.redelivered == 0
+    assert restarted.partition(0).slot("a").fold.metrics.too_late == 0
+    assert decode_clock(again.states[clock_key(0)]).watermark == T0 + 3_600_000
