@@ -245,6 +245,95 @@ def _day_row(day: date, tally: _Tally, users: int, plan: Plan, known: bool, comp
     )
 
 
+class _Period(NamedTuple):
+    """The report's local days and their boundaries in its timezone: the period is `[midnights[0], midnights[-1])`,
+    day `j` is `[midnights[j], midnights[j + 1])`; `known_end` = `min(end, data_through)` (never before the start)
+    and `data_through` is -NEVER when nothing is known."""
+
+    timezone: str
+    days: list[date]
+    midnights: list[int]
+    known_end: int
+    data_through: int
+
+    @property
+    def start(self) -> int:
+        """The period's first instant: local midnight of `from`."""
+        return self.midnights[0]
+
+    @property
+    def end(self) -> int:
+        """One past the period's last instant: local midnight of `to + 1 day`."""
+        return self.midnights[-1]
+
+    def complete(self, end_ms: int) -> bool:
+        """A span ending at `end_ms` is complete: data_through is at or after its end (never when it is null)."""
+        return self.data_through >= end_ms
+
+
+def _period(from_date: date, to_date: date, plans: Sequence[Plan], data_through_ms: int | None) -> _Period:
+    """The days `from_date`..`to_date` and their local midnights in the report's timezone (`report_timezone`: that of
+    the latest plan that took effect before midnight(to + 1)), and how much of the period is known."""
+    timezone = report_timezone(plans, to_date)
+    n_days = (to_date - from_date).days + 1
+    days = [from_date + timedelta(days=k) for k in range(n_days)]
+    midnights = [local_midnight_ms(from_date + timedelta(days=k), timezone) for k in range(n_days + 1)]
+    known_end = known_end_ms(midnights[0], midnights[-1], data_through_ms)
+    return _Period(timezone, days, midnights, known_end, -NEVER if data_through_ms is None else data_through_ms)
+
+
+def _tally_usage(segments: Sequence[Segment], midnights: Sequence[int]) -> tuple[_Tally, list[_Tally]]:
+    """Peak, time over licenses, max excess and license time of the period and of each day (a piece that crosses
+    midnight counts on both sides)."""
+    total = _Tally()
+    day_tallies = [_Tally() for _ in range(len(midnights) - 1)]
+    k = 0
+    for start, end, usage, licenses in segments:
+        total.add(start, end, usage, licenses)
+        at = start
+        while at < end:
+            while midnights[k + 1] <= at:  # skips empty days too
+                k += 1
+            upto = min(end, midnights[k + 1])
+            day_tallies[k].add(at, upto, usage, licenses)
+            at = upto
+    return total, day_tallies
+
+
+def _distinct_users(intervals: Sequence[UserInterval], period: _Period) -> tuple[set[str], list[set[str]]]:
+    """The users with a counted interval overlapping the known part of the period, and of each day, by >= 1 ms."""
+    midnights = period.midnights
+    n_days = len(period.days)
+    user_sets: list[set[str]] = [set() for _ in range(n_days)]
+    all_users: set[str] = set()
+    for interval in intervals:
+        start, end = max(interval.start_ms, period.start), min(interval.end_ms, period.known_end)
+        if start >= end:
+            continue
+        all_users.add(interval.user_id)
+        first = bisect_right(midnights, start) - 1
+        for j in range(first, n_days):
+            if midnights[j] >= end:
+                break
+            if max(start, midnights[j]) < min(end, midnights[j + 1]):  # overlaps the day by >= 1 ms
+                user_sets[j].add(interval.user_id)
+    return all_users, user_sets
+
+
+def _day_rows(
+    period: _Period, plans: Sequence[Plan], tallies: Sequence[_Tally], user_sets: Sequence[set[str]]
+) -> list[ReportDay]:
+    """One row per local day with the plan terms in effect at its end - 1 ms; numbers only when the day starts before
+    data_through (else null), complete when data_through is at or after its end."""
+    rows = []
+    midnights = period.midnights
+    for j, (day, tally) in enumerate(zip(period.days, tallies, strict=True)):
+        day_plan = plan_at(plans, midnights[j + 1] - 1)
+        known = midnights[j] < period.data_through
+        rows.append(_day_row(day, tally, len(user_sets[j]), day_plan, known, period.complete(midnights[j + 1])))
+    return rows
+
+
 def build_report(
     account_id: str,
     from_date: date,
@@ -268,53 +357,19 @@ def build_report(
         raise ValueError(f"report 'to' {to_date} is before 'from' {from_date}")
     data_through = _format_data_through(data_through_ms)
     plans = known_plans(plans, data_through_ms)
-    timezone = report_timezone(plans, to_date)
-    n_days = (to_date - from_date).days + 1
-    days = [from_date + timedelta(days=k) for k in range(n_days)]
-    midnights = [local_midnight_ms(from_date + timedelta(days=k), timezone) for k in range(n_days + 1)]
-    period_start, period_end = midnights[0], midnights[-1]
-    known_end = known_end_ms(period_start, period_end, data_through_ms)
-
-    segments = usage_segments(changes, plans, period_start, known_end)
-    total = _Tally()
-    day_tallies = [_Tally() for _ in range(n_days)]
-    k = 0
-    for start, end, usage, licenses in segments:
-        total.add(start, end, usage, licenses)
-        at = start
-        while at < end:
-            while midnights[k + 1] <= at:  # skips empty days too
-                k += 1
-            upto = min(end, midnights[k + 1])
-            day_tallies[k].add(at, upto, usage, licenses)
-            at = upto
-
-    user_sets: list[set[str]] = [set() for _ in range(n_days)]
-    all_users: set[str] = set()
-    for interval in intervals:
-        start, end = max(interval.start_ms, period_start), min(interval.end_ms, known_end)
-        if start >= end:
-            continue
-        all_users.add(interval.user_id)
-        first = bisect_right(midnights, start) - 1
-        for j in range(first, n_days):
-            if midnights[j] >= end:
-                break
-            if max(start, midnights[j]) < min(end, midnights[j + 1]):  # overlaps the day by >= 1 ms
-                user_sets[j].add(interval.user_id)
-
-    end_plan = plan_at(plans, period_end - 1)
+    period = _period(from_date, to_date, plans, data_through_ms)
+    segments = usage_segments(changes, plans, period.start, period.known_end)
+    total, day_tallies = _tally_usage(segments, period.midnights)
+    all_users, user_sets = _distinct_users(intervals, period)
+    # The plan terms at the period's end, its grace settings for the whole period.
+    end_plan = plan_at(plans, period.end - 1)
     billable = billable_overage(segments, end_plan.grace_minutes, end_plan.grace_mode)
-    dt = -NEVER if data_through_ms is None else data_through_ms
-    rows = []
-    for j, (day, tally) in enumerate(zip(days, day_tallies, strict=True)):
-        day_plan = plan_at(plans, midnights[j + 1] - 1)
-        rows.append(_day_row(day, tally, len(user_sets[j]), day_plan, midnights[j] < dt, dt >= midnights[j + 1]))
+    days = _day_rows(period, plans, day_tallies, user_sets)
     return Report(
         account_id=account_id,
         from_=from_date.isoformat(),
         to=to_date.isoformat(),
-        timezone=timezone,
+        timezone=period.timezone,
         licenses=end_plan.licenses,
         overage_allowance=end_plan.overage_allowance,
         peak_usage=total.peak,
@@ -326,6 +381,6 @@ def build_report(
         license_hours=total.license_ms / MS_PER_HOUR,
         distinct_users=len(all_users),
         data_through=data_through,
-        complete=dt >= period_end,
-        days=rows,
+        complete=period.complete(period.end),
+        days=days,
     )

@@ -258,59 +258,67 @@ def build_accounts(config: SimConfig) -> tuple[Catalog, list[Account]]:
             midnights=local_midnights(config, zone),
         )
         for n in range(config.agents):
-            user, user_tail = catalog.add_user(f"agent-{n + 1:0{width}d}")
-            name = catalog.users[user]
-            d1, t1 = catalog.add_device(user, f"{name}-pc1")
-            d2, t2 = catalog.add_device(user, f"{name}-pc2")
-            dg, tg = catalog.add_device(user, f"{name}-pc9")
-            roll = rr.random()
-            group = 0 if roll < SHIFT_GROUPS[0][0] else 1 if roll < SHIFT_GROUPS[0][0] + SHIFT_GROUPS[1][0] else 2
-            part_time = rr.random() < 0.15
-            account.agents.append(
-                Agent(
-                    user=user,
-                    devs=(d1, d2, dg),
-                    tails=(t1, t2, tg),
-                    user_tail=user_tail,
-                    group=group,
-                    start_min=rr.choice(SHIFT_GROUPS[group][1]),
-                    duration_min=rr.randint(8, 12) * 30 if part_time else FULL_SHIFT_MIN,
-                    weekend=rr.random() < 0.3,
-                    has_second=rr.random() < 0.5,
-                )
-            )
+            account.agents.append(_new_agent(catalog, rr, f"agent-{n + 1:0{width}d}"))
         for n in range(n_sup):
-            user, user_tail = catalog.add_user(f"sup-{n + 1:03d}")
-            account.supervisors.append(
-                Supervisor(
-                    user=user,
-                    user_tail=user_tail,
-                    page_tail_base=catalog.add_pages(user),
-                    start_min=rr.choice((480, 510, 540, 780)),
-                    weekend=rr.random() < 0.25,
-                )
-            )
+            account.supervisors.append(_new_supervisor(catalog, rr, f"sup-{n + 1:03d}"))
         for n in range(n_api):
-            user, user_tail = catalog.add_user(f"svc-{n + 1:02d}")
-            account.integrations.append(
-                Integration(
-                    user=user,
-                    user_tail=user_tail,
-                    endpoint_tail_base=catalog.add_endpoints(user),
-                    poller=n % 2 == 0,
-                )
-            )
+            account.integrations.append(_new_integration(catalog, f"svc-{n + 1:02d}", poller=n % 2 == 0))
         account.planned_peak = _planned_peak(config, account)
         _add_plans(config, catalog, account, rr, tz_name, n_sup + n_api)
         if account.profile == "spike":
-            account.spike_days = spike_days(config)
-            most = max(catalog.plans[plan].licenses for _, plan, _ in account.plans)
-            for n in range(most + max(2, most // 10)):
-                user, _ = catalog.add_user(f"temp-{n + 1:03d}")
-                dev, tail = catalog.add_device(user, f"temp-{n + 1:03d}-pc1")
-                account.temps.append(Temp(user=user, dev=dev, tail=tail))
+            _add_spikes(config, catalog, account)
         accounts.append(account)
     return catalog, accounts
+
+
+def _new_agent(catalog: Catalog, rr: random.Random, name: str) -> Agent:
+    """An agent with a desktop, a second device and a ghost device; a shift group and length, maybe weekends."""
+    user, user_tail = catalog.add_user(name)
+    d1, t1 = catalog.add_device(user, f"{name}-pc1")
+    d2, t2 = catalog.add_device(user, f"{name}-pc2")
+    dg, tg = catalog.add_device(user, f"{name}-pc9")
+    roll = rr.random()
+    group = 0 if roll < SHIFT_GROUPS[0][0] else 1 if roll < SHIFT_GROUPS[0][0] + SHIFT_GROUPS[1][0] else 2
+    part_time = rr.random() < 0.15
+    return Agent(
+        user=user,
+        devs=(d1, d2, dg),
+        tails=(t1, t2, tg),
+        user_tail=user_tail,
+        group=group,
+        start_min=rr.choice(SHIFT_GROUPS[group][1]),
+        duration_min=rr.randint(8, 12) * 30 if part_time else FULL_SHIFT_MIN,
+        weekend=rr.random() < 0.3,
+        has_second=rr.random() < 0.5,
+    )
+
+
+def _new_supervisor(catalog: Catalog, rr: random.Random, name: str) -> Supervisor:
+    """A supervisor with the tails of every portal page, a start time and maybe weekends."""
+    user, user_tail = catalog.add_user(name)
+    return Supervisor(
+        user=user,
+        user_tail=user_tail,
+        page_tail_base=catalog.add_pages(user),
+        start_min=rr.choice((480, 510, 540, 780)),
+        weekend=rr.random() < 0.25,
+    )
+
+
+def _new_integration(catalog: Catalog, name: str, poller: bool) -> Integration:
+    """An API client with the tails of every endpoint."""
+    user, user_tail = catalog.add_user(name)
+    return Integration(user=user, user_tail=user_tail, endpoint_tail_base=catalog.add_endpoints(user), poller=poller)
+
+
+def _add_spikes(config: SimConfig, catalog: Catalog, account: Account) -> None:
+    """The spike days and enough temporary agents to exceed the account's largest plan (by 10%, at least 2)."""
+    account.spike_days = spike_days(config)
+    most = max(catalog.plans[plan].licenses for _, plan, _ in account.plans)
+    for n in range(most + max(2, most // 10)):
+        user, _ = catalog.add_user(f"temp-{n + 1:03d}")
+        dev, tail = catalog.add_device(user, f"temp-{n + 1:03d}-pc1")
+        account.temps.append(Temp(user=user, dev=dev, tail=tail))
 
 
 def _add_plans(

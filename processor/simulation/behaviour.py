@@ -8,7 +8,9 @@ An event tuple is `(occurred_at_ms, type_code, user, device, page, endpoint, pla
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from processor.simulation.accounts import Account, Agent, Catalog, roster, supervisor_roster
 from processor.simulation.accounts import rng as keyed_rng
@@ -36,6 +38,151 @@ _PAUSE, _RECONNECT, _CRASH = 0, 1, 2
 POLL_AFTER_LAST_DAY_MS = 10 * HOUR_MS  # night shifts started on the last day end by about 08:30 local
 
 
+class Action(NamedTuple):
+    """A planned event of a shift: a break (`arg` = when work resumes, `flag` = signs out for lunch), a reconnect
+    (`arg` = moves to the other device) or a crash. Sorts by time first, as a plain tuple."""
+
+    at: int
+    kind: int
+    arg: int
+    flag: int
+
+
+def plan_actions(rr: random.Random, agent: Agent, start: int, end: int) -> list[Action]:
+    """The breaks of a shift (three from 8 h, one from 3 h, else none) and maybe one incident, in time order."""
+    randint = rr.randint
+    length = end - start
+    actions: list[Action] = []
+    if length >= 8 * HOUR_MS:
+        for centre, low, high, lunch in (
+            (start + 2 * HOUR_MS, 10, 15, False),
+            (start + length // 2, 30, 60, True),
+            (end - 2 * HOUR_MS, 10, 15, False),
+        ):
+            ps = centre + randint(-20, 20) * MINUTE_MS + rr.randrange(MINUTE_MS)
+            pe = ps + randint(low, high) * MINUTE_MS + rr.randrange(MINUTE_MS)
+            actions.append(Action(ps, _PAUSE, pe, int(lunch and rr.random() < 0.3)))
+    elif length >= 3 * HOUR_MS:
+        ps = start + length // 2 + randint(-15, 15) * MINUTE_MS + rr.randrange(MINUTE_MS)
+        actions.append(Action(ps, _PAUSE, ps + randint(10, 15) * MINUTE_MS + rr.randrange(MINUTE_MS), 0))
+    incident = _incident(rr, agent, start, end, actions)
+    if incident is not None:
+        actions.append(incident)
+    actions.sort()
+    return actions
+
+
+def _incident(rr: random.Random, agent: Agent, start: int, end: int, breaks: list[Action]) -> Action | None:
+    """Sometimes (14% of shifts over an hour) a reconnect or a crash, at least 3 minutes away from every break."""
+    roll = rr.random()
+    if roll >= 0.14 or end - start <= 60 * MINUTE_MS:
+        return None
+    x = rr.randint(start + 20 * MINUTE_MS, end - 20 * MINUTE_MS)
+    if any(ps - 3 * MINUTE_MS <= x <= pe + 3 * MINUTE_MS for ps, _, pe, _ in breaks):
+        return None
+    if roll < 0.10:
+        return Action(x, _RECONNECT, int(agent.has_second and rr.random() < 0.35), 0)
+    return Action(x, _CRASH, 0, 0)
+
+
+@dataclass(slots=True)
+class _Shift:
+    """An agent's shift in progress: the device in use (`k`), when each device's signed-in span and the current
+    work session began. Writes events to `out`, closed signed-in spans to `spans` and sessions to `track`."""
+
+    rr: random.Random
+    out: list[EventTuple]
+    spans: list[Span]
+    track: list[tuple[int, int]] | None
+    user: int
+    devs: tuple[int, int, int]
+    tails: tuple[int, int, int]
+    k: int
+    span_from: list[int] = field(default_factory=lambda: [0, 0])
+    sess_start: int = 0
+
+    def emit(self, at: int, code: int, k: int) -> None:
+        """An event of the agent on device `k`."""
+        self.out.append((at, code, self.user, self.devs[k], -1, -1, -1, self.tails[k]))
+
+    def sign_in(self, at: int, k: int) -> None:
+        """Signs in on device `k`: its signed-in span starts."""
+        self.emit(at, SIGNED_IN, k)
+        self.span_from[k] = at
+
+    def close_span(self, at: int, k: int) -> None:
+        """Device `k`'s signed-in span (its heartbeats) ends at `at`."""
+        self.spans.append((self.span_from[k], at, self.user, self.devs[k], self.tails[k]))
+
+    def sign_out(self, at: int, k: int) -> None:
+        """Signs out of device `k`: its signed-in span ends."""
+        self.emit(at, SIGNED_OUT, k)
+        self.close_span(at, k)
+
+    def start_session(self, at: int) -> None:
+        """A work session starts on the device in use."""
+        self.emit(at, WS_STARTED, self.k)
+        self.sess_start = at
+
+    def session_over(self, at: int) -> None:
+        """The current session ends at `at` (recorded in `track`, no event)."""
+        if self.track is not None:
+            self.track.append((self.sess_start, at))
+
+    def pause(self, at: int, resume_at: int, lunch_sign_out: bool) -> None:
+        """A break: ends the session, maybe signs out and back in around lunch, starts a new session."""
+        k = self.k
+        self.emit(at, WS_ENDED, k)
+        self.session_over(at)
+        if lunch_sign_out:
+            self.sign_out(at + self.rr.randint(2_000, 20_000), k)
+            self.sign_in(resume_at - self.rr.randint(30_000, 120_000), k)
+        self.start_session(resume_at)
+
+    def reconnect(self, at: int, switch_device: bool) -> None:
+        """The client reconnects (sign-out, sign-in, new session), or the agent moves to the other device and then
+        signs out of the first."""
+        randint = self.rr.randint
+        self.session_over(at)
+        k = self.k
+        if switch_device:
+            self.k = 1 - k
+            self.sign_in(at, self.k)
+            resumed = at + randint(3_000, 20_000)
+            self.emit(resumed, WS_STARTED, self.k)
+            self.sign_out(resumed + randint(5_000, 60_000), k)
+        else:
+            self.sign_out(at, k)
+            back = at + randint(5_000, 60_000)
+            self.sign_in(back, k)
+            resumed = back + randint(2_000, 10_000)
+            self.emit(resumed, WS_STARTED, k)
+        self.sess_start = resumed
+
+    def crash(self, at: int, next_at: int) -> bool:
+        """Heartbeats stop, no sign-out; maybe back on the same device a few minutes later (False: the shift ends
+        here, also when the comeback would come within 2 minutes of the next action `next_at`)."""
+        rr = self.rr
+        self.close_span(at, self.k)
+        self.session_over(at)
+        back = at + rr.randint(4, 15) * MINUTE_MS + rr.randrange(MINUTE_MS)
+        if rr.random() < 0.3 or back + 2 * MINUTE_MS >= next_at:
+            return False
+        self.sign_in(back, self.k)
+        self.start_session(back + rr.randint(5_000, 60_000))
+        return True
+
+    def finish(self, end: int) -> None:
+        """End of the shift: ends the session (7% sign out without ending it first) and signs out."""
+        if self.rr.random() < 0.93:
+            self.emit(end, WS_ENDED, self.k)
+            signed_out = end + self.rr.randint(2_000, 30_000)
+        else:
+            signed_out = end
+        self.sign_out(signed_out, self.k)
+        self.session_over(end)
+
+
 def agent_day(
     rr: random.Random,
     out: list[EventTuple],
@@ -49,104 +196,21 @@ def agent_day(
 
     Session intervals go to `track` (when given) as a lower bound of the agent's real desktop presence.
     """
-    append = out.append
-    randint = rr.randint
-    u = agent.user
-    devs = agent.devs
-    tails = agent.tails
-    k = 1 if agent.has_second and rr.random() < 0.1 else 0
-    span_from = [0, 0]
-
-    append((start, SIGNED_IN, u, devs[k], -1, -1, -1, tails[k]))
-    span_from[k] = start
-    sess_start = start + randint(5_000, 90_000)
-    append((sess_start, WS_STARTED, u, devs[k], -1, -1, -1, tails[k]))
-
-    length = end - start
-    actions: list[tuple[int, int, int, int]] = []
-    if length >= 8 * HOUR_MS:
-        for centre, low, high, lunch in (
-            (start + 2 * HOUR_MS, 10, 15, False),
-            (start + length // 2, 30, 60, True),
-            (end - 2 * HOUR_MS, 10, 15, False),
-        ):
-            ps = centre + randint(-20, 20) * MINUTE_MS + rr.randrange(MINUTE_MS)
-            pe = ps + randint(low, high) * MINUTE_MS + rr.randrange(MINUTE_MS)
-            actions.append((ps, _PAUSE, pe, int(lunch and rr.random() < 0.3)))
-    elif length >= 3 * HOUR_MS:
-        ps = start + length // 2 + randint(-15, 15) * MINUTE_MS + rr.randrange(MINUTE_MS)
-        actions.append((ps, _PAUSE, ps + randint(10, 15) * MINUTE_MS + rr.randrange(MINUTE_MS), 0))
-    roll = rr.random()
-    if roll < 0.14 and length > 60 * MINUTE_MS:
-        x = randint(start + 20 * MINUTE_MS, end - 20 * MINUTE_MS)
-        if all(x < ps - 3 * MINUTE_MS or x > pe + 3 * MINUTE_MS for ps, _, pe, _ in actions):
-            if roll < 0.10:
-                actions.append((x, _RECONNECT, int(agent.has_second and rr.random() < 0.35), 0))
-            else:
-                actions.append((x, _CRASH, 0, 0))
-    actions.sort()
-
-    for number, (x, kind, arg, flag) in enumerate(actions):
-        dev, tail = devs[k], tails[k]
+    k = 1 if agent.has_second and rr.random() < 0.1 else 0  # starts on the second device
+    shift = _Shift(rr, out, spans, track, agent.user, agent.devs, agent.tails, k)
+    shift.sign_in(start, shift.k)
+    shift.start_session(start + rr.randint(5_000, 90_000))
+    actions = plan_actions(rr, agent, start, end)
+    for number, (at, kind, arg, flag) in enumerate(actions):
         if kind == _PAUSE:
-            append((x, WS_ENDED, u, dev, -1, -1, -1, tail))
-            if track is not None:
-                track.append((sess_start, x))
-            if flag:  # signs out for lunch
-                so = x + randint(2_000, 20_000)
-                append((so, SIGNED_OUT, u, dev, -1, -1, -1, tail))
-                spans.append((span_from[k], so, u, dev, tail))
-                si = arg - randint(30_000, 120_000)
-                append((si, SIGNED_IN, u, dev, -1, -1, -1, tail))
-                span_from[k] = si
-            append((arg, WS_STARTED, u, dev, -1, -1, -1, tail))
-            sess_start = arg
+            shift.pause(at, resume_at=arg, lunch_sign_out=bool(flag))
         elif kind == _RECONNECT:
-            if arg:  # moves to the second device, then signs out of the first
-                nk = 1 - k
-                ndev, ntail = devs[nk], tails[nk]
-                append((x, SIGNED_IN, u, ndev, -1, -1, -1, ntail))
-                span_from[nk] = x
-                ns = x + randint(3_000, 20_000)
-                append((ns, WS_STARTED, u, ndev, -1, -1, -1, ntail))
-                so = ns + randint(5_000, 60_000)
-                append((so, SIGNED_OUT, u, dev, -1, -1, -1, tail))
-                spans.append((span_from[k], so, u, dev, tail))
-                k = nk
-            else:  # the client reconnects: sign out, sign in again, new session
-                append((x, SIGNED_OUT, u, dev, -1, -1, -1, tail))
-                spans.append((span_from[k], x, u, dev, tail))
-                si = x + randint(5_000, 60_000)
-                append((si, SIGNED_IN, u, dev, -1, -1, -1, tail))
-                span_from[k] = si
-                ns = si + randint(2_000, 10_000)
-                append((ns, WS_STARTED, u, dev, -1, -1, -1, tail))
-            if track is not None:
-                track.append((sess_start, x))
-            sess_start = ns
-        else:  # crash: heartbeats stop, no sign-out; maybe back on the same device a few minutes later
-            spans.append((span_from[k], x, u, dev, tail))
-            if track is not None:
-                track.append((sess_start, x))
-            back = x + randint(4, 15) * MINUTE_MS + rr.randrange(MINUTE_MS)
-            next_at = actions[number + 1][0] if number + 1 < len(actions) else end
-            if rr.random() < 0.3 or back + 2 * MINUTE_MS >= next_at:
+            shift.reconnect(at, switch_device=bool(arg))
+        else:
+            next_at = actions[number + 1].at if number + 1 < len(actions) else end
+            if not shift.crash(at, next_at):
                 return
-            append((back, SIGNED_IN, u, dev, -1, -1, -1, tail))
-            span_from[k] = back
-            sess_start = back + randint(5_000, 60_000)
-            append((sess_start, WS_STARTED, u, dev, -1, -1, -1, tail))
-
-    dev, tail = devs[k], tails[k]
-    if rr.random() < 0.93:
-        append((end, WS_ENDED, u, dev, -1, -1, -1, tail))
-        so = end + randint(2_000, 30_000)
-    else:  # signs out without ending the session first
-        so = end
-    append((so, SIGNED_OUT, u, dev, -1, -1, -1, tail))
-    spans.append((span_from[k], so, u, dev, tail))
-    if track is not None:
-        track.append((sess_start, end))
+    shift.finish(end)
 
 
 def supervisor_day(

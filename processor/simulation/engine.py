@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from processor.simulation.accounts import Account, Catalog, build_accounts, rng
-from processor.simulation.behaviour import account_day, orphans
+from processor.simulation.behaviour import EventTuple, account_day, orphans
 from processor.simulation.config import HEARTBEAT, MAX_DELAY_MS, PLAN_CHANGED, SimConfig
 from schemas.events import format_ms
 
@@ -103,81 +103,86 @@ class Engine:
         return Block(rows=rows, malformed=texts)
 
     def _account_day(self, account: Account, d: int) -> np.ndarray:
+        """Every record of account-day `d`: its events (orphans included) and heartbeats in event-time order with
+        their ids, then the delivery faults: late arrivals, duplicate copies and malformed lines."""
         config = self.config
         events, spans = account_day(config, self.catalog, account, d)
         nrng = np.random.default_rng([config.seed, account.index, d, 7])
         rr = rng(config, "faults", account.index, d)
-        midnight, next_midnight = account.midnights[d], account.midnights[d + 1]
-
         span_arr = np.array(spans, dtype=np.int64).reshape(-1, 5)
         period = config.heartbeat_seconds * 1000
-        # Heartbeats at from + k * period + jitter (k >= 1), all at least 1 s before the span's end.
-        counts = np.maximum((span_arr[:, 1] - span_arr[:, 0] - 1000) // period, 0)
-        total = int(counts.sum())
-
+        counts = heartbeat_counts(span_arr, period)
         if config.orphans > 0:
-            n_orphans = int(nrng.binomial(len(events) + total, config.orphans))
-            events.extend(orphans(rr, account, n_orphans, midnight, next_midnight))
-            self.counts.orphans += n_orphans
-
-        n_events = len(events)
-        rows = np.empty((n_events + total, N_COLS), np.int64)
-        if n_events:
-            rows[:n_events, :8] = np.array(events, dtype=np.int64)
-        if total:
-            which = np.repeat(np.arange(len(span_arr)), counts)
-            first = np.repeat(np.cumsum(counts) - counts, counts)
-            step = np.arange(1, total + 1, dtype=np.int64) - first
-            hb = rows[n_events:]
-            hb[:, T] = span_arr[which, 0] + step * period + nrng.integers(0, 1000, total)
-            hb[:, TYP] = HEARTBEAT
-            hb[:, USER] = span_arr[which, 2]
-            hb[:, DEV] = span_arr[which, 3]
-            hb[:, PAGE:TAIL] = -1
-            hb[:, TAIL] = span_arr[which, 4]
+            events.extend(self._orphans(len(events) + int(counts.sum()), nrng, rr, account, d))
+        rows = event_rows(events, span_arr, counts, period, nrng)
         rows[:, ACCT] = account.index
         rows[:, MAL] = -1
         rows = rows[np.argsort(rows[:, T], kind="stable")]
+        self._number(rows, account.index)
         n = len(rows)
-        base = self._next_eid[account.index]
-        if base + n >= 10**self.eid_width:
-            raise RuntimeError("event ids outgrew their fixed width")  # the bound above is wrong
-        rows[:, EID] = np.arange(base, base + n, dtype=np.int64)
-        self._next_eid[account.index] = base + n
-        rows[:, KEY] = rows[:, T]
-        self._count_types(rows[:, TYP])
-
-        if config.out_of_order > 0 and n:
-            # Plans (first per account) and pollers (the stream's keep-alive) are never late.
-            late = nrng.random(n) < config.out_of_order
-            late &= rows[:, TYP] != PLAN_CHANGED
-            late &= ~np.isin(rows[:, USER], self._pollers[account.index])
-            n_late = int(late.sum())
-            rows[late, KEY] += nrng.integers(1_000, MAX_DELAY_MS + 1, n_late)
-            self.counts.delayed += n_late
         parts = [rows]
+        if config.out_of_order > 0 and n:
+            self._delay(rows, nrng, account.index)
         if config.duplicates > 0 and n:
-            copies = rows[nrng.random(n) < config.duplicates]
-            # A copy arrives after its original, still within MAX_DELAY_MS of its event time.
-            room = copies[:, T] + MAX_DELAY_MS - copies[:, KEY]
-            copies[:, KEY] += nrng.integers(0, room + 1)
-            parts.append(copies)
-            self.counts.duplicates += len(copies)
+            parts.append(self._duplicates(rows, nrng))
         if config.malformed > 0 and n:
-            n_bad = int(nrng.binomial(n, config.malformed))
-            bad = np.full((n_bad, N_COLS), -1, np.int64)
-            bad[:, ACCT] = account.index
-            bad[:, KEY] = bad[:, T] = nrng.integers(midnight, next_midnight, n_bad)
-            for row in bad:
-                self._bad[self._bad_count] = malformed_line(rr, self.catalog, account, int(row[T]), self._bad_count)
-                row[MAL] = self._bad_count
-                self._bad_count += 1
-            parts.append(bad)
-            self.counts.malformed += n_bad
+            parts.append(self._malformed(n, nrng, rr, account, d))
         out = np.concatenate(parts) if len(parts) > 1 else rows
         self.counts.events += n
         self.counts.records += len(out)
         return out
+
+    def _orphans(
+        self, n: int, nrng: np.random.Generator, rr: random.Random, account: Account, d: int
+    ) -> list[EventTuple]:
+        """Orphan events of day `d`, a binomial share of its `n` events (heartbeats included)."""
+        n_orphans = int(nrng.binomial(n, self.config.orphans))
+        self.counts.orphans += n_orphans
+        return orphans(rr, account, n_orphans, account.midnights[d], account.midnights[d + 1])
+
+    def _number(self, rows: np.ndarray, account_index: int) -> None:
+        """Event ids in event-time order, continuing the account's sequence; arrival key = event time; type counts."""
+        n = len(rows)
+        base = self._next_eid[account_index]
+        if base + n >= 10**self.eid_width:
+            raise RuntimeError("event ids outgrew their fixed width")  # the bound in __init__ is wrong
+        rows[:, EID] = np.arange(base, base + n, dtype=np.int64)
+        self._next_eid[account_index] = base + n
+        rows[:, KEY] = rows[:, T]
+        self._count_types(rows[:, TYP])
+
+    def _delay(self, rows: np.ndarray, nrng: np.random.Generator, account_index: int) -> None:
+        """Late arrivals: a share of the rows arrives 1 s to MAX_DELAY_MS after its event time. Plans (first per
+        account) and pollers (the stream's keep-alive) are never late."""
+        late = nrng.random(len(rows)) < self.config.out_of_order
+        late &= rows[:, TYP] != PLAN_CHANGED
+        late &= ~np.isin(rows[:, USER], self._pollers[account_index])
+        n_late = int(late.sum())
+        rows[late, KEY] += nrng.integers(1_000, MAX_DELAY_MS + 1, n_late)
+        self.counts.delayed += n_late
+
+    def _duplicates(self, rows: np.ndarray, nrng: np.random.Generator) -> np.ndarray:
+        """Copies of a share of the rows; a copy arrives after its original, still within MAX_DELAY_MS of its event
+        time."""
+        copies = rows[nrng.random(len(rows)) < self.config.duplicates]
+        room = copies[:, T] + MAX_DELAY_MS - copies[:, KEY]
+        copies[:, KEY] += nrng.integers(0, room + 1)
+        self.counts.duplicates += len(copies)
+        return copies
+
+    def _malformed(self, n: int, nrng: np.random.Generator, rr: random.Random, account: Account, d: int) -> np.ndarray:
+        """Malformed lines, a binomial share of the day's `n` rows at random times of the day; their texts wait in
+        `_bad` until their block is handed out."""
+        n_bad = int(nrng.binomial(n, self.config.malformed))
+        bad = np.full((n_bad, N_COLS), -1, np.int64)
+        bad[:, ACCT] = account.index
+        bad[:, KEY] = bad[:, T] = nrng.integers(account.midnights[d], account.midnights[d + 1], n_bad)
+        for row in bad:
+            self._bad[self._bad_count] = malformed_line(rr, self.catalog, account, int(row[T]), self._bad_count)
+            row[MAL] = self._bad_count
+            self._bad_count += 1
+        self.counts.malformed += n_bad
+        return bad
 
     def _count_types(self, types: np.ndarray) -> None:
         from schemas.events import EVENT_TYPES
@@ -187,6 +192,36 @@ class Engine:
         for code, name in enumerate(EVENT_TYPES):
             if counted[code]:
                 by_type[name] = by_type.get(name, 0) + int(counted[code])
+
+
+def heartbeat_counts(span_arr: np.ndarray, period: int) -> np.ndarray:
+    """How many heartbeats each signed-in span `(from, to, user, device, tail)` gets: one every `period` ms after
+    its start, all at least 1 s before its end."""
+    return np.maximum((span_arr[:, 1] - span_arr[:, 0] - 1000) // period, 0)
+
+
+def event_rows(
+    events: list[EventTuple], span_arr: np.ndarray, counts: np.ndarray, period: int, nrng: np.random.Generator
+) -> np.ndarray:
+    """The events, then the heartbeats of the spans at `from + k * period + jitter` (k >= 1, jitter < 1 s), as rows
+    with the event-tuple columns filled (the others are left for the caller)."""
+    n_events = len(events)
+    total = int(counts.sum())
+    rows = np.empty((n_events + total, N_COLS), np.int64)
+    if n_events:
+        rows[:n_events, :8] = np.array(events, dtype=np.int64)
+    if total:
+        which = np.repeat(np.arange(len(span_arr)), counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        step = np.arange(1, total + 1, dtype=np.int64) - first
+        hb = rows[n_events:]
+        hb[:, T] = span_arr[which, 0] + step * period + nrng.integers(0, 1000, total)
+        hb[:, TYP] = HEARTBEAT
+        hb[:, USER] = span_arr[which, 2]
+        hb[:, DEV] = span_arr[which, 3]
+        hb[:, PAGE:TAIL] = -1
+        hb[:, TAIL] = span_arr[which, 4]
+    return rows
 
 
 def malformed_line(rr: random.Random, catalog: Catalog, account: Account, at_ms: int, number: int) -> str:
