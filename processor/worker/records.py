@@ -101,6 +101,15 @@ def horizon(account_id: str, partition: int, data_through_ms: int, watermark_ms:
     }
 
 
+def horizon_json(account_id: str, partition: int, data_through_ms: int, watermark_ms: int | None) -> bytes:
+    """`dumps(horizon(...))`, written directly: at many accounts a batch sends one per touched account."""
+    watermark = "null" if watermark_ms is None else f'"{format_ms(watermark_ms)}"'
+    return (
+        f'{{"record":"horizon","account_id":{_quote(account_id)},"partition":{partition},'
+        f'"data_through":"{format_ms(data_through_ms)}","watermark":{watermark}}}'
+    ).encode()
+
+
 def partition_horizon(partition: int, idle_floor_ms: int) -> dict[str, Any]:
     """The floor of every horizon on an events partition (intervals topic, `record` = "partition_horizon")."""
     return {"record": "partition_horizon", "partition": partition, "idle_floor": format_ms(idle_floor_ms)}

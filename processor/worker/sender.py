@@ -32,7 +32,7 @@ PLACED_LIMIT = 1_000_000  # cached partitions of keys; the cache starts over bey
 
 def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
     """(topic, key, value, headers) of every output record of a batch result (only dead letters have headers)."""
-    out, dumps, peak_window_json = result.output, rec.dumps, rec.peak_window_json
+    out, dumps, peak_window_json, horizon_json = result.output, rec.dumps, rec.peak_window_json, rec.horizon_json
     records: list[Record] = []
     none = NO_HEADERS
     add = records.append
@@ -56,8 +56,8 @@ def output_records(names: dict[str, str], result: BatchResult) -> list[Record]:
     partition, watermarks = result.partition, result.watermarks
     for account_id, horizon in out.horizons.items():
         if horizon > -NEVER:
-            record = rec.horizon(account_id, partition, horizon, watermarks.get(account_id))
-            add((topic, account_id.encode(), dumps(record), none))
+            record = horizon_json(account_id, partition, horizon, watermarks.get(account_id))
+            add((topic, account_id.encode(), record, none))
     if result.idle_floor is not None:
         add(
             (topic, f"partition-{partition}".encode(), dumps(rec.partition_horizon(partition, result.idle_floor)), none)

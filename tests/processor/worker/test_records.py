@@ -1,4 +1,4 @@
-"""Output record encoding: the direct peak-window writer gives exactly the bytes of the generic encoder."""
+"""Output record encoding: the direct peak-window and horizon writers give exactly the bytes of the generic encoder."""
 
 from __future__ import annotations
 
@@ -29,3 +29,16 @@ def test_peak_window_json_is_dumps_of_the_record(
     encoded = rec.peak_window_json(window)
     assert encoded == rec.dumps(rec.peak_window(window))
     PeakWindowRecord.model_validate(json.loads(encoded))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    account=st.text(min_size=1, max_size=12),
+    partition=st.integers(min_value=0, max_value=10_000),
+    through=st.integers(min_value=0, max_value=4_000_000_000_000),
+    watermark=st.none() | st.integers(min_value=0, max_value=4_000_000_000_000),
+)
+def test_horizon_json_is_dumps_of_the_record(account: str, partition: int, through: int, watermark: int | None) -> None:
+    encoded = rec.horizon_json(account, partition, through, watermark)
+    assert encoded == rec.dumps(rec.horizon(account, partition, through, watermark))
+    assert json.loads(encoded)["watermark"] == (None if watermark is None else rec.format_ms(watermark))
