@@ -1,8 +1,9 @@
 """The `ccmeter` console command: one subcommand per module, each registering its own parser.
 
 Exit status: 0 success, 1 runtime failure (broker unreachable, topic missing, refused access, a failed step),
-2 usage error (unknown flag, bad value, unreadable input), 130 interrupted. Errors are one line on stderr:
-`ccmeter: error: ...`; the types are in processor/errors.py.
+2 usage error (unknown flag, bad flag or variable value, unreadable input), 130 interrupted. Errors are one line on
+stderr: `ccmeter: error: ...`; the types are in processor/errors.py. Every option also reads a `CCMETER_*` variable
+(processor/options.py, `add_variables` and `EnvParser`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from processor.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CcmeterError, CliError, RuntimeFailure
+from processor.options import EnvParser, add_variables
 
 __all__ = ["COMMAND_MODULES", "CliError", "RuntimeFailure", "build_parser", "main", "version"]
 
@@ -45,18 +47,36 @@ def version() -> str:
         return "unknown"
 
 
+EPILOG = """\
+variables:
+  Every option can also be set by a CCMETER_* variable named after its flag: --max-record-bytes is
+  $CCMETER_MAX_RECORD_BYTES; a switch takes 1/true/yes/on or 0/false/no/off; an empty one is unset.
+  The flag wins over the variable, the variable over the default. `ccmeter COMMAND --help` names
+  each option's variable; docs/running.md lists them and the few options without one.
+
+exit status:
+  0    success
+  1    runtime failure: broker unreachable, topic missing, access refused, a busy or fenced
+       consumer group, state or a file an earlier step writes missing, a failed step or write
+  2    usage error: unknown flag, bad flag or variable value, unreadable or invalid input file,
+       conflicting options
+  130  interrupted
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
+    """The top-level parser with every registered subcommand, each option with its `CCMETER_*` variable."""
+    parser = EnvParser(
         prog="ccmeter",
         description="Meter concurrent license usage of contact-center accounts from session events.",
-        epilog="Exit status: 0 success, 1 runtime failure (e.g. broker unreachable), 2 usage error, "
-        "130 interrupted. Every --broker/--prefix option also reads $CCMETER_BROKER/$CCMETER_PREFIX.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")  # EnvParsers too
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    add_variables(parser)
     return parser
 
 

@@ -61,7 +61,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         try:
             import rocksdict  # noqa: F401
         except ImportError as exc:
-            raise CliError("--store rocksdb:// needs rocksdict: pip install -e '.[rocksdb]'") from exc
+            raise RuntimeFailure("--store rocksdb:// needs rocksdict: pip install -e '.[rocksdb]'") from exc
     try:  # Faust creates the state directory itself, but not its parents (the default is under ccmeter-out/)
         Path(config.state_dir).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

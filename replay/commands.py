@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from processor.cli import CliError
+from processor.cli import CliError, RuntimeFailure
 from processor.options import QUIET_HELP, add_app_id, add_duration, deprecated, out_path
 from processor.topics import DEAD_LETTERS, EVENTS, topic_names
 from replay.common import (
@@ -572,11 +572,11 @@ def _apply(apply: bool, data_dir: Path | None, record: Any) -> None:
         )
         return
     if not (data_dir / "_sink").is_dir():
-        raise CliError(f"{data_dir} is not a sink data directory (no _sink/manifest): give --data-dir")
+        raise RuntimeFailure(f"{data_dir} is not a sink data directory (no _sink/manifest): give --data-dir")
     try:
         stored, changed = apply_record(data_dir, record)
     except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from None
     state = "applied" if changed else "already applied (nothing new)"
     print(
         f"{state}: restatement {stored.restatement_id} of {stored.account_id} {stored.period_from}..{stored.period_to} "
@@ -608,7 +608,7 @@ def run_carry(args: argparse.Namespace) -> int:
 
     source, target = Path(args.source), Path(args.target)
     if not (source / "_sink").is_dir():
-        raise CliError(f"{source} is not a sink data directory (no _sink/manifest)")
+        raise RuntimeFailure(f"{source} is not a sink data directory (no _sink/manifest)")
     records = read_records(source)
     print_plan(
         f"carry restatements from {source} to {target}",
@@ -617,7 +617,7 @@ def run_carry(args: argparse.Namespace) -> int:
     try:
         carried = carry_over(source, target)
     except OSError as exc:
-        raise CliError(f"cannot write {target / RESTATEMENTS_DIR}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot write {target / RESTATEMENTS_DIR}: {exc.strerror or exc}") from None
     for record in carried:
         print(f"  {record.restatement_id}  {record.account_id}  {record.period_from}..{record.period_to}")
     print(f"carried {len(carried)} restatements; the next `ccmeter snapshot --data-dir {target}` applies them")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processor.cli import CliError
+from processor.cli import CliError, RuntimeFailure
 from processor.core.model import Settings
 from processor.topics import EVENTS, topic_names
 from processor.worker.store import changelog_topic
@@ -100,13 +100,13 @@ async def make_plan(config: RunConfig) -> RunPlan:
         await admin.close()
     check_app_id(config, group, changelog, len(partitions))
     if group.active:
-        raise CliError(
+        raise RuntimeFailure(
             f"consumer group {config.app_id} (version {config.version}) has {len(group.members)} active members: "
             "a worker of that version is already running; stop it first"
         )
     seeding = bool(group.committed) and group.markers == {kafka.SEEDING}
     if seeding and (config.from_ms is None or config.snapshot is None):
-        raise CliError(
+        raise RuntimeFailure(
             f"an earlier --from-snapshot start of version {config.version} did not finish: run it again with the "
             "same --from and --from-snapshot, or pick another --into"
         )
@@ -132,17 +132,17 @@ def check_app_id(config: RunConfig, group: GroupState, changelog: int | None, pa
     hint = "pick another --into or --app-id"
     foreign = sorted(t for t in group.other_topics if not t.startswith(f"{config.app_id}-"))  # not Faust's own
     if foreign:
-        raise CliError(
+        raise RuntimeFailure(
             f"consumer group {config.app_id} has offsets on {', '.join(foreign)}, not only on "
             f"{config.events_topic}: it belongs to another app; {hint}"
         )
     if changelog is not None and not group.committed:
-        raise CliError(
+        raise RuntimeFailure(
             f"changelog topic {config.changelog} already exists but group {config.app_id} has no offsets on "
             f"{config.events_topic}: state left by an earlier run with this app id; {hint} (or delete that topic)"
         )
     if changelog is not None and changelog != partitions:
-        raise CliError(
+        raise RuntimeFailure(
             f"changelog topic {config.changelog} has {changelog} partitions, {config.events_topic} has {partitions}; "
             f"{hint}"
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processor.cli import CliError
+from processor.cli import CliError, RuntimeFailure
 from processor.kafka_security import client_kwargs
 from processor.topics import EVENTS, topic_names
 from processor.worker.partition import Raw
@@ -156,7 +156,7 @@ async def seed(config: Any, plan: SeedPlan, worker: Any, bar: Any) -> str:
             response = await client.create_topics([topic], timeout_ms=15_000)
             for name, code, *_ in response.topic_errors:
                 if code and for_code(code) is not TopicAlreadyExistsError:
-                    raise CliError(f"creating topic {name}: {for_code(code).__name__}")
+                    raise RuntimeFailure(f"creating topic {name}: {for_code(code).__name__}")
     finally:
         await client.close()
     begins = {p: begin for p, (begin, _) in plan.ranges.items()}
@@ -180,7 +180,9 @@ async def seed(config: Any, plan: SeedPlan, worker: Any, bar: Any) -> str:
                 for raws in _raws(con, partition, begin, stop):
                     result = processor.process(partition, raws, accept_gaps=False)
                     if result.resume_at is not None:
-                        raise CliError(f"snapshot records of partition {partition} have a hole at {result.resume_at}")
+                        raise RuntimeFailure(
+                            f"snapshot records of partition {partition} have a hole at {result.resume_at}"
+                        )
                     for topic, key, value, headers in output_records(names, result):
                         pending.append(await producer.send(topic, value=value, key=key, headers=headers))
                     store.update(result.states)

@@ -21,9 +21,9 @@ import duckdb
 import pyarrow as pa
 
 from processor.batch.wire import FIELDS
-from processor.cli import CliError
 from processor.core.fold import PartitionClock
 from processor.core.model import Settings
+from processor.errors import snapshot_error
 
 WIRE_COLUMNS = ", ".join(f'"{name}"' for name in FIELDS)
 
@@ -35,7 +35,7 @@ def open_snapshot_file(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, int
     try:
         return open_snapshot(path)
     except SnapshotError as exc:
-        raise CliError(str(exc)) from None
+        raise snapshot_error(str(exc)) from None
 
 
 CLASSIFY_BATCH_ROWS = 50_000  # events per batch the partition clocks are replayed over (bounds memory)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from processor.cli import CliError
+from processor.cli import RuntimeFailure
 from processor.kafka_security import child_env
 from processor.worker.state import decode_clock, is_clock_key
 from replay import kafka
@@ -120,7 +120,7 @@ class WorkerProcess:
     def restart(self, before_start: Callable[[], None] | None = None) -> None:
         """Stop, run `before_start` (the process is gone), start again."""
         if self.restarts >= MAX_RESTARTS:
-            raise CliError(f"the worker made no progress after {self.restarts} restarts:\n{tail(self.log)}")
+            raise RuntimeFailure(f"the worker made no progress after {self.restarts} restarts:\n{tail(self.log)}")
         self.stop()
         if before_start is not None:
             before_start()
@@ -155,7 +155,7 @@ def rewind_group(broker: str, group: str, topic: str, offsets: dict[int, int], p
             return
         except (KafkaError, OSError) as exc:
             if time.monotonic() > deadline:
-                raise CliError(f"cannot rewind group {group} after a stall: {exc!r}") from None
+                raise RuntimeFailure(f"cannot rewind group {group} after a stall: {exc!r}") from None
             time.sleep(1.0)
 
 
@@ -185,7 +185,7 @@ async def follow_progress(
         while True:
             status = worker.exited()
             if status is not None:
-                raise CliError(f"the worker exited with status {status}:\n{tail(worker.log)}")
+                raise RuntimeFailure(f"the worker exited with status {status}:\n{tail(worker.log)}")
             applied = await clocks.poll()
             lag = {p: max(0, end - max(starts[p], applied.get(p, -1) + 1)) for p, end in ends.items()}
             position = sum(ends[p] - starts[p] - lag[p] for p in ends if ends[p] > starts[p])
@@ -209,5 +209,5 @@ async def follow_progress(
                 await asyncio.to_thread(worker.restart, functools.partial(rewind_group, broker, group, topic, rewind))
                 moved_at, ready_at = time.monotonic(), None
             if timeout_s is not None and now - began > timeout_s:
-                raise CliError(f"not caught up after {timeout_s:.0f}s ({lag_text(lag)}); re-run to resume")
+                raise RuntimeFailure(f"not caught up after {timeout_s:.0f}s ({lag_text(lag)}); re-run to resume")
             await asyncio.sleep(poll_s)

@@ -7,7 +7,8 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from processor.cli import CliError
+from processor.cli import CliError, RuntimeFailure
+from processor.errors import snapshot_error
 
 if TYPE_CHECKING:
     from processor.console.source import ConsoleSource
@@ -49,7 +50,7 @@ def run_console(args: argparse.Namespace) -> int:
     try:
         source = SnapshotSource(args.snapshot)
     except SourceError as exc:
-        raise CliError(str(exc)) from None
+        raise snapshot_error(str(exc)) from None
     try:
         asyncio.run(_serve(source, args.bind, args.port))
     finally:
@@ -69,7 +70,7 @@ async def _serve(source: ConsoleSource, bind: str, port: int) -> None:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise CliError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
     host, bound_port = runner.addresses[0][:2]
     shown = f"[{host}]" if ":" in host else host
     name = source.describe()["name"]

@@ -28,7 +28,7 @@ from processor.commands.report import (
     require_account,
 )
 from processor.durations import ONCE_GIVE_UP, flag_seconds, give_up_seconds
-from processor.errors import CliError, RuntimeFailure
+from processor.errors import CliError, RuntimeFailure, snapshot_error
 from processor.kafka_security import add_security_options
 from processor.options import add_broker, add_duration, add_prefix, add_quiet, broker_of, deprecated, prefix_of
 from processor.reports.render import (
@@ -260,7 +260,7 @@ def run_snapshot_command(args: argparse.Namespace) -> int:
             Path(args.data_dir), Path(args.out), args.keep, progress=None if args.quiet else progress
         )
     except SnapshotError as exc:
-        raise CliError(str(exc)) from None
+        raise (CliError if str(exc).startswith("--") else RuntimeFailure)(str(exc)) from None
     except OSError as exc:
         raise RuntimeFailure(f"cannot write {args.out}: {exc.strerror or exc}") from None
     watermark = format_ms(result.watermark_ms) if result.watermark_ms is not None else "none"
@@ -279,7 +279,7 @@ def _open(path: str) -> tuple[Any, int | None]:
     try:
         con, watermark_ms = open_snapshot(path)
     except SnapshotError as exc:
-        raise CliError(_open_error(path, str(exc))) from None
+        raise snapshot_error(_open_error(path, str(exc))) from None
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     missing = [name for name in _NEEDED_TABLES if name not in tables]
     if missing:

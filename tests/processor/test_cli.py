@@ -129,6 +129,86 @@ def test_topics_create_reads_the_broker_from_the_environment() -> None:
     assert done.returncode == 1 and broker in done.stderr, done.stderr
 
 
+def test_help_names_the_variables_and_the_exit_statuses() -> None:
+    text = cli.build_parser().format_help()
+    assert "$CCMETER_MAX_RECORD_BYTES" in text and "1/true/yes/on or 0/false/no/off" in text
+    for status in ("0    success", "1    runtime failure: broker unreachable", "2    usage error", "130  interrupted"):
+        assert status in text, text
+
+
+def test_variables_reach_the_console_script_and_a_bad_one_exits_2() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCMETER_")}
+    run = {"capture_output": True, "text": True, "timeout": 90, "cwd": ROOT}
+    done = subprocess.run(  # the brief's unreachable broker, set only through variables: one line, status 1
+        [sys.executable, "-m", "processor.cli", "topics", "list"],
+        env={**env, "CCMETER_BROKER": "127.0.0.1:1", "CCMETER_TIMEOUT": "3s"},
+        **run,
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "127.0.0.1:1" in done.stderr, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "topics", "list"], env={**env, "CCMETER_TIMEOUT": "soon"}, **run
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("ccmeter: error: $CCMETER_TIMEOUT: invalid value 'soon' for --timeout: ")
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.fixture
+def no_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("CCMETER_")]:
+        monkeypatch.delenv(name)
+
+
+def one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("ccmeter: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_snapshot_before_the_sink_wrote_its_data_is_a_runtime_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_variables: None
+) -> None:
+    data, out = str(tmp_path / "sink"), str(tmp_path / "usage.duckdb")
+    assert cli.main(["snapshot", "--data-dir", data, "--out", out, "--quiet"]) == 1  # an earlier step's output
+    assert "no sink data (run `ccmeter sink --data-dir" in one_line(capsys)
+    assert cli.main(["snapshot", "--data-dir", data, "--out", out, "--keep", "0", "--quiet"]) == 2  # a bad flag
+    assert "--keep must be at least 1" in one_line(capsys)
+    assert cli.main(["replay", "carry", "--from", data, "--to", str(tmp_path / "v2")]) == 1
+    assert "is not a sink data directory" in one_line(capsys)
+
+
+def test_a_snapshot_locked_by_a_writer_is_a_runtime_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_variables: None
+) -> None:
+    locked = tmp_path / "locked.duckdb"
+    holder = "import duckdb, sys\ncon = duckdb.connect(sys.argv[1])\nprint('ready', flush=True)\nsys.stdin.read()\n"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", holder, str(locked)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        assert cli.main(["deadletters", "--snapshot", str(locked), "--account", "a"]) == 1  # wait, then retry
+        assert "locked by another process" in one_line(capsys)
+    finally:
+        assert writer.stdin is not None
+        writer.stdin.close()
+        writer.wait(timeout=60)
+    assert cli.main(["deadletters", "--snapshot", str(locked), "--account", "a"]) == 2  # a file of something else
+    assert "not a ccmeter snapshot" in one_line(capsys)
+
+
+def test_a_missing_optional_package_is_a_runtime_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_variables: None
+) -> None:
+    monkeypatch.setitem(sys.modules, "rocksdict", None)  # `import rocksdict` raises ImportError
+    argv = ["worker", "--store", "rocksdb://", "--web-insecure-no-auth", "--broker", "127.0.0.1:1"]
+    assert cli.main(argv) == 1
+    assert "--store rocksdb:// needs rocksdict" in one_line(capsys)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["worker", "--store", "redis://"])
+    assert done.value.code == 2 and "the store is memory:// or rocksdb://" in capsys.readouterr().err  # a bad value
+
+
 def parser_running(action: Callable[[], object]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccmeter")
     sub = parser.add_subparsers(dest="command")

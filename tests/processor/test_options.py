@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,16 +15,24 @@ from processor.cli import build_parser
 from processor.durations import parse_seconds, show_ms, show_seconds
 from processor.errors import CliError
 from processor.options import (
+    EVERY_COMMAND,
     LOG_LEVELS,
+    NO_VARIABLE,
     OUT_DIR,
+    OWN_VARIABLE,
     QUIET_HELP,
     add_duration,
     add_quiet,
+    app_id_of,
     broker_of,
     deprecated,
     duration,
     env_of,
+    long_flag,
+    no_variable_reason,
     prefix_of,
+    variable_name,
+    variables_table,
 )
 
 UNIT = re.compile(r"\b\d+(?:\.\d+)?(?:ms|s|m|h|d)\b")
@@ -32,12 +42,7 @@ SAME_MEANING = {
     "--from": {"from_date", "from_ts", "source"},
     "--to": {"to_date", "to_ts", "target"},
 }
-# --broker/--prefix that do not fall back to $CCMETER_BROKER/$CCMETER_PREFIX, and why.
-NO_ENV = {
-    ("replay restate", "--broker"): "opt-in: only given, it also reads the dead-letter topic",
-    ("replay restate", "--prefix"): "defaults to the snapshot's prefix",
-    ("topics delete", "--prefix"): "what is deleted is always named on the command line",
-}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, argparse.Action]]:
@@ -91,15 +96,36 @@ def test_durations_show_a_unit_and_no_option_takes_bare_seconds(command: str, ac
 
 
 @pytest.mark.parametrize(("command", "action"), OPTIONS, ids=IDS)
-def test_an_option_with_a_variable_names_it(command: str, action: argparse.Action) -> None:
-    flag = action.option_strings[0]
+def test_every_option_has_a_variable_named_after_its_flag(command: str, action: argparse.Action) -> None:
+    flag = long_flag(action)
     env = env_of(action)
-    if flag in ("--broker", "--prefix") and (command, flag) not in NO_ENV:
-        env = env or f"CCMETER_{flag[2:].upper()}"
-    if env is not None:
-        assert f"${env}" in (action.help or ""), f"{command} {flag} reads ${env} but its help does not say so"
-    for named in re.findall(r"\$(CCMETER_[A-Z_]+)", action.help or ""):
-        assert named.isupper()
+    reason = no_variable_reason(command, flag)
+    if reason is not None:
+        assert env is None, f"{command} {flag} is in NO_VARIABLE ({reason}) but reads ${env}"
+        return
+    assert env == OWN_VARIABLE.get(flag, variable_name(flag)), f"{command} {flag}: variable {env}"
+    assert f"${env}" in (action.help or ""), f"{command} {flag} reads ${env} but its help does not say so"
+
+
+def test_every_option_without_a_variable_exists_and_says_why() -> None:
+    flags = {(command, long_flag(action)) for command, action in OPTIONS}
+    for (command, flag), reason in NO_VARIABLE.items():
+        exists = any(f == flag for _, f in flags) if command == EVERY_COMMAND else (command, flag) in flags
+        assert exists, f"NO_VARIABLE names {command} {flag}, which is not an option"
+        assert len(reason) > 20
+    assert variable_name("--max-record-bytes") == "CCMETER_MAX_RECORD_BYTES"
+
+
+def test_the_help_shows_the_variable_next_to_the_default() -> None:
+    text = " ".join(commands(build_parser())["topics create"].format_help().split())
+    assert "replication factor of new topics ($CCMETER_REPLICATION; default: 1)" in text
+    assert "($CCMETER_TIMEOUT; default 30s)" in text
+    text = " ".join(commands(build_parser())["sink"].format_help().split())
+    assert "($CCMETER_ONCE=1)" in text and "--data-dir" in text and "$CCMETER_DATA_DIR" not in text
+
+
+def test_docs_list_every_variable() -> None:
+    assert variables_table(build_parser()) in (ROOT / "docs" / "running.md").read_text()
 
 
 def test_a_flag_name_has_one_meaning_in_every_command() -> None:
@@ -117,7 +143,7 @@ def test_a_flag_name_has_one_meaning_in_every_command() -> None:
 
 def test_quiet_means_one_thing() -> None:
     helps = {action.help for _, action in OPTIONS if "--quiet" in action.option_strings}
-    assert helps == {QUIET_HELP}
+    assert helps == {f"{QUIET_HELP} ($CCMETER_QUIET=1)"}
 
 
 @pytest.mark.parametrize(("command", "action"), OPTIONS, ids=IDS)
@@ -211,8 +237,6 @@ def test_every_broker_and_prefix_honours_the_environment(monkeypatch: pytest.Mon
 
 
 def test_default_output_paths_are_under_the_ignored_directory() -> None:
-    from pathlib import Path
-
     from processor.worker.config import WorkerConfig
 
     assert WorkerConfig().state_dir.startswith(f"{OUT_DIR}/")
@@ -234,3 +258,128 @@ def test_the_old_variable_of_a_renamed_worker_option_still_works(capsys: pytest.
     both = {"CCMETER_DATA_DIR": "old", "CCMETER_STATE_DIR": "new"}
     assert WorkerConfig.from_mapping({}, both).state_dir == "new"
     assert capsys.readouterr().err == ""
+
+
+# -- CCMETER_* variables, read by the parser (processor/options.py EnvParser) ------------------------------------
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The environment without any CCMETER_* variable of the machine running the tests."""
+    for name in [name for name in os.environ if name.startswith("CCMETER_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_a_variable_sets_an_option_and_the_flag_beats_it(env: pytest.MonkeyPatch) -> None:
+    assert (parse("topics", "create").partitions, parse("topics", "create").timeout) == (4, 30.0)  # the defaults
+    env.setenv("CCMETER_PARTITIONS", "12")
+    env.setenv("CCMETER_TIMEOUT", "2m")
+    args = parse("topics", "create")
+    assert (args.partitions, args.timeout) == (12, 120.0)  # converted by the option's type
+    args = parse("topics", "create", "--partitions", "3", "--timeout", "5s")
+    assert (args.partitions, args.timeout) == (3, 5.0)
+    env.setenv("CCMETER_BATCH_SIZE", "700")  # a worker option: the parser reads it, WorkerConfig gets it
+    assert parse("worker").batch_size == 700 and parse("worker", "--batch-size", "9").batch_size == 9
+
+
+def test_a_renamed_flag_also_beats_the_variable(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    env.setenv("CCMETER_FLUSH_INTERVAL", "2m")
+    assert parse("sink", "--data-dir", "d").flush_interval == 120.0
+    assert parse("sink", "--data-dir", "d", "--flush-seconds", "3").flush_interval == 3.0
+    assert "deprecated" in capsys.readouterr().err
+
+
+def test_the_existing_variables_keep_their_names(env: pytest.MonkeyPatch) -> None:
+    env.setenv("CCMETER_BROKER", "kafka.example:9093")
+    env.setenv("CCMETER_PREFIX", "staging.")
+    env.setenv("CCMETER_APP_ID", "billing")
+    env.setenv("CCMETER_SSL_CAFILE", "/etc/ca.pem")
+    args = parse("replay", "plan", "--from", "beginning")
+    assert (args.broker, args.prefix, args.app_id) == ("kafka.example:9093", "staging.", "billing")
+    assert args.kafka_cafile == "/etc/ca.pem"
+    assert (broker_of(args), prefix_of(args), app_id_of(args)) == ("kafka.example:9093", "staging.", "billing")
+
+
+def test_a_bad_variable_is_one_line_naming_it_and_exit_2(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from processor import cli
+
+    cases = [
+        ("CCMETER_TIMEOUT", "soon", ["topics", "create"], "invalid value 'soon' for --timeout: "),
+        ("CCMETER_PARTITIONS", "many", ["topics", "create"], "invalid int value 'many' for --partitions"),
+        ("CCMETER_FORMAT", "xml", ["deadletters", "--snapshot", "s", "--account", "a"], "choose from json, csv"),
+        ("CCMETER_LOG_LEVEL", "verbose", ["worker"], "invalid value 'verbose' for --log-level"),
+    ]
+    for name, value, argv, reason in cases:
+        env.setenv(name, value)
+        with pytest.raises(SystemExit) as done:
+            cli.main(argv)
+        env.delenv(name)
+        err = capsys.readouterr().err
+        assert done.value.code == 2, (name, err)
+        assert err.startswith(f"ccmeter: error: ${name}: ") and reason in err and err.count("\n") == 1, err
+    env.setenv("CCMETER_TIMEOUT", "soon")
+    assert parse("topics", "list", "--timeout", "1s").timeout == 1.0  # a flag given: its bad variable is not read
+
+
+def test_a_switch_reads_yes_and_no_words(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for word, quiet in [("1", True), ("yes", True), ("ON", True), ("true", True), ("0", False), ("off", False)]:
+        env.setenv("CCMETER_QUIET", word)
+        assert parse("snapshot", "--data-dir", "d", "--out", "o").quiet is quiet, word
+    env.setenv("CCMETER_ONCE", "no")
+    assert parse("sink", "--data-dir", "d", "--once").once is True  # the flag wins over a variable saying off
+    env.setenv("CCMETER_QUIET", "maybe")
+    with pytest.raises(SystemExit) as done:
+        parse("snapshot", "--data-dir", "d", "--out", "o")
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("ccmeter: error: $CCMETER_QUIET: 'maybe' is not a yes/no value")
+
+
+def test_an_empty_variable_is_unset(env: pytest.MonkeyPatch) -> None:
+    env.setenv("CCMETER_PARTITIONS", "")
+    assert parse("topics", "create").partitions == 4
+
+
+def test_a_variable_stands_in_for_a_required_flag(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("deadletters", "--account", "a")
+    assert "--snapshot" in capsys.readouterr().err
+    env.setenv("CCMETER_SNAPSHOT", "usage.duckdb")
+    assert parse("deadletters", "--account", "a").snapshot == "usage.duckdb"
+    assert parse("report", "--all").snapshot == "usage.duckdb"  # a required group: (--events | --snapshot)
+
+
+def test_a_flag_of_an_exclusive_group_beats_the_other_members_variables(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("CCMETER_SNAPSHOT", "usage.duckdb")
+    args = parse("report", "--all", "--events", "events.jsonl")
+    assert (args.events, args.snapshot) == ("events.jsonl", None)
+    env.setenv("CCMETER_EVENTS", "events.jsonl")
+    with pytest.raises(SystemExit) as done:
+        parse("report", "--all")
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1
+    assert "$CCMETER_EVENTS and $CCMETER_SNAPSHOT are set together" in err, err
+    assert parse("report", "--all", "--snapshot", "x.duckdb").snapshot == "x.duckdb"
+
+
+def test_options_without_a_variable_ignore_it(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    env.setenv("CCMETER_OUT", "usage.duckdb")
+    env.setenv("CCMETER_YES", "1")
+    env.setenv("CCMETER_APP_ID", "ccmeter-worker")
+    env.setenv("CCMETER_STATE_DIR", "live-state")
+    assert parse("report", "--snapshot", "s", "--all").out is None  # never the snapshot's own file
+    assert parse("replay", "run", "--from", "beginning", "--into", "v2").app_id is None  # the live id + "-v2"
+    assert parse("replay", "run", "--from", "beginning", "--into", "v2").state_dir is None
+    env.setenv("CCMETER_PREFIX", "ccmeter.")
+    assert parse("topics", "delete", "--prefix", "old.").yes is False
+    with pytest.raises(SystemExit):
+        parse("topics", "delete")  # what is deleted is named on the command line
+    assert "--prefix" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from processor.cli import CliError
+from processor.cli import RuntimeFailure
 from replay import supervise
 
 
@@ -90,5 +90,5 @@ def test_an_exited_worker_fails_with_its_log(monkeypatch: pytest.MonkeyPatch, tm
     FakeClocks.worker = worker
     monkeypatch.setattr(supervise, "ClockWatch", FakeClocks)
     coro = supervise.follow_progress("b:1", "g", "t", "c", {0: 0}, {0: 10}, worker, Bar(), poll_s=0.01, stall_s=None)
-    with pytest.raises(CliError, match="exited with status 70:\nboom"):
+    with pytest.raises(RuntimeFailure, match="exited with status 70:\nboom"):  # exit status 1
         asyncio.run(coro)
