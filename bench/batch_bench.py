@@ -172,7 +172,7 @@ def build_snapshot_of(engine: BatchEngine, archive: Path, name: str) -> tuple[Pa
 
 def snapshot_report_seconds(snapshot: Path, account: str | None, repeats: int) -> list[float]:
     """In-process `ccmeter report --snapshot` (one account, or `--all`), each run timed from opening the file."""
-    from processor.snapshots.commands import run_snapshot_report
+    from processor.cli.snapshots import run_snapshot_report
 
     args = argparse.Namespace(
         snapshot=str(snapshot), all=account is None, account=account, from_date=FIRST.isoformat(),

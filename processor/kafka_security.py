@@ -1,6 +1,6 @@
 """How every ccmeter command connects to Kafka: TLS and SASL settings, from flags and `CCMETER_*` variables.
 
-`KafkaSecurity` is built once per command (`security_from_args`, in processor/cli.py) and made the active one for
+`KafkaSecurity` is built once per command (`security_from_args`, in processor/cli) and made the active one for
 the command's run (`use_security`); every client construction site asks for it: `client_kwargs()` for aiokafka
 clients, `current_security().faust_credentials()` for the worker's Faust app, `child_env()` for the worker that
 `replay run` starts. With nothing active, clients connect in PLAINTEXT exactly as before. Secrets (the SASL

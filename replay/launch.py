@@ -21,7 +21,7 @@ from processor.worker.config import WorkerConfig, add_arguments
 
 async def prepare_output_topics(config: WorkerConfig, events_topic: str) -> int:
     """Create the missing output topics under the config's prefix; return the events topic's partition count."""
-    from processor.worker_commands import prepare_topics
+    from processor.cli.worker import prepare_topics
 
     return await prepare_topics(dataclasses.replace(config, events_topic=events_topic))
 

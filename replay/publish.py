@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 
 from processor.batch.wire import FIELDS
 from processor.cli import CliError
+from processor.cli.worker import record_key as key_of_line
 from processor.errors import RuntimeFailure
 from processor.kafka_security import client_kwargs
-from processor.worker_commands import record_key as key_of_line
 from schemas.events import format_ms
 
 Outgoing = tuple[bytes | None, bytes, int | None, int | None]  # key, value, timestamp_ms, original partition

@@ -2,5 +2,5 @@
 
 - processor/alerts/webhook.py: the request (body, idempotency key, HMAC signature), the retry policy, one POST;
 - processor/alerts/deliver.py: the Kafka side (own consumer group, offsets committed after each delivery);
-- processor/alerts/commands.py: the command line.
+- processor/cli/alerts.py: the command line.
 """

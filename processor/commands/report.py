@@ -3,7 +3,7 @@
 With `--events FILE` both read the whole file with the DuckDB batch engine, so a report covers every event in it,
 however late it arrived, up to the account's data_through (the file rule: `max(W_a - allowed_lateness, W_p -
 account_idle_lateness)` with the account's and the file's largest occurred_at); a period that runs past it is reported
-as partial. With `--snapshot FILE` they read a DuckDB snapshot instead (processor/snapshots/commands.py). Both sources
+as partial. With `--snapshot FILE` they read a DuckDB snapshot instead (processor/cli/snapshots.py). Both sources
 resolve `--period` the same way (`report_dates`) and refuse the same empty periods (`check_period`), so the same
 events give the same billing-run lines either way.
 """
@@ -259,7 +259,7 @@ def check_report_flags(args: argparse.Namespace) -> None:
 def run_report(args: argparse.Namespace) -> int:
     """`ccmeter report`: from an event file (batch engine) or from a snapshot (`--snapshot`)."""
     if args.snapshot is not None:
-        from processor.snapshots.commands import run_snapshot_report
+        from processor.cli.snapshots import run_snapshot_report
 
         _write(run_snapshot_report(args), args.out)
         return 0
@@ -308,7 +308,7 @@ def run_timeline(args: argparse.Namespace) -> int:
     """`ccmeter timeline`."""
     check_range_flags(args, required=False)
     if args.snapshot is not None:
-        from processor.snapshots.commands import snapshot_history
+        from processor.cli.snapshots import snapshot_history
 
         history = snapshot_history(args.snapshot, args.account)
     else:

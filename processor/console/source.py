@@ -126,7 +126,7 @@ class SnapshotSource:
 
     def dead_letters(self, account_id: str, limit: int) -> tuple[int, list[dict[str, object]]] | None:
         """The account's last `limit` dead letters, as `ccmeter deadletters` shows them (source order)."""
-        from processor.snapshots.commands import dead_letter_rows
+        from processor.cli.snapshots import dead_letter_rows
 
         if account_id not in self._letter_accounts:
             return None

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from processor.simulate import SimConfig, iter_lines
+from processor.brokers.readback import consume
+from processor.cli.simulate import SimConfig, iter_lines
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES, create_topics
 from processor.topics import topic_names as names_of
 from schemas.events import Rejection, decode, format_ms
@@ -31,7 +32,6 @@ from tests.processor.worker.support import (
     arrival_times,
     by_id,
     committed_offsets,
-    consume,
     end_offsets,
     expected,
     key_of,

@@ -9,8 +9,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from processor.brokers import commands
 from processor.cli import CliError
+from processor.cli import brokers as commands
 from processor.topics import (
     ALERTS,
     DEAD_LETTERS,

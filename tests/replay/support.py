@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiokafka.partitioner import murmur2
 
+from processor.cli.worker import record_key as key_of
 from processor.core.model import Settings
 from processor.snapshots.sink import SinkWriter
 from processor.snapshots.snapshot import build_snapshot
@@ -21,7 +22,6 @@ from processor.topics import EVENTS, topic_names
 from processor.worker.runner import StreamProcessor
 from processor.worker.sender import output_records
 from processor.worker.state import DictStore
-from processor.worker_commands import record_key as key_of
 from schemas.events import Rejection, decode, format_ms
 
 PREFIX = "ccmeter."

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from processor.batch.engine import BatchEngine
 from processor.cli import main
 from processor.eventfile import read_events
-from processor.simulate import SimConfig, iter_lines
+from processor.cli.simulate import SimConfig, iter_lines
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES, create_topics
 from processor.topics import topic_names as names_of
 from replay.seed import changelog_keys

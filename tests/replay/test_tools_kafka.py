@@ -15,7 +15,7 @@ import pytest
 
 from processor.brokers.tansu import TansuBroker
 from processor.cli import main
-from processor.simulate import SimConfig, iter_lines
+from processor.cli.simulate import SimConfig, iter_lines
 from processor.topics import EVENTS, create_topics, list_topics, topic_names
 from replay.common import parse_instant
 from schemas.events import Rejection, decode

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from processor.cli import main
-from processor.simulate import SimConfig, iter_lines
+from processor.cli.simulate import SimConfig, iter_lines
 from tests.replay.support import build_snapshot_of
 
 

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from processor.cli import main
+from processor.cli.simulate import SimConfig, iter_lines
 from processor.core.model import Settings
-from processor.simulate import SimConfig, iter_lines
 from replay import source, verify
 from replay.source import open_snapshot_file
 from schemas import events

@@ -24,10 +24,10 @@ from jsonschema import Draft202012Validator
 from playwright.sync_api import sync_playwright
 
 from processor.batch.engine import BatchEngine
+from processor.cli.simulate import SimConfig, iter_lines
 from processor.commands.report import engine_history
 from processor.console import answers
 from processor.console.openapi import openapi_document
-from processor.simulate import SimConfig, iter_lines
 from processor.snapshots.history import AccountHistory
 from processor.topics import EVENTS, create_topics, topic_names
 from processor.web.tokens import new_token, token_line

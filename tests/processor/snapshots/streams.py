@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 from aiokafka.partitioner import murmur2
 
+from processor.cli.worker import record_key as key_of
 from processor.core.alerts import alerts_for
 from processor.core.model import NEVER, PresenceInterval, Settings
 from processor.core.partition import fold_history
@@ -26,7 +27,6 @@ from processor.simulation.output import iter_lines
 from processor.snapshots.sink import SinkWriter
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
 from processor.worker import records as rec
-from processor.worker_commands import record_key as key_of
 from schemas.events import Rejection, decode
 
 PARTITIONS = 3

@@ -17,9 +17,9 @@ import pytest
 
 from processor import deadletters
 from processor.cli import main
+from processor.cli.snapshots import LETTER_KEYS, escape_control
 from processor.core.model import Plan as PlanValue
 from processor.core.model import PresenceInterval, UsageChange, UserInterval
-from processor.snapshots.commands import LETTER_KEYS, escape_control
 from processor.snapshots.sink import SinkWriter
 from processor.snapshots.snapshot import build_snapshot
 from processor.snapshots.tables import (

@@ -17,9 +17,9 @@ import duckdb
 import pytest
 
 from processor.cli import main
+from processor.cli.snapshots import ALL_KEYS
 from processor.reports.chart import chart_data
 from processor.reports.render import EXPORT_DAY_KEYS
-from processor.snapshots.commands import ALL_KEYS
 from processor.snapshots.history import load_histories, resolve_period, snapshot_accounts
 from processor.snapshots.sink import SinkWriter
 from processor.snapshots.snapshot import SnapshotError, build_snapshot, history_files, open_snapshot

@@ -27,7 +27,7 @@ from processor.core.partition import fold_history
 from processor.topics import DEAD_LETTERS
 from processor.web.tokens import new_token, token_line
 from processor.worker import records as rec
-from processor.worker_commands import record_key as key_of
+from processor.cli.worker import record_key as key_of
 from schemas.events import decode, format_ms
 
 ROOT = Path(__file__).resolve().parents[3]

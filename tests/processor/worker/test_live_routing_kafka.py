@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from processor.batch.engine import BatchEngine
-from processor.simulate import SimConfig, iter_lines
+from processor.cli.simulate import SimConfig, iter_lines
 from processor.topics import EVENTS, create_topics, topic_names
 from schemas.events import decode, parse_timestamp, to_ms
 from tests.processor.worker.support import (

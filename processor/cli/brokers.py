@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
     add_duration(create, "--timeout", default="30s", help="give up when the broker has not answered within this")
     add_security_options(create)
     create.set_defaults(func=run_topics_create)
-    from processor.brokers.topic_commands import register_list_delete  # topics list, topics delete
+    from processor.cli.topics import register_list_delete  # topics list, topics delete
 
     register_list_delete(topic_commands)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processor.worker_commands import record_key
+from processor.cli.worker import record_key
 
 
 @pytest.mark.parametrize(

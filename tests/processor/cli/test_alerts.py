@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from processor.alerts.commands import build_config
 from processor.alerts.webhook import SECRET_ENV, default_group
 from processor.cli import build_parser, main
+from processor.cli.alerts import build_config
 
 URL = "https://user:pw@hooks.example.com/cc?token=t0k"
 

@@ -1,4 +1,5 @@
-"""The `ccmeter` console command: one subcommand per module, each registering its own parser.
+"""The `ccmeter` console command: this package holds every command group, one module each (`simulate`, `worker`,
+`brokers`, `topics`, `snapshots`, `alerts`, `console`, `web`, `replay`), each registering its own parser.
 
 Exit status: 0 success, 1 runtime failure (broker unreachable, topic missing, refused access, a failed step),
 2 usage error (unknown flag, bad flag or variable value, unreadable input), 130 interrupted. Errors are one line on
@@ -22,15 +23,15 @@ __all__ = ["COMMAND_MODULES", "CliError", "RuntimeFailure", "build_parser", "mai
 
 # Modules that expose `register(subparsers)`; each adds its subcommands and sets `func` on them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "processor.simulate",
+    "processor.cli.simulate",
     "processor.commands.report",
-    "processor.worker_commands",
-    "processor.brokers.commands",
-    "processor.snapshots.commands",
-    "processor.alerts.commands",
-    "processor.console.commands",
-    "processor.web.commands",
-    "replay.commands",
+    "processor.cli.worker",
+    "processor.cli.brokers",
+    "processor.cli.snapshots",
+    "processor.cli.alerts",
+    "processor.cli.console",
+    "processor.cli.web",
+    "processor.cli.replay",
 )
 # Commands that configure their own logging of the Kafka client (the worker's log is Faust's).
 OWN_KAFKA_LOGGING = frozenset({"worker"})
@@ -150,11 +151,3 @@ def _describe(exc: BaseException) -> str:
     text = exc.line() if hasattr(exc, "line") else str(exc)
     name = type(exc).__name__
     return text if text and name in text else f"{name}: {text}" if text else name
-
-
-if __name__ == "__main__":
-    # `python -m processor.cli` runs this file as `__main__`; run the imported module's `main` so that every
-    # command sees one `processor.cli` module.
-    from processor.cli import main as imported_main
-
-    sys.exit(imported_main())

@@ -237,7 +237,7 @@ def run_sink_command(args: argparse.Namespace) -> int:
     except (StoreError, MetricsBindError) as exc:
         raise RuntimeFailure(str(exc)) from None
     except (KafkaError, OSError) as exc:
-        raise RuntimeFailure(f"sink failed against {broker}: {exc!r}") from exc  # processor/cli.py explains refusals
+        raise RuntimeFailure(f"sink failed against {broker}: {exc!r}") from exc  # processor/cli explains refusals
     rows = ", ".join(f"{name} {count}" for name, count in sorted(stats.rows.items())) or "no new rows"
     print(
         f"ccmeter sink: {stats.records} records ({rows}); {stats.redelivered} re-deliveries dropped, "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from processor.simulate import SimConfig, iter_records, simulate, write_events
+from processor.cli.simulate import SimConfig, iter_records, simulate, write_events
 from schemas.events import (
     EVENT_TYPES,
     DeviceEvent,

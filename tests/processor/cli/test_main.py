@@ -26,7 +26,7 @@ from processor.errors import (
     exit_code_of,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_ccmeter(*argv: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
