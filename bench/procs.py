@@ -1,4 +1,5 @@
-"""Subprocesses of the benchmarks (the ccmeter worker, the naive agent, CLI commands) and /proc readings."""
+"""Subprocesses of the benchmarks (the ccmeter worker, the naive agent, the Quix baseline, CLI commands) and /proc
+readings."""
 
 from __future__ import annotations
 
@@ -157,6 +158,20 @@ def start_naive(
     ]  # fmt: skip
     with log.open("wb") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=clean_env())
+    return Proc(proc, log)
+
+
+def start_quix(python: Path, bootstrap: str, topic: str, app_id: str, limit: int, result: Path, workdir: Path) -> Proc:
+    """bench/quix_app.py (the Quix Streams baseline) as a subprocess of `python` (its own environment, see
+    bench/quix_env.py), run as a script so that it imports nothing of ccmeter."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"quix-{app_id}.log"
+    args = [
+        str(python), str(ROOT / "bench" / "quix_app.py"), "--broker", bootstrap, "--topic", topic, "--app-id", app_id,
+        "--limit", str(limit), "--result", str(result), "--state-dir", str(workdir / f"data-{app_id}"),
+    ]  # fmt: skip
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=workdir, env=clean_env())
     return Proc(proc, log)
 
 

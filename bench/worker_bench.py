@@ -16,6 +16,7 @@ from bench.common import OUT, Row, log
 from bench.data import SimDataset
 from bench.kafka_io import committed, produce, raw_consume, read_all
 from bench.procs import Proc, cpu_seconds, rss_mib, start_naive, start_worker
+from bench.quix_env import quix_rows, run_quix
 from processor.topics import EVENTS, PEAK_WINDOWS, USAGE_CHANGES, create_topics, topic_names
 from processor.worker import records as rec
 
@@ -214,6 +215,7 @@ def bench(bootstrap: str, dataset: SimDataset, quick: bool) -> tuple[list[Row], 
     log(f"output check: {check}")
     naives = [run_naive(loaded, workdir, 20_000 if quick else 60_000) for _ in range(1 if quick else 2)]
     naive = max(naives, key=lambda result: result["rate"])  # best of the runs: the baseline is not handicapped
+    quixes, quix_skipped = run_quix(bootstrap, loaded.names[EVENTS], loaded.records, workdir, 1 if quick else 2)
     floors = {"take": run_naive(loaded, workdir, 40_000 if quick else 120_000, "take")}
     if not quick:
         floors["take-send"] = run_naive(loaded, workdir, 60_000, "take-send")
@@ -244,6 +246,9 @@ def bench(bootstrap: str, dataset: SimDataset, quick: bool) -> tuple[list[Row], 
             f"usage changes {check['usage_changes_got']:,}/{check['usage_changes_expected']:,}, "
             f"peak windows {check['peak_windows_got']:,}/{check['peak_windows_expected']:,} by id"),
     ]  # fmt: skip
+    quix_same = window_rate(worker, max(r["events"] for r in quixes)) if quixes else None
+    rows += quix_rows(quixes, quix_skipped, quix_same, worker.rate)
+    details["quix"] = quixes or quix_skipped
     labels = {
         "take": "Faust floor: take_events + decode, no outputs",
         "take-send": "Faust floor + 1 output/event via send_soon",
