@@ -52,8 +52,10 @@ class RuntimeFailure(CliError):
 OperationalError = RuntimeFailure
 
 
-class StateFormatError(RuntimeFailure):
-    """Stored state (a data directory, a snapshot, a changelog record) is not in a format this version reads."""
+class StateFormatError(RuntimeFailure, ValueError):
+    """Stored state (a data directory, a snapshot, a changelog record) is not in a format this version reads.
+
+    Also a ValueError, so that readers which skip unreadable entries (`except ValueError`) still do."""
 
 
 def snapshot_error(message: str) -> CliError:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor.core.fold import AccountFold
+from processor.errors import StateFormatError
 from processor.worker.state import (
     AccountEntry,
     PartsEntry,
@@ -78,7 +79,7 @@ def load_account(raw: bytes, load: Loader) -> Loaded:
 def _part(load: Loader, account_id: str, generation: int, index: int) -> Any:
     value = load(part_key(account_id, generation, index))
     if value is None:
-        raise ValueError(f"account {account_id!r}: state part {generation}/{index} is missing")
+        raise StateFormatError(f"account {account_id!r}: state part {generation}/{index} is missing")
     return decode_part(value)
 
 

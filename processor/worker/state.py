@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from processor.errors import StateFormatError
+
 ENTRY_VERSION = 1  # the clock entry; version 1 account entries hold the whole fold
 PARTS_ENTRY_VERSION = 2  # account entries with their fold in parts, and part entries
 CLOCK_PREFIX = b"__clock__:"
@@ -123,7 +125,7 @@ def decode_part(value: bytes) -> Any:
     """The payload of a fold part (lists read as tuples: buffered records are tuples)."""
     items = msgpack.unpackb(value, raw=False, use_list=False)
     if items[0] != PARTS_ENTRY_VERSION:
-        raise ValueError(f"unsupported fold part version {items[0]!r}")
+        raise StateFormatError(f"unsupported fold part version {items[0]!r}")
     return items[2]
 
 
@@ -165,7 +167,7 @@ def decode_clock(value: bytes) -> ClockEntry:
 
 def _check_version(version: Any) -> None:
     if version != ENTRY_VERSION:
-        raise ValueError(f"unsupported state entry version {version!r}")
+        raise StateFormatError(f"unsupported state entry version {version!r}")
 
 
 class DictStore:

@@ -78,3 +78,16 @@ def test_the_installed_faust_has_what_the_worker_uses(monkeypatch: pytest.Monkey
     monkeypatch.setattr(faust_adapter, "_REQUIRED", (("faust.app.router:Router", "no_such_method"),))
     with pytest.raises(faust_adapter.FaustIncompatible, match="Router.no_such_method"):
         faust_adapter.self_check()
+
+
+def test_an_entry_of_an_unknown_format_is_a_state_format_error() -> None:
+    """One line and exit 1 at the command line; still a ValueError for readers that skip unreadable entries."""
+    import msgpack
+
+    from processor.errors import EXIT_FAILURE, StateFormatError
+    from processor.worker.state import decode_clock, decode_part
+
+    for decode in (decode_clock, decode_part):
+        with pytest.raises(StateFormatError, match="unsupported") as caught:
+            decode(msgpack.packb([999, 0, 0, 0, 0]))
+        assert isinstance(caught.value, ValueError) and caught.value.exit_code == EXIT_FAILURE
