@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
+# Inputs, scratch and results; CCMETER_BENCH_OUT moves them (two runs at once must not share `work/`, which a run
+# empties when it starts).
+OUT = Path(os.environ.get("CCMETER_BENCH_OUT") or ROOT / "bench" / "out")
 
 
 def load_average() -> float:

@@ -3,7 +3,7 @@
 * `sim_dataset`: the simulator's accounts (all events valid), as `.jsonl` (Kafka input, with a watermark pusher
   at the end) and `.parquet` (batch engine), with each record's Kafka timestamp (latest event time so far, as if
   the events had been published as they happened: the future-skew check's second reference).
-* `month_dataset`: tests/processor/batch/month.py: one account, ~1,000 agents, 30 days, ~10 M events, `.parquet`.
+* `month_dataset`: processor/simulation/month.py: one account, ~1,000 agents, 30 days, ~10 M events, `.parquet`.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def sim_dataset(accounts: int, agents: int, days: int, jsonl: bool = True) -> Si
 
 
 def month_dataset(agents: int = 1000, days: int = 30) -> tuple[Path, int]:
-    """tests/processor/batch/month.py's month of one account as Parquet (cached); (path, events)."""
-    from tests.processor.batch.month import generate_month
+    """processor/simulation/month.py's month of one account as Parquet (cached); (path, events)."""
+    from processor.simulation.month import generate_month
 
     DATA.mkdir(parents=True, exist_ok=True)
     path = DATA / f"month-g{agents}-d{days}.parquet"

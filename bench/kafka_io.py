@@ -11,8 +11,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from processor.brokers.readback import consume
 from schemas.events import Rejection, decode
-from tests.processor.worker.support import consume
 
 
 async def _produce(bootstrap: str, topic: str, lines: Sequence[bytes], stamps: Sequence[int]) -> float:

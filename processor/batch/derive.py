@@ -38,18 +38,21 @@ SELECT seq, arrival FROM (
 ) WHERE at_ms < greatest(wa - {lateness}, wp - {idle_lateness})
 """
 
-# Copies are rare: only keys whose hash repeats go through the (string-partitioned) window.
+# Copies are rare: only keys whose hash repeats go through the (string-partitioned) window. Repeated hashes are
+# found by sorting the hashes (equal ones are neighbours), which costs less than a hash table of every key, and
+# only the (seq, hash) pairs are sorted, never the admitted rows themselves.
 RANKED_SQL = f"""
 CREATE OR REPLACE TABLE copies AS
-WITH admitted AS (
-  SELECT * FROM parsed AS p ANTI JOIN late_rows AS l ON p.seq = l.seq WHERE p.reason IS NULL
+WITH keyed AS (
+  SELECT p.seq, hash(p.account_id, p.event_id) AS h
+  FROM parsed AS p ANTI JOIN late_rows AS l ON p.seq = l.seq WHERE p.reason IS NULL
 ), repeated AS (
-  SELECT h FROM (SELECT hash(account_id, event_id) AS h FROM admitted)
-  GROUP BY h HAVING count(*) > 1
+  SELECT seq FROM (SELECT seq, h, lag(h) OVER o AS before, lead(h) OVER o AS after FROM keyed WINDOW o AS (ORDER BY h))
+  WHERE h = before OR h = after
 )
 SELECT seq, account_id, event_id, row_number() OVER w AS copy,
        first_value({PAYLOAD}) OVER w IS DISTINCT FROM {PAYLOAD} AS conflict
-FROM admitted WHERE hash(account_id, event_id) IN (SELECT h FROM repeated)
+FROM parsed SEMI JOIN repeated USING (seq)
 WINDOW w AS (PARTITION BY account_id, event_id ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 """
 

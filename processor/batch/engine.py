@@ -28,7 +28,7 @@ Decisions beyond docs/semantics.md:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -43,6 +43,7 @@ from schemas.events import MAX_RECORD_BYTES
 from schemas.outputs import Report
 
 from . import derive, wire
+from .billing import build_reports, data_throughs
 from .calendar import calendar_rows
 from .report import build_report, data_through
 
@@ -361,9 +362,29 @@ FROM {source}
         s = self.settings
         return data_through(self.con, account_id, s.allowed_lateness_ms, s.account_idle_lateness_ms)
 
+    def data_throughs(self) -> dict[str, int]:
+        """`data_through` of every account with a valid record, in one statement."""
+        s = self.settings
+        return data_throughs(self.con, s.allowed_lateness_ms, s.account_idle_lateness_ms)
+
     def report(self, account_id: str, from_date: date, to_date: date) -> Report:
         """The licenses usage report for the account-local dates from..to (inclusive), up to its data_through."""
         return build_report(self.con, account_id, from_date, to_date, self.data_through(account_id))
+
+    def reports(self, requests: Sequence[tuple[str, date, date]]) -> list[Report]:
+        """`report(account, from, to)` of every request, in order, computed set-based (billing.py: each aggregate
+        is one statement over all requests, grouped by request): the billing run of many accounts."""
+        return build_reports(self.con, requests, self.data_throughs())
+
+    def all_plans(self) -> dict[str, list[Plan]]:
+        """`plans(account)` of every account that has plans, in one statement."""
+        out: dict[str, list[Plan]] = {}
+        for account, *row in self.con.execute(
+            "SELECT account_id, at_ms, licenses, overage_allowance, billing_anchor_day, timezone, grace_minutes, "
+            "grace_mode FROM plans ORDER BY account_id, at_ms, seq"
+        ).fetchall():
+            out.setdefault(account, []).append(Plan(*row))
+        return out
 
     def too_late(self) -> list[int]:
         """Arrivals of the valid records dropped as too late (only with `late_events="drop"`), in arrival order."""

@@ -175,7 +175,7 @@ def peak_users(con: duckdb.DuckDBPyConnection, account_id: str, at_ms: int | Non
 Bucket = tuple[int, int | None, int, int, int, int]
 
 
-def _day(day: date, values: Bucket, terms: PlanTerms, known: bool, complete: bool) -> ReportDay:
+def report_day(day: date, values: Bucket, terms: PlanTerms, known: bool, complete: bool) -> ReportDay:
     """One report day; metrics null when the day starts at or after data_through (`known` false)."""
     peak, peak_at, over_ms, license_ms, max_excess, distinct = values
     return ReportDay(
@@ -227,7 +227,7 @@ def build_report(
 
     known = data_through_ms is not None
     days = [
-        _day(day, bucket(i), terms[i + 1], known and bounds[i] < cut, known and cut >= bounds[i + 1])
+        report_day(day, bucket(i), terms[i + 1], known and bounds[i] < cut, known and cut >= bounds[i + 1])
         for i, day in enumerate(dates)
     ]
     peak, peak_at, over_ms, license_ms, _max_excess, distinct = bucket(-1)

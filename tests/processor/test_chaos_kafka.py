@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from processor.brokers.readback import consume
 from processor.topics import ALERTS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
 from tests.processor.test_app_kafka import PARTITIONS, check_equal, done_when, scenario
 from tests.processor.worker.support import (
@@ -33,7 +34,6 @@ from tests.processor.worker.support import (
     arrival_times,
     by_id,
     committed_offsets,
-    consume,
     end_offsets,
     produce,
     start_worker,

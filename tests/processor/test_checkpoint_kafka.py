@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processor.brokers.readback import consume
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES
 from processor.worker.faults import EXIT_FAULT
 from processor.worker.store import changelog_topic
 from tests.processor.test_app_kafka import PARTITIONS, check_equal, outputs, scenario
-from tests.processor.worker.support import arrival_times, consume, produce, start_worker
+from tests.processor.worker.support import arrival_times, produce, start_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 SMALL = {"accounts": 4, "agents": 3}

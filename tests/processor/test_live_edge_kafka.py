@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from processor.batch.engine import BatchEngine
+from processor.brokers.readback import consume
 from processor.core.periods import local_date
 from processor.simulation.config import SimConfig
 from processor.simulation.output import iter_lines
@@ -23,7 +24,7 @@ from processor.snapshots.sink import SinkConfig, run_sink
 from processor.snapshots.snapshot import build_snapshot, open_snapshot
 from processor.topics import EVENTS, INTERVALS, create_topics, topic_names
 from schemas.events import decode, format_ms
-from tests.processor.worker.support import consume, produce, start_worker, write_jsonl
+from tests.processor.worker.support import produce, start_worker, write_jsonl
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 LAG_MS = 30 * 60_000

@@ -23,9 +23,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from processor.batch.engine import BatchEngine
+from processor.brokers.readback import consume
 from processor.cli import main
-from processor.eventfile import read_events
 from processor.cli.simulate import SimConfig, iter_lines
+from processor.eventfile import read_events
 from processor.topics import ALERTS, DEAD_LETTERS, EVENTS, INTERVALS, PEAK_WINDOWS, USAGE_CHANGES, create_topics
 from processor.topics import topic_names as names_of
 from replay.seed import changelog_keys
@@ -33,7 +34,6 @@ from tests.processor.worker.support import (
     FAST,
     arrival_times,
     by_id,
-    consume,
     expected,
     key_of,
     partition_of,

@@ -13,9 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from processor.brokers.readback import consume
 from processor.cli import main
 from processor.topics import DEAD_LETTERS, EVENTS, create_topics, topic_names
-from tests.processor.worker.support import FAST, consume, produce, start_worker, with_pushers
+from tests.processor.worker.support import FAST, produce, start_worker, with_pushers
 from tests.replay.support import MINUTE, T0, event, plan
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(400)]

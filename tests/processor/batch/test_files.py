@@ -7,9 +7,9 @@ from datetime import date
 from pathlib import Path
 
 from processor.batch.engine import TABLES, BatchEngine, LoadStats
+from processor.simulation.month import ACCOUNT, generate_month
 
 from .helpers import HOUR, T0, ev, session, write_jsonl
-from .month import ACCOUNT, generate_month
 
 
 def test_jsonl_and_parquet_of_one_month_give_identical_results(tmp_path: Path) -> None:

@@ -299,10 +299,10 @@ def test_worker_outputs_through_the_sink_give_the_batch_engine_reports(
     """End to end with the real `ccmeter worker`: events -> worker -> topics -> sink -> snapshot -> reports."""
     import uuid
 
+    from processor.brokers.readback import consume
     from processor.simulation.config import SimConfig
     from processor.simulation.output import iter_lines
     from tests.processor.worker.support import (
-        consume,
         expected,
         produce,
         start_worker,

@@ -14,9 +14,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from processor.brokers.readback import consume
 from processor.topics import DEAD_LETTERS, EVENTS, create_topics, topic_names
 from schemas.events import format_ms
-from tests.processor.worker.support import consume, start_worker
+from tests.processor.worker.support import start_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 BIG = 5 * 1024 * 1024

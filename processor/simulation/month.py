@@ -1,6 +1,6 @@
 """A synthetic month of one large account, generated in DuckDB (for load/report benchmarks; never committed).
 
-`python -m tests.processor.batch.month OUT.jsonl|OUT.parquet [--agents 1000] [--days 30] [--bench]` writes
+`python -m processor.simulation.month OUT.jsonl|OUT.parquet [--agents 1000] [--days 30] [--bench]` writes
 roughly `agents * weekdays * 490` events: per agent and weekday a shift with sign-in, work session, a heartbeat
 every 60 s, session end and sign-out, plus a few portal views and API requests; two plan changes. About 1 heartbeat
 in 2,000 is dropped. Lines are sorted by `occurred_at`. With `--bench` the file is then loaded into a BatchEngine
