@@ -24,7 +24,7 @@ __all__ = ["COMMAND_MODULES", "CliError", "RuntimeFailure", "build_parser", "mai
 # Modules that expose `register(subparsers)`; each adds its subcommands and sets `func` on them.
 COMMAND_MODULES: tuple[str, ...] = (
     "processor.cli.simulate",
-    "processor.commands.report",
+    "processor.cli.report",
     "processor.cli.worker",
     "processor.cli.brokers",
     "processor.cli.snapshots",

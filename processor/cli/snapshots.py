@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from processor.commands.report import (
+from processor.cli.report import (
     account_dates,
     add_range_arguments,
     billing_run,

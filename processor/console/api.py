@@ -134,7 +134,7 @@ class ConsoleApi:
         return await self._run(self._report, request)
 
     def _report(self, request: web.Request) -> web.Response:
-        from processor.commands.report import account_dates, check_range_flags
+        from processor.cli.report import account_dates, check_range_flags
         from processor.reports.render import render_report
 
         query = request.query

@@ -24,8 +24,8 @@ from jsonschema import Draft202012Validator
 from playwright.sync_api import sync_playwright
 
 from processor.batch.engine import BatchEngine
+from processor.cli.report import engine_history
 from processor.cli.simulate import SimConfig, iter_lines
-from processor.commands.report import engine_history
 from processor.console import answers
 from processor.console.openapi import openapi_document
 from processor.snapshots.history import AccountHistory
