@@ -10,6 +10,10 @@ Broker for `@pytest.mark.kafka` tests, chosen by $CCMETER_TEST_BROKER:
     `KafkaContainer("apache/kafka:4.1.1")` could provide that address too; this suite does not depend on Docker.
 
 Tests isolate themselves with the `topic_prefix` fixture (unique topic names) and fresh consumer group ids.
+
+Hypothesis profiles, chosen by $CCMETER_HYPOTHESIS: `fast` (default, what `make test` runs) and `long` (many more
+examples, for a run before a release or after touching the fold, the worker's partition driver or the SQL engine).
+They set the examples of tests that do not set their own (the contract suite, tests/contract/).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from processor.brokers.common import Broker, BrokerError
 from processor.brokers.probe import probe_brokers
@@ -29,6 +34,11 @@ if TYPE_CHECKING:
     from processor.brokers.secure import SecureKafka
 
 BROKER_ENV = "CCMETER_TEST_BROKER"
+HYPOTHESIS_ENV = "CCMETER_HYPOTHESIS"
+
+settings.register_profile("fast", max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get(HYPOTHESIS_ENV, "fast").strip().lower() or "fast")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""Reports by hand: peak, time over licenses, license hours, grace-aware billable overage, plans and DST days;
-data_through, complete and peak_users, each checked against the pure billing math (core) on the same history."""
+"""Reports of the SQL engine by hand: peak, time over licenses, license hours, grace-aware billable overage, plans and
+DST days. data_through, complete and peak_users of a period, for every implementation alike, are contract scenarios
+(tests/contract/test_scenarios.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from processor.core.billing import build_report as core_report
-from processor.core.model import Plan, PresenceInterval, UsageChange, UserInterval
 from schemas.outputs import PeakUser, Report, ReportDay
 
-from .helpers import ACCOUNT, DAY, HOUR, MINUTE, T0, ev, load, plan, portal_span, session
+from .helpers import ACCOUNT, DAY, HOUR, MINUTE, T0, ev, load, plan, portal_span
 
 NOV2 = date(2026, 11, 2)
 
@@ -155,126 +154,3 @@ def test_report_timezone_rule(tmp_path: Path) -> None:
     # the Berlin day Nov 2 ends at 23:00Z; the plan in effect 1 ms before is the Tokyo one (from 20:00Z)
     assert engine.report(ACCOUNT, NOV2, NOV2).licenses == 2
     assert engine.report(ACCOUNT, date(2026, 11, 1), date(2026, 11, 1)).licenses == 1
-
-
-# --- data_through, complete and peak_users: the batch engine against the pure billing math ------------------------
-
-NOV3 = date(2026, 11, 3)
-NOV4 = date(2026, 11, 4)
-PEAK = T0 + 10 * HOUR
-
-
-def running_day() -> list[dict]:
-    """2026-11-02 (UTC), licenses 1, grace 15 min contiguous; the account's last events are at 15:00.
-
-    u1: desktop laptop-1 09:00-15:00, desktop phone-1 09:30-11:30, portal 10:00-11:00; u2: API 10:00-10:09 (requests
-    at 10:00 and 10:04, window 5 min); u3: portal 10:00-10:30; u4 and u5: portal 14:40-15:00. Usage: 1 from 09:00,
-    3 from 10:00 (a tie: three users reach it at once), 2 from 10:09, 1 from 10:30, 3 again from 14:40, 0 from 15:00.
-    """
-    return [
-        plan(T0 - DAY, licenses=1, grace=15),
-        *session("u1", "laptop-1", T0 + 9 * HOUR, T0 + 15 * HOUR),
-        *session("u1", "phone-1", T0 + 9 * HOUR + 30 * MINUTE, T0 + 11 * HOUR + 30 * MINUTE),
-        *portal_span("u1", PEAK, PEAK + HOUR),
-        ev("api.request", PEAK, user_id="u2"),
-        ev("api.request", PEAK + 4 * MINUTE, user_id="u2"),
-        *portal_span("u3", PEAK, PEAK + 30 * MINUTE),
-        *portal_span("u4", T0 + 14 * HOUR + 40 * MINUTE, T0 + 15 * HOUR),
-        *portal_span("u5", T0 + 14 * HOUR + 40 * MINUTE, T0 + 15 * HOUR),
-    ]
-
-
-def running_day_core() -> tuple[list[UsageChange], list[UserInterval], list[Plan], list[PresenceInterval]]:
-    """The same history by hand, as the pure billing math takes it."""
-    at = [9 * HOUR, 10 * HOUR, 10 * HOUR + 9 * MINUTE, 10 * HOUR + 30 * MINUTE, 14 * HOUR + 40 * MINUTE, 15 * HOUR]
-    changes = [UsageChange(ACCOUNT, T0 + t, u, 1) for t, u in zip(at, [1, 3, 2, 1, 3, 0], strict=True)]
-    spans = [
-        ("u1", "desktop", "laptop-1", 9 * HOUR, 15 * HOUR),
-        ("u1", "desktop", "phone-1", 9 * HOUR + 30 * MINUTE, 11 * HOUR + 30 * MINUTE),
-        ("u1", "portal", None, 10 * HOUR, 11 * HOUR),
-        ("u2", "api", None, 10 * HOUR, 10 * HOUR + 9 * MINUTE),
-        ("u3", "portal", None, 10 * HOUR, 10 * HOUR + 30 * MINUTE),
-        ("u4", "portal", None, 14 * HOUR + 40 * MINUTE, 15 * HOUR),
-        ("u5", "portal", None, 14 * HOUR + 40 * MINUTE, 15 * HOUR),
-    ]
-    presences = [PresenceInterval(ACCOUNT, u, k, d, T0 + s, T0 + e) for u, k, d, s, e in spans]  # type: ignore[arg-type]
-    intervals = [UserInterval(ACCOUNT, "u1", T0 + 9 * HOUR, T0 + 15 * HOUR)]
-    intervals += [UserInterval(ACCOUNT, p.user_id, p.start_ms, p.end_ms) for p in presences[3:]]
-    plans = [Plan(at_ms=T0 - DAY, licenses=1, grace_minutes=15)]
-    return changes, intervals, plans, presences
-
-
-def both_engines(tmp_path: Path, events: list[dict], start: date, end: date, data_through_ms: int | None) -> Report:
-    """The batch report of the events, asserted equal to the core report of the hand-built history."""
-    engine = load(tmp_path, events)
-    assert engine.data_through(ACCOUNT) == data_through_ms
-    changes, intervals, plans, presences = running_day_core()
-    assert engine.presence_intervals(ACCOUNT) == sorted(presences, key=lambda p: (p.user_id, p.start_ms, p.kind))
-    batch = engine.report(ACCOUNT, start, end)
-    core = core_report(
-        ACCOUNT, start, end, changes, intervals, plans, presences=presences, data_through_ms=data_through_ms
-    )
-    assert batch == core
-    return batch
-
-
-def test_a_period_running_past_data_through(tmp_path: Path) -> None:
-    cut = T0 + 14 * HOUR + 50 * MINUTE  # W_a = W_p = 15:00, minus the allowed lateness of 10 minutes
-    report = both_engines(tmp_path, running_day(), NOV2, NOV4, cut)
-    assert (report.data_through, report.complete) == ("2026-11-02T14:50:00.000Z", False)
-    assert (report.peak_usage, report.peak_at) == (3, "2026-11-02T10:00:00.000Z")
-    # 60 + 3 * 9 + 2 * 21 + 250 + 3 * 10 (14:40-14:50; nothing after data_through) = 409 user-minutes
-    assert report.license_hours == 409 * MINUTE / HOUR
-    assert report.seconds_over_licenses == 40 * 60.0  # 10:00-10:30 and 14:40-14:50
-    assert report.distinct_users == 5
-    # excess >= 1 for 30 min from 10:00 (billable 1); excess 2 from 14:40 lasts 20 min, but only 10 are known
-    assert (report.billable_overage, report.over_allowance) == (1, 1)
-    partial, *later = report.days
-    assert (partial.complete, partial.license_hours, partial.max_excess, partial.distinct_users) == (
-        False, report.license_hours, 2, 5
-    )  # fmt: skip
-    for day in later:
-        assert (day.peak_usage, day.peak_at, day.seconds_over_licenses, day.max_excess) == (None, None, None, None)
-        assert (day.license_hours, day.distinct_users, day.complete, day.licenses) == (None, None, False, 1)
-
-
-def test_peak_users_on_two_devices_and_the_portal_with_ties(tmp_path: Path) -> None:
-    report = both_engines(tmp_path, running_day(), NOV2, NOV2, T0 + 14 * HOUR + 50 * MINUTE)
-    assert report.peak_users == [
-        PeakUser(user_id="u1", devices=["laptop-1", "phone-1"], portal=True, api=False),
-        PeakUser(user_id="u2", devices=[], portal=False, api=True),
-        PeakUser(user_id="u3", devices=[], portal=True, api=False),
-    ]
-
-
-def test_a_period_entirely_before_or_after_data_through(tmp_path: Path) -> None:
-    cut = T0 + 14 * HOUR + 50 * MINUTE
-    before = both_engines(tmp_path, running_day(), date(2026, 11, 1), date(2026, 11, 1), cut)
-    assert before.complete and before.days[0].complete
-    assert (before.peak_usage, before.peak_at, before.peak_users, before.days[0].peak_usage) == (0, None, [], 0)
-    after = both_engines(tmp_path, running_day(), NOV3, NOV4, cut)
-    assert not after.complete and after.data_through == "2026-11-02T14:50:00.000Z"
-    assert (after.peak_usage, after.peak_at, after.peak_users, after.license_hours) == (0, None, [], 0.0)
-    assert all(d.peak_usage is None and not d.complete for d in after.days)
-
-
-def test_data_through_exactly_at_a_day_boundary(tmp_path: Path) -> None:
-    # another account on the partition, last seen at Nov 3 02:00: the idle rule gives data through Nov 3 00:00
-    events = [*running_day(), ev("api.request", T0 + DAY + 2 * HOUR, account="other", user_id="z")]
-    report = both_engines(tmp_path, events, NOV2, NOV3, T0 + DAY)
-    first, second = report.days
-    assert (first.complete, second.complete, report.complete) == (True, False, False)
-    assert first.license_hours == report.license_hours == 439 * MINUTE / HOUR  # 409 + 3 * 10 after 14:50: all known
-    assert (second.peak_usage, second.license_hours, second.distinct_users) == (None, None, None)
-    whole = both_engines(tmp_path, events, NOV2, NOV2, T0 + DAY)
-    assert whole.complete and whole.days[0].complete
-    assert whole.billable_overage == 2  # excess 2 for the 20 minutes from 14:40, now all known
-
-
-def test_an_account_without_data(tmp_path: Path) -> None:
-    engine = load(tmp_path, running_day())
-    assert engine.data_through("nobody") is None
-    report = engine.report("nobody", NOV2, NOV2)
-    assert report == core_report("nobody", NOV2, NOV2, [], [], [], data_through_ms=None)
-    assert (report.data_through, report.complete, report.peak_users) == (None, False, [])
-    assert report.days[0].peak_usage is None and report.days[0].distinct_users is None

@@ -1,4 +1,7 @@
-"""Streaming side of the fold: clock verdicts, reorder buffer, batches and ticks, live view, serialisation."""
+"""Streaming side of the fold: clock verdicts, reorder buffer, batches and ticks, live view, serialisation.
+
+Arrival order, lateness, lagging tenants and the file reading, as every implementation must handle them, are the
+contract scenarios of tests/contract/test_scenarios.py."""
 
 from __future__ import annotations
 
@@ -77,36 +80,6 @@ def test_future_skew_is_measured_against_arrival_time_after_a_quiet_stretch() ->
     assert changes(out) == [(s(0), 1), (s(300), 0), (s(8 * 3600), 1), (s(8 * 3600 + 300), 0)]
 
 
-def test_files_have_no_arrival_time_so_no_future_skew_check() -> None:
-    events = [api(s(0), "u1"), api(s(8 * 3600), "u2")]
-    out, _, rejected = fold_history(events, Settings())
-    assert rejected == []
-    assert changes(out) == [(s(0), 1), (s(300), 0), (s(8 * 3600), 1), (s(8 * 3600 + 300), 0)]
-
-
-def test_out_of_order_within_lateness_gives_the_sorted_result() -> None:
-    ordered = [
-        page(s(0), "u1"),
-        signin(s(50), "u3"),
-        start(s(60), "u3"),
-        api(s(100), "u2"),
-        hb(s(200), "u3"),
-        signout(s(300), "u3"),
-        api(s(350), "u2"),
-        page(s(400), "u1", "cc.alerts"),
-        portal_out(s(700), "u1"),
-        api(s(700), "u4"),
-    ]
-    # Delivered in another order; every event arrives less than 600 s behind the largest time seen before it.
-    shuffled = [ordered[i] for i in (3, 6, 0, 1, 7, 2, 9, 5, 4, 8)]
-    expected, _, _ = fold_history(ordered, Settings())
-    got, _, rejected = fold_history(shuffled, Settings(), batch_size=2)
-    assert rejected == []
-    assert got == expected
-    # u1 portal [0, 700), u3 desktop [60, 300), u2 api [100, 650), u4 api [700, 1000).
-    assert changes(expected) == [(s(0), 1), (s(60), 2), (s(100), 3), (s(300), 2), (s(650), 1), (s(1000), 0)]
-
-
 def test_fold_batch_advances_touched_accounts_and_the_idle_ones_whose_work_is_due() -> None:
     settings = Settings()  # lateness 600 s, idle lateness 7200 s
     states: dict[str, AccountFold] = {}
@@ -137,33 +110,6 @@ def test_fold_batch_advances_touched_accounts_and_the_idle_ones_whose_work_is_du
     ticked = tick(states, driver)
     assert [(w.account_id, w.kind, w.start_ms) for w in ticked.windows] == [("a", "15m", s(0))]
     assert driver.wakes["a"] > s(8101 - 7200)  # its longer windows are still open
-
-
-def test_a_lagging_tenant_loses_no_events_within_the_idle_lateness() -> None:
-    """Two accounts on one partition; "late" publishes 30 minutes behind "live": nothing of it is too late."""
-    settings = Settings()
-    history = []
-    for minute in range(0, 120, 5):
-        history.append(api(s(minute * 60), "u1", account="live"))
-        if minute >= 30:
-            history.append(api(s((minute - 30) * 60), "u2", account="late"))
-    _, metrics, rejected = fold_history(history, settings, batch_size=3, late_events="drop")
-    assert rejected == [] and metrics["late"].too_late == 0
-    # Beyond the idle lateness the lagging account's events are too late, and only its own.
-    slow = [api(s(0), "u1", account="live"), api(s(3 * 3600), "u1", account="live"), api(s(0), "u2", account="late")]
-    _, metrics, rejected = fold_history(slow, settings, batch_size=1, late_events="drop")
-    assert [(arrival, verdict) for arrival, _, verdict in rejected] == [(2, "too_late")]
-    assert metrics["live"].too_late == 0 and metrics["late"].too_late == 1
-
-
-def test_a_file_counts_every_event_and_says_what_is_known() -> None:
-    late = [api(s(3600), "u1"), api(s(0), "u2")]  # the second is an hour behind: too late on a stream
-    out, _, rejected = fold_history(late, Settings(), late_events="count")
-    assert rejected == []
-    assert changes(out) == [(s(0), 1), (s(300), 0), (s(3600), 1), (s(3900), 0)]
-    assert out.horizons == {ACCOUNT: s(3600 - 600)}
-    _, _, rejected = fold_history(late, Settings(), late_events="drop")
-    assert [verdict for _, _, verdict in rejected] == ["too_late"]
 
 
 def test_pending_until_follows_buffer_timers_and_open_windows() -> None:
