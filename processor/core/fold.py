@@ -220,6 +220,12 @@ class AccountFold:
         """`W_a`: the largest `occurred_at` admitted for this account (None before any)."""
         return self._watermark
 
+    def observe(self, at_ms: int) -> None:
+        """An event at `at_ms` was admitted but is not offered (a later copy in a file read): it still moves `W_a`,
+        as every admitted copy does in the stream."""
+        if self._watermark is None or at_ms > self._watermark:
+            self._watermark = at_ms
+
     def _offer(self, event: Event, at_ms: int, arrival: int, horizon: int) -> Verdict:
         if event.account_id != self.account_id:
             raise ValueError(f"event of account {event.account_id!r} offered to {self.account_id!r}")

@@ -154,12 +154,14 @@ def flush(states: dict[str, AccountFold], settings: Settings) -> FoldOutput:
 
 def _restated_order(
     states: dict[str, AccountFold], events: Iterable[Event]
-) -> tuple[list[tuple[int, Event]], list[tuple[int, Event, Verdict]]]:
+) -> tuple[list[tuple[int, Event]], list[tuple[int, Event, Verdict]], dict[str, int]]:
     """A file read as the restated view: copies dropped in arrival order (first arrival wins), then the rest in
-    application order `(occurred_at, arrival)`, so that no event is too late."""
+    application order `(occurred_at, arrival)`, so that no event is too late. Also returns the latest `occurred_at`
+    of each account's dropped copies: they still count towards `data_through` (docs/semantics.md section 6)."""
     first: dict[tuple[str, str], Record] = {}
     kept: list[tuple[int, int, Event]] = []
     rejected: list[tuple[int, Event, Verdict]] = []
+    copies: dict[str, int] = {}
     for arrival, event in enumerate(events):
         at_ms = at_ms_of(event)
         record = to_record(event, at_ms, arrival, 0)
@@ -172,11 +174,13 @@ def _restated_order(
         fold = states.get(event.account_id)
         if fold is None:
             fold = states[event.account_id] = AccountFold(event.account_id)
+        if at_ms > copies.get(event.account_id, -NEVER):
+            copies[event.account_id] = at_ms
         verdict: Verdict = "duplicate" if same_payload(previous, record) else "duplicate_conflict"
         setattr(fold.metrics, verdict, getattr(fold.metrics, verdict) + 1)
         rejected.append((arrival, event, verdict))
     kept.sort(key=lambda item: (item[0], item[1]))
-    return [(arrival, event) for _, arrival, event in kept], rejected
+    return [(arrival, event) for _, arrival, event in kept], rejected, copies
 
 
 def fold_history(
@@ -196,8 +200,9 @@ def fold_history(
     driver = PartitionDriver(replace(settings, max_future_skew_ms=NEVER))
     out = FoldOutput()
     rejected: list[tuple[int, Event, Verdict]] = []
+    copies: dict[str, int] = {}
     if late_events == "count":
-        ordered, rejected = _restated_order(states, events)
+        ordered, rejected, copies = _restated_order(states, events)
     else:
         ordered = list(enumerate(events))
     for start in range(0, len(ordered), batch_size):
@@ -205,7 +210,12 @@ def fold_history(
         out.extend(step)
         rejected.extend(bad)
     clock = driver.clock
-    horizons = {account_id: clock.horizon_of(fold) for account_id, fold in states.items() if fold.watermark is not None}
+    for account_id, at_ms in copies.items():  # the dropped copies, at the end: the order above stays too-late free
+        states[account_id].observe(at_ms)
+        clock.observe(at_ms)
+    # Every account with a record has a horizon, even if all of them were too late (then it is the idle floor).
+    horizons = {account_id: clock.horizon_of(fold) for account_id, fold in states.items()}
+    horizons = {account_id: horizon for account_id, horizon in horizons.items() if horizon > -NEVER}
     out.extend(flush(states, settings))
     out.horizons = horizons
     rejected.sort(key=lambda item: item[0])
