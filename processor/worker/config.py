@@ -160,7 +160,7 @@ OPTIONS: tuple[Option, ...] = (
         "exactly_once where the broker has transactions",
         "MODE",
     ),
-    Option("batch_size", _positive_int, 20_000, "events per processing batch (at most)", "N"),
+    Option("batch_size", _positive_int, 100_000, "events per processing batch (at most)", "N"),
     Option(
         "max_record_bytes",
         _positive_int,
@@ -225,7 +225,7 @@ class WorkerConfig:
     store: str = "memory://"
     state_dir: str = DEFAULT_STATE_DIR
     processing_guarantee: str = "auto"
-    batch_size: int = 20_000
+    batch_size: int = 100_000
     max_record_bytes: int = MAX_RECORD_BYTES
     batch_within: int = 200
     partitions: int = 4
