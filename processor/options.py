@@ -3,7 +3,8 @@
 The rules (tests/processor/test_options.py checks them on every subcommand's parser):
 - every option has help text, and the help names the option's `CCMETER_*` variable;
 - a duration carries a unit (`500ms`, `30s`, `3m`, `2h`, `1d`; a bare number is seconds) and its help shows one;
-- a flag name means one thing in every command; a renamed flag stays as a hidden alias that warns once used;
+- a flag name means one thing in every command: the same dest and the same kind of value (`value_kind`: a date is
+  not a choice, a count not a list); a renamed flag stays as a hidden alias that warns once used;
 - values from a fixed set are argparse `choices`;
 - every option has a `CCMETER_*` variable named after its flag (`--max-record-bytes` -> `CCMETER_MAX_RECORD_BYTES`),
   given to it by `add_variables` and read by `EnvParser` when the flag is absent, except those in `NO_VARIABLE`
@@ -134,6 +135,16 @@ def deprecated(parser: argparse.ArgumentParser, old: str, new: argparse.Action) 
     )
 
 
+FROM_VARIABLES = "ccmeter_from_variables"  # a parsed namespace's {dest: variable} of the options read from variables
+
+
+def source_of(args: argparse.Namespace, dest: str, flag: str) -> str:
+    """Where the value of option `dest` came from, for an error message: `$CCMETER_X` when an `EnvParser` read it
+    from that variable, else `flag`."""
+    variable = getattr(args, FROM_VARIABLES, {}).get(dest)
+    return f"${variable}" if variable else flag
+
+
 def broker_of(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str:
     """The bootstrap servers of a command: `--broker`, `$CCMETER_BROKER`, the default."""
     env = os.environ if env is None else env
@@ -141,15 +152,22 @@ def broker_of(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
 
 
 def prefix_of(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str:
-    """The topic prefix of a command: `--prefix`, `$CCMETER_PREFIX`, the default; checked (CliError)."""
+    """The topic prefix of a command: `--prefix`, `$CCMETER_PREFIX`, the default; checked (a CliError naming the flag
+    or, when the value came from it, the variable)."""
     from processor.topics import validate_prefix
 
     env = os.environ if env is None else env
-    text = getattr(args, "prefix", None) or env.get("CCMETER_PREFIX") or DEFAULT_PREFIX
+    given = getattr(args, "prefix", None)
+    if given:
+        text, source = given, source_of(args, "prefix", "--prefix")
+    elif env.get("CCMETER_PREFIX"):
+        text, source = env["CCMETER_PREFIX"], "$CCMETER_PREFIX"
+    else:
+        text, source = DEFAULT_PREFIX, "--prefix"
     try:
         return validate_prefix(text)
     except ValueError as exc:
-        raise CliError(f"--prefix: {exc}") from None
+        raise CliError(f"{source}: {exc}") from None
 
 
 def app_id_of(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str:
@@ -189,13 +207,35 @@ NO_VARIABLE: dict[tuple[str, str], str] = {
     ("replay run", "--app-id"): "the new version's id; $CCMETER_APP_ID names the live worker (default: it + -VERSION)",
     ("replay run", "--state-dir"): "$CCMETER_STATE_DIR is the live worker's; the new version's has its own default",
     ("replay run", "--web-port"): "$CCMETER_WEB_PORT is the live worker's port; the new version's takes a free one",
-    ("replay run", "--timeout"): "ends the whole run here; $CCMETER_TIMEOUT bounds one broker answer (`topics`)",
-    ("tokens new", "--accounts"): "account ids here (a count in `simulate`): a token's scope is named when it is made",
+    ("replay run", "--give-up-after"): "bounds a whole rebuild: $CCMETER_GIVE_UP_AFTER, set for `sink` or `alerts "
+    "deliver`, must not end one",
+    ("tokens new", "--account-ids"): "a token's scope is named on the command line each time: a variable left set "
+    "would scope every new token",
 }
 # Options whose command reads a variable named otherwise than the flag (their help names it).
 OWN_VARIABLE: dict[str, str] = {"--ssl-no-check-hostname": "CCMETER_SSL_CHECK_HOSTNAME"}  # processor/kafka_security.py
 _DEFAULT_NOTE = re.compile(r"\(([^()]*\bdefault\b[^()]*)\)\s*$")  # a closing `(... default ...)`
 _SWITCHES = (argparse._StoreConstAction,)  # noqa: SLF001 - store_const, store_true and store_false options
+
+
+def value_kind(action: argparse.Action) -> str:
+    """What an option takes, the part of its meaning that its type and metavar show: `switch`, `choice`, `duration`,
+    `number`, `date`, `instant`, `list`, `directory`, `file` or `text` (one flag name takes one kind everywhere)."""
+    metavar = str(action.metavar or "")
+    if action.nargs == 0:
+        return "switch"
+    if action.choices is not None:
+        return "choice"
+    if action.type is duration or metavar == "DURATION":
+        return "duration"
+    if action.type in (int, float) or metavar in ("N", "PORT", "RATE"):
+        return "number"
+    kinds = {"YYYY-MM-DD": "date", "TS": "instant", "DIR": "directory"}
+    if metavar in kinds:
+        return kinds[metavar]
+    if "," in metavar:
+        return "list"
+    return "file" if metavar.startswith("FILE") else "text"
 
 
 def variable_name(flag: str) -> str:
@@ -265,12 +305,18 @@ def variables_table(parser: argparse.ArgumentParser) -> str:
         variable = env_of(action)
         if variable is not None:
             commands.setdefault((variable, long_flag(action)), []).append(command)
-    kafka = commands.get(("CCMETER_SECURITY_PROTOCOL", "--security-protocol"))
+    kafka = commands.get(("CCMETER_SECURITY_PROTOCOL", "--security-protocol")) or []
     rows = ["| variable | flag | commands |", "|---|---|---|"]
     for (variable, flag), names in sorted(commands.items()):
-        shown = "the Kafka commands" if names == kafka else ", ".join(f"`{n}`" for n in names)
+        missing = [n for n in kafka if n not in names]
+        if names == kafka:
+            shown = "the Kafka commands"
+        elif set(names) < set(kafka) and len(missing) <= 2:
+            shown = "the Kafka commands except " + " and ".join(f"`{n}`" for n in missing)
+        else:
+            shown = ", ".join(f"`{n}`" for n in names)
         rows.append(f"| `{variable}` | `{flag}` | {shown} |")
-    listed = ", ".join(f"`{n}`" for n in kafka or [])
+    listed = ", ".join(f"`{n}`" for n in kafka)
     rows += ["", f"The Kafka commands (those with the security options, docs/security.md): {listed}.", ""]
     rows.append("Options without a variable, and why:")
     for (command, flag), reason in NO_VARIABLE.items():
@@ -328,10 +374,14 @@ class EnvParser(argparse.ArgumentParser):
                 item.required = True
         for group in groups:
             self._settle(space, group)
+        read: dict[str, str] = {}
         for dest, action in from_env.items():
             value = getattr(space, dest, None)
             if isinstance(value, _FromEnv):
                 setattr(space, dest, self._value_of(action, value))
+                read[dest] = value.variable
+        if read:  # kept for `source_of` (a subcommand's record is copied onto its parent's namespace)
+            setattr(space, FROM_VARIABLES, {**getattr(space, FROM_VARIABLES, {}), **read})
         return space, extras
 
     def _settle(self, namespace: argparse.Namespace, group: Any) -> None:
@@ -398,6 +448,7 @@ __all__ = [
     "ENV_PREFIX",
     "EVERY_COMMAND",
     "FALSE_WORDS",
+    "FROM_VARIABLES",
     "LOG_LEVELS",
     "NO_VARIABLE",
     "OUT_DIR",
@@ -422,6 +473,8 @@ __all__ = [
     "out_path",
     "prefix_of",
     "show_seconds",
+    "source_of",
+    "value_kind",
     "variable_name",
     "variables_table",
     "walk_options",

@@ -14,9 +14,18 @@ import asyncio
 import dataclasses
 import sys
 
-from processor.cli import CliError
+from processor.errors import EXIT_FAILURE, EXIT_USAGE, CcmeterError, CliError, exit_code_of
+from processor.kafka_security import (
+    KafkaAccessError,
+    SecurityConfigError,
+    add_security_options,
+    check_access,
+    security_from_args,
+    use_security,
+)
 from processor.topics import EVENTS, topic_names
 from processor.worker.config import WorkerConfig, add_arguments
+from replay.common import quiet_kafka_logging
 
 
 async def prepare_output_topics(config: WorkerConfig, events_topic: str) -> int:
@@ -27,17 +36,21 @@ async def prepare_output_topics(config: WorkerConfig, events_topic: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The launcher's flags: those of `ccmeter worker`."""
+    """The launcher's flags: those of `ccmeter worker`, Kafka security included (`replay run` passes those on as
+    `CCMETER_*` variables, processor/kafka_security.py `child_env`)."""
     parser = argparse.ArgumentParser(
         prog="python -m replay.launch",
-        description="Run `ccmeter worker` on another prefix's events topic (a rebuilt app version).",
+        description="Run `ccmeter worker` on another prefix's events topic (a rebuilt app version). Exit status: 0 "
+        "stopped, 1 runtime failure (broker unreachable, access refused, topic missing), 2 usage error.",
     )
     add_arguments(parser)
+    add_security_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the worker's flags (--events-topic required) and run the worker on that events topic."""
+    """Parse the worker's flags (--events-topic required) and run the worker on that events topic with the Kafka
+    security of the flags and `CCMETER_*` variables. Usage errors exit 2, runtime failures 1."""
     args = build_parser().parse_args(argv)
     from aiokafka.errors import KafkaError
 
@@ -47,13 +60,28 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError("--events-topic is required: the live events topic to read")
         if topic_names(config.prefix)[EVENTS] == config.events_topic:
             raise CliError("--prefix must differ from the live prefix (the new version writes its own outputs)")
-        partitions = asyncio.run(prepare_output_topics(config, config.events_topic))
-    except (CliError, ValueError, OSError, KafkaError) as exc:
-        print(f"replay.launch: error: {exc}", file=sys.stderr)
-        return 2
-    from processor.app import run_worker
+        security = security_from_args(args)
+    except (CliError, ValueError) as exc:  # a bad flag, variable or security setting (SecurityConfigError)
+        return _fail(exc, exit_code_of(exc) if isinstance(exc, CcmeterError) else EXIT_USAGE)
+    with use_security(security):
+        try:
+            with quiet_kafka_logging():  # the failure is reported in one line below
+                asyncio.run(check_access(config.broker, security))
+                partitions = asyncio.run(prepare_output_topics(config, config.events_topic))
+        except CcmeterError as exc:  # prepare_topics: RuntimeFailure for a missing topic or a broker error
+            return _fail(exc, exc.exit_code)
+        except SecurityConfigError as exc:  # a TLS file that does not load
+            return _fail(exc, EXIT_USAGE)
+        except (KafkaAccessError, KafkaError, OSError) as exc:  # refused, unreachable, a file that cannot be read
+            return _fail(exc, EXIT_FAILURE)
+        from processor.app import run_worker
 
-    return run_worker(config, partitions)
+        return run_worker(config, partitions)
+
+
+def _fail(exc: BaseException, status: int) -> int:
+    print(f"replay.launch: error: {exc}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

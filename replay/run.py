@@ -126,6 +126,22 @@ async def make_plan(config: RunConfig) -> RunPlan:
     return RunPlan("snapshot", dict(at_from), ends, group, seed)
 
 
+def check_seed_snapshot(snapshot: Path, events_topic: str) -> None:
+    """Before any broker call: `--from-snapshot` names a snapshot (else CliError, or RuntimeFailure while a writer
+    holds it) of the sink of `events_topic` (else CliError). Whether its events reach far enough back needs the
+    topic's offsets: `replay.seed.plan_seed` checks that."""
+    from replay.source import open_snapshot_file
+
+    con, _ = open_snapshot_file(snapshot)
+    try:
+        rows = con.execute("SELECT topic_prefix FROM snapshot_info").fetchall()
+    finally:
+        con.close()
+    of = topic_names(rows[0][0])[EVENTS] if rows and rows[0][0] else None
+    if of != events_topic:
+        raise CliError(f"--from-snapshot {snapshot} is a snapshot of {of or 'an unknown topic'}, not of {events_topic}")
+
+
 def check_app_id(config: RunConfig, group: GroupState, changelog: int | None, partitions: int) -> None:
     """Refuse an app id that belongs to something else: its group reads other topics, or its changelog topic holds
     state while the group has no offsets on this events topic, or has the wrong partition count."""

@@ -14,7 +14,12 @@ from processor.kafka_security import access_error, add_security_options, current
 from processor.options import add_broker, add_prefix, add_quiet, broker_of, deprecated, prefix_of
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from processor.alerts.deliver import DeliverConfig
+
+POSITIONS = ("earliest", "latest")
+OLD_POSITION_VARIABLE = "CCMETER_START"  # read by `--from-position` when it was `--start`; now `simulate`'s first day
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,12 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="file holding the shared signing secret (default: $CCMETER_WEBHOOK_SECRET; one of them is required)",
     )
     deliver.add_argument("--once", action="store_true", help="deliver up to the end offsets seen at start, then exit")
-    deliver.add_argument(
-        "--start",
-        choices=("earliest", "latest"),
-        default="earliest",
-        help="where a group without committed offsets starts: every alert kept (earliest, default) or new ones only",
+    from_position = deliver.add_argument(
+        "--from-position",
+        choices=POSITIONS,
+        default=None,
+        help="where a group without committed offsets starts: every alert kept (earliest) or new ones only "
+        "(latest); was --start (default earliest)",
     )
+    deprecated(deliver, "--start", from_position)
     post_timeout = deliver.add_argument(
         "--post-timeout", metavar="DURATION", default="10s", help="time for one POST (default 10s)"
     )
@@ -120,8 +127,21 @@ def build_config(args: argparse.Namespace) -> DeliverConfig:
         timeout=flag_seconds(args.post_timeout, "--post-timeout"),
         policy=RetryPolicy(first, cap),
         give_up_seconds=give_up_seconds(args.give_up_after, args.once),
-        start=args.start,
+        start=from_position_of(args.from_position, os.environ),
     )
+
+
+def from_position_of(given: str | None, env: Mapping[str, str]) -> str:
+    """`--from-position` (or `$CCMETER_FROM_POSITION`), else the deprecated `$CCMETER_START` when it holds a
+    position (it is `simulate`'s first day otherwise), else earliest."""
+    if given is not None:
+        return given
+    old = env.get(OLD_POSITION_VARIABLE, "").strip().lower()
+    if old in POSITIONS:
+        warning = f"${OLD_POSITION_VARIABLE} is deprecated for `alerts deliver`, use $CCMETER_FROM_POSITION"
+        print(f"ccmeter: warning: {warning}", file=sys.stderr)
+        return old
+    return POSITIONS[0]
 
 
 def run_deliver_command(args: argparse.Namespace) -> int:

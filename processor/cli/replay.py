@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import CliError, RuntimeFailure
-from processor.options import QUIET_HELP, add_app_id, add_duration, deprecated, out_path
+from processor.durations import give_up_seconds
+from processor.kafka_security import add_security_options
+from processor.options import QUIET_HELP, add_app_id, add_duration, deprecated, out_path, prefix_of
 from processor.topics import DEAD_LETTERS, EVENTS, topic_names
 from replay.common import (
     BEGINNING,
@@ -30,7 +32,6 @@ from replay.common import (
     install,
     lag_text,
     parse_instant,
-    prefix_of,
     print_plan,
     progress,
     run_async,
@@ -115,7 +116,7 @@ def run_archive(args: argparse.Namespace) -> int:
     from processor.worker.config import parse_duration_ms
     from replay.archive import make_plan, write_archive
 
-    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    broker, prefix = broker_of(args.broker), prefix_of(args)
     from_ms, to_ms = parse_instant(args.from_ts, "--from"), parse_instant(args.to_ts, "--to")
     if to_ms <= from_ms:
         raise CliError("--to must be after --from")
@@ -202,7 +203,7 @@ def run_publish(args: argparse.Namespace) -> int:
     """`ccmeter replay publish`."""
     from replay.publish import open_source, publish
 
-    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    broker, prefix = broker_of(args.broker), prefix_of(args)
     if args.rate is not None and args.rate <= 0:
         raise CliError("--rate must be positive")
     source = open_source(Path(args.file))
@@ -250,7 +251,7 @@ def run_plan(args: argparse.Namespace) -> int:
     """`ccmeter replay plan`: a dry run, exit 0 (a warning on standard error while the live group has members)."""
     from replay.plan import make_plan, plan_json, plan_lines
 
-    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    broker, prefix = broker_of(args.broker), prefix_of(args)
     from_ms = None if args.from_ts.strip().lower() in BEGINNING else parse_instant(args.from_ts, "--from")
     group = args.app_id or os.environ.get("CCMETER_APP_ID") or DEFAULT_GROUP
     plan = run_async(make_plan(broker, topic_names(prefix)[EVENTS], from_ms, group), broker)
@@ -309,7 +310,14 @@ def _run_parser(commands: Any) -> None:
     parser.add_argument("--web-port", type=int, default=None, help="the worker's HTTP port (default: a free port)")
     parser.add_argument("--log", default=None, metavar="FILE", help="worker log (default STATE_DIR/replay-worker.log)")
     parser.add_argument("--follow", action="store_true", help="keep the worker running once caught up (Ctrl-C stops)")
-    add_duration(parser, "--timeout", default=None, help="give up after this long, e.g. 30m (default: never)")
+    give_up = parser.add_argument(
+        "--give-up-after",
+        metavar="DURATION",
+        default=None,
+        help="exit with status 1 when not caught up after this long, e.g. 30m, 2h or never (default: never; was "
+        "--timeout, which bounds one broker answer in `topics`); a re-run resumes",
+    )
+    deprecated(parser, "--timeout", give_up)
     add_duration(
         parser,
         "--stall-timeout",
@@ -341,9 +349,9 @@ def _terminate(signum: int, frame: Any) -> None:
 def run_run(args: argparse.Namespace) -> int:
     """`ccmeter replay run`."""
     from processor.brokers.common import free_port
-    from replay.run import RunConfig, make_plan, output_counts, plan_lines, worker_command
+    from replay.run import RunConfig, check_seed_snapshot, make_plan, output_counts, plan_lines, worker_command
 
-    broker, prefix = broker_of(args.broker), prefix_of(args.prefix)
+    broker, prefix = broker_of(args.broker), prefix_of(args)
     new_prefix = check_version(args.into, prefix)
     worker_args = list(args.worker_args)
     if worker_args[:1] == ["--"]:
@@ -352,6 +360,9 @@ def run_run(args: argparse.Namespace) -> int:
     from_ms = None if args.from_ts.strip().lower() in BEGINNING else parse_instant(args.from_ts, "--from")
     if args.from_snapshot and from_ms is None:
         raise CliError("--from-snapshot goes with --from TS (from the beginning no state is needed)")
+    give_up_s = give_up_seconds(args.give_up_after, once=False)
+    if args.from_snapshot:  # before any broker call: the file must be a snapshot of this events topic
+        check_seed_snapshot(Path(args.from_snapshot), topic_names(prefix)[EVENTS])
     data_dir = Path(args.state_dir or out_path(f"worker-state-{args.into}")).resolve()
     config = RunConfig(
         broker=broker,
@@ -364,7 +375,7 @@ def run_run(args: argparse.Namespace) -> int:
         log=Path(args.log).resolve() if args.log else data_dir / "replay-worker.log",
         snapshot=Path(args.from_snapshot) if args.from_snapshot else None,
         follow=args.follow,
-        timeout_s=args.timeout,
+        timeout_s=give_up_s,
         stall_s=args.stall_timeout or None,
         worker_args=tuple(worker_args),
         settings=worker.settings,
@@ -450,6 +461,7 @@ def _restate_parser(commands: Any) -> None:
     )
     parser.add_argument("--reason", default=None, help="why the period is restated (kept with every adjustment)")
     add_settings_arguments(parser)
+    add_security_options(parser)  # for --broker: the dead-letter topic of a secured cluster
     _quiet(parser)
     parser.set_defaults(func=run_restate)
 
@@ -485,7 +497,7 @@ def run_restate(args: argparse.Namespace) -> int:
             start, end = resolve_period(args.period, history.latest_plan, through)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        prefix = prefix_of(args.prefix) if args.prefix else snapshot_prefix(con)
+        prefix = prefix_of(args) if args.prefix else snapshot_prefix(con)
         events_topic = snapshot_events_topic(con, prefix)
         data_dir = Path(args.data_dir) if args.data_dir else snapshot_data_dir(con)
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", args.account)

@@ -31,16 +31,19 @@ from processor.options import (
     long_flag,
     no_variable_reason,
     prefix_of,
+    source_of,
+    value_kind,
     variable_name,
     variables_table,
 )
 
 UNIT = re.compile(r"\b\d+(?:\.\d+)?(?:ms|s|m|h|d)\b")
-# A flag name's meaning is its dest. These names mean one thing with a documented variation in what they take:
-# `--from`/`--to` bound what a command reads (local dates for reports, instants for replay, directories for carry).
+# A flag name's meaning is its dest and the kind of value it takes (`value_kind`). These names mean one thing with a
+# documented variation in what they take: `--from`/`--to` bound what a command reads (local dates for reports,
+# instants for replay, directories for carry).
 SAME_MEANING = {
-    "--from": {"from_date", "from_ts", "source"},
-    "--to": {"to_date", "to_ts", "target"},
+    "--from": {("from_date", "date"), ("from_ts", "instant"), ("source", "directory")},
+    "--to": {("to_date", "date"), ("to_ts", "instant"), ("target", "directory")},
 }
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,17 +131,63 @@ def test_docs_list_every_variable() -> None:
     assert variables_table(build_parser()) in (ROOT / "docs" / "running.md").read_text()
 
 
-def test_a_flag_name_has_one_meaning_in_every_command() -> None:
-    meanings: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for command, action in OPTIONS:
+def meaning_conflicts(options: list[tuple[str, argparse.Action]]) -> dict[str, dict[tuple[str, str], list[str]]]:
+    """Flags with more than one meaning, (dest, kind of value) -> the commands, beyond `SAME_MEANING`."""
+    meanings: dict[str, dict[tuple[str, str], list[str]]] = defaultdict(lambda: defaultdict(list))
+    for command, action in options:
         for flag in action.option_strings:
-            meanings[flag][action.dest].append(command)
-    conflicts = {
-        flag: dict(dests)
-        for flag, dests in meanings.items()
-        if len(dests) > 1 and not set(dests) <= SAME_MEANING.get(flag, set())
+            meanings[flag][(action.dest, value_kind(action))].append(command)
+    return {
+        flag: dict(found)
+        for flag, found in meanings.items()
+        if len(found) > 1 and not set(found) <= SAME_MEANING.get(flag, set())
     }
-    assert not conflicts, f"flags with more than one meaning (dest: commands): {conflicts}"
+
+
+def test_a_flag_name_has_one_meaning_in_every_command() -> None:
+    conflicts = meaning_conflicts(OPTIONS)
+    assert not conflicts, f"flags with more than one meaning ((dest, kind): commands): {conflicts}"
+
+
+def test_the_meaning_check_sees_the_same_dest_taking_another_kind_of_value() -> None:
+    """What the check must catch: the names that meant two things before issue 14 (same dest, other values)."""
+    root = argparse.ArgumentParser()
+    commands = root.add_subparsers()
+    simulate, deliver, tokens = (commands.add_parser(name) for name in ("simulate", "deliver", "tokens"))
+    simulate.add_argument("--start", metavar="YYYY-MM-DD", help="first local day")
+    simulate.add_argument("--accounts", type=int, metavar="N", help="number of accounts")
+    deliver.add_argument("--start", choices=("earliest", "latest"), help="where a new group starts")
+    tokens.add_argument("--accounts", metavar="A,B", help="account ids")
+    for parser in (simulate, deliver):
+        add_duration(parser, "--give-up-after", default=None, help="exit 1 after 30s")
+    found = meaning_conflicts(list(walk(root)))
+    assert found == {
+        "--start": {("start", "date"): ["simulate"], ("start", "choice"): ["deliver"]},
+        "--accounts": {("accounts", "number"): ["simulate"], ("accounts", "list"): ["tokens"]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind"),
+    [
+        ({"action": "store_true"}, "switch"),
+        ({"choices": ("a", "b")}, "choice"),
+        ({"type": duration}, "duration"),
+        ({"metavar": "DURATION"}, "duration"),
+        ({"type": int}, "number"),
+        ({"metavar": "PORT"}, "number"),
+        ({"metavar": "YYYY-MM-DD"}, "date"),
+        ({"metavar": "TS"}, "instant"),
+        ({"metavar": "A,B"}, "list"),
+        ({"metavar": "DIR"}, "directory"),
+        ({"metavar": "FILE.parquet"}, "file"),
+        ({"metavar": "PREFIX"}, "text"),
+        ({}, "text"),
+    ],
+)
+def test_value_kinds(kwargs: dict[str, object], kind: str) -> None:
+    action = argparse.ArgumentParser().add_argument("--x", **kwargs)  # type: ignore[arg-type]
+    assert value_kind(action) == kind
 
 
 def test_quiet_means_one_thing() -> None:
@@ -217,6 +266,9 @@ def test_a_renamed_flag_still_works_and_warns(capsys: pytest.CaptureFixture[str]
         (["sink", "--data-dir", "x", "--compact-seconds", "0"], "compact_interval", 0.0),
         (["alerts", "deliver", "--webhook", "https://h/x", "--timeout", "3s"], "post_timeout", "3s"),
         (["simulate", "--out", "x.jsonl", "--heartbeat-seconds", "30"], "desktop_heartbeat", 30.0),
+        (["alerts", "deliver", "--webhook", "https://h/x", "--start", "latest"], "from_position", "latest"),
+        (["tokens", "new", "--accounts", "acct-1,acct-2"], "account_ids", ["acct-1", "acct-2"]),
+        (["replay", "run", "--from", "beginning", "--into", "v2", "--timeout", "30m"], "give_up_after", "30m"),
     ],
 )
 def test_old_spellings_of_renamed_flags(argv: list[str], dest: str, value: object, capsys) -> None:
@@ -232,8 +284,44 @@ def test_every_broker_and_prefix_honours_the_environment(monkeypatch: pytest.Mon
     args = build_parser().parse_args(["topics", "create", "--broker", "h:1", "--prefix", "p."])
     assert (broker_of(args), prefix_of(args)) == ("h:1", "p.")
     monkeypatch.setenv("CCMETER_PREFIX", "bad prefix")
-    with pytest.raises(CliError, match="--prefix"):
+    with pytest.raises(CliError, match=r"^\$CCMETER_PREFIX: topic prefix 'bad prefix'"):
         prefix_of(build_parser().parse_args(["publish", "x.jsonl"]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "named"),
+    [
+        (["publish", "x.jsonl"], "bad prefix", "$CCMETER_PREFIX"),  # the parser read the variable
+        (["publish", "x.jsonl", "--prefix", "bad flag"], "ok.", "--prefix"),
+        (["publish", "x.jsonl", "--prefix", "bad flag"], "bad prefix", "--prefix"),  # the flag beats the variable
+        (["replay", "plan", "--from", "beginning"], "bad prefix", "$CCMETER_PREFIX"),
+        (["replay", "restate", "--snapshot", "s", "--account", "a", "--period", "current", "--prefix", "b!"], "x",
+         "--prefix"),  # no variable here: the flag only
+    ],
+)  # fmt: skip
+def test_a_bad_prefix_names_where_it_came_from(env: pytest.MonkeyPatch, argv: list[str], variable: str, named: str):
+    env.setenv("CCMETER_PREFIX", variable)
+    with pytest.raises(CliError) as caught:
+        prefix_of(parse(*argv))
+    assert str(caught.value).startswith(f"{named}: topic prefix "), caught.value
+    assert "\n" not in str(caught.value)
+
+
+def test_prefix_of_a_plain_namespace_reads_the_environment_it_is_given() -> None:
+    with pytest.raises(CliError, match=r"^\$CCMETER_PREFIX: "):
+        prefix_of(argparse.Namespace(prefix=None), {"CCMETER_PREFIX": "a b"})
+    with pytest.raises(CliError, match=r"^--prefix: "):
+        prefix_of(argparse.Namespace(prefix="a b"), {"CCMETER_PREFIX": "ok."})
+    assert prefix_of(argparse.Namespace(), {}) == "ccmeter."
+
+
+def test_the_parser_records_which_options_came_from_variables(env: pytest.MonkeyPatch) -> None:
+    env.setenv("CCMETER_PARTITIONS", "12")
+    args = parse("topics", "create", "--timeout", "5s")
+    assert source_of(args, "partitions", "--partitions") == "$CCMETER_PARTITIONS"
+    assert source_of(args, "timeout", "--timeout") == "--timeout"  # given as a flag
+    assert source_of(args, "prefix", "--prefix") == "--prefix"  # the default
+    assert source_of(argparse.Namespace(), "prefix", "--prefix") == "--prefix"
 
 
 def test_default_output_paths_are_under_the_ignored_directory() -> None:

@@ -385,7 +385,8 @@ def test_rebuild_verify_seed_and_restate_next_to_a_live_worker(broker: str, topi
         assert live_outputs[USAGE_CHANGES] and live_outputs[DEAD_LETTERS]
 
         # 1. Rebuild from the beginning into v2 while the live worker runs: the same outputs, record for record.
-        common = ["--broker", broker, "--prefix", topic_prefix, "--quiet", "--timeout", "150", "--stall-timeout", "12"]
+        common = ["--broker", broker, "--prefix", topic_prefix, "--quiet", "--give-up-after", "150s"]
+        common += ["--stall-timeout", "12"]
         v2 = ["replay", "run", *common, "--from", "beginning", "--into", "v2", "--app-id", f"v2-{tag}"]
         began = time.monotonic()
         assert main([*v2, "--state-dir", str(tmp_path / "v2"), *WORKER_FLAGS]) == 0, (tmp_path / "v2").glob("*.log")

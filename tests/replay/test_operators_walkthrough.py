@@ -96,7 +96,7 @@ def test_restate_apply_and_cut_over_as_documented(broker: str, topic_prefix: str
     # "Cut over to a new version", steps 2 to 4.
     snapshot(data, before, capsys)
     run = ["replay", "run", *kafka, "--from", "beginning", "--into", "v2", "--app-id", f"v2-{tag}", "--quiet"]
-    run += ["--timeout", "150", "--state-dir", str(tmp_path / "worker-v2")]
+    run += ["--give-up-after", "150s", "--state-dir", str(tmp_path / "worker-v2")]
     assert main([*run, *WORKER_FLAGS]) == 0, (tmp_path / "worker-v2" / "replay-worker.log").read_text()
     assert "caught up" in capsys.readouterr().out
     v2_kafka = ["--broker", broker, "--prefix", f"{topic_prefix}v2.", "--events-prefix", topic_prefix]

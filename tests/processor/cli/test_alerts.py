@@ -67,3 +67,33 @@ def test_no_secret_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     monkeypatch.delenv(SECRET_ENV, raising=False)
     assert main(["alerts", "deliver", "--webhook", "http://127.0.0.1:1/"]) == 2
     assert "no signing secret: give --secret-file FILE or set $CCMETER_WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+def test_from_position_its_variable_and_the_old_spellings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, "env-secret")
+    for name in ("CCMETER_FROM_POSITION", "CCMETER_START"):
+        monkeypatch.delenv(name, raising=False)
+    assert build_config(parse("--from-position", "latest")).start == "latest"
+    assert build_config(parse("--start", "latest")).start == "latest"
+    assert "--start is deprecated, use --from-position" in capsys.readouterr().err
+    monkeypatch.setenv("CCMETER_FROM_POSITION", "latest")
+    assert build_config(parse()).start == "latest"
+    assert build_config(parse("--from-position", "earliest")).start == "earliest"  # the flag beats the variable
+    monkeypatch.delenv("CCMETER_FROM_POSITION")
+    monkeypatch.setenv("CCMETER_START", "2026-11-01")  # `simulate --start`: its first day, not a position
+    assert build_config(parse()).start == "earliest"
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("CCMETER_START", "latest")  # what deployments set while the flag was --start
+    assert build_config(parse()).start == "latest"
+    assert "$CCMETER_START is deprecated for `alerts deliver`, use $CCMETER_FROM_POSITION" in capsys.readouterr().err
+    monkeypatch.setenv("CCMETER_FROM_POSITION", "earliest")
+    assert build_config(parse()).start == "earliest"  # the new variable beats the old one
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bad_from_position_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        parse("--from-position", "newest")
+    assert done.value.code == 2 and "invalid choice: 'newest'" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def test_new_operator_token(capsys: pytest.CaptureFixture[str]):
 
 
 def test_new_scoped_token(capsys: pytest.CaptureFixture[str]):
-    assert main(["tokens", "new", "--accounts", "acct-2,acct-1"]) == 0
+    assert main(["tokens", "new", "--account-ids", "acct-2,acct-1"]) == 0
     token, line = capsys.readouterr().out.splitlines()
     assert line.endswith(" accounts=acct-1,acct-2")
     access = Access([parse_line(line)])
@@ -31,8 +31,24 @@ def test_new_scoped_token(capsys: pytest.CaptureFixture[str]):
 
 def test_bad_accounts_and_help(capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit) as info:
-        main(["tokens", "new", "--accounts", "a b"])
+        main(["tokens", "new", "--account-ids", "a b"])
     assert info.value.code == 2
     assert "comma-separated list" in capsys.readouterr().err
     assert main(["tokens"]) == 2
     assert "new" in capsys.readouterr().out
+
+
+def test_the_old_spelling_still_scopes_the_token_and_warns(capsys: pytest.CaptureFixture[str]):
+    assert main(["tokens", "new", "--accounts", "acct-1"]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[1].endswith(" accounts=acct-1")
+    assert "--accounts is deprecated, use --account-ids" in out.err
+    with pytest.raises(SystemExit) as info:
+        main(["tokens", "new", "--accounts", "a b"])  # checked like the new flag
+    assert info.value.code == 2
+
+
+def test_simulates_count_of_accounts_does_not_scope_tokens(monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setenv("CCMETER_ACCOUNTS", "3")  # `simulate --accounts`: a number, not a token's scope
+    assert main(["tokens", "new"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(" operator")
