@@ -501,7 +501,9 @@ def run_worker(config: WorkerConfig, partitions: int) -> int:
     except (faust_adapter.FaustIncompatible, ValueError, KafkaError, OSError) as exc:
         refused = access_error(exc, config.broker, current_security())
         print(f"ccmeter worker: {refused or exc}", file=sys.stderr)
-        return 1 if refused else 2
+        # A bad setting (ValueError) is a usage error; an unreachable broker, a refusal, a file or an incompatible
+        # Faust is a runtime failure.
+        return 2 if isinstance(exc, ValueError) and not refused else 1
     worker = Worker(config, partitions, guarantee, access)
     # Every event allocates short-lived tuples and dicts; with Python's default threshold (700) the cyclic
     # collector runs every few events. Fewer, larger young-generation collections: about 10% more events/s.

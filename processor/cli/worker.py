@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,13 @@ def run_worker_command(args: argparse.Namespace) -> int:
         Path(config.state_dir).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RuntimeFailure(f"--state-dir {config.state_dir}: {exc.strerror or exc}") from None
-    partitions = asyncio.run(prepare_topics(config))
+    kafka_log = logging.getLogger("aiokafka")  # an unreachable broker is one line below, not aiokafka's retries
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        partitions = asyncio.run(prepare_topics(config))
+    finally:
+        kafka_log.setLevel(level)  # once running, the worker's log (Faust's) shows the client's warnings
     from processor.app import run_worker
 
     return run_worker(config, partitions)
