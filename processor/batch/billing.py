@@ -21,7 +21,7 @@ from schemas.events import format_ms
 from schemas.outputs import PeakUser, Report
 
 from .calendar import local_midnight_ms
-from .report import HOUR_MS, Bucket, PlanTerms, report_day
+from .report import HOUR_MS, Bucket, PlanTerms, bucket_of, report_day
 
 Request = tuple[str, date, date]
 
@@ -335,16 +335,7 @@ def _report(
     """One request's Report, assembled exactly as report.build_report does."""
 
     def bucket(key: int) -> Bucket:
-        peak, peak_at, over_ms, license_ms, max_excess = stats.get((r, key), (0, None, 0, 0, 0))
-        peak = int(peak or 0)
-        return (
-            peak,
-            None if peak == 0 else int(peak_at),
-            int(over_ms or 0),
-            int(license_ms or 0),
-            int(max_excess or 0),
-            int(users.get((r, key), 0)),
-        )
+        return bucket_of(stats.get((r, key)), users.get((r, key), 0))
 
     bounds, cut = plan.bounds, plan.cut
     known = plan.data_through_ms is not None

@@ -6,8 +6,10 @@ rule: `max(W_a - allowed_lateness, W_p - account_idle_lateness)` over the valid 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import duckdb
 
@@ -175,6 +177,21 @@ def peak_users(con: duckdb.DuckDBPyConnection, account_id: str, at_ms: int | Non
 Bucket = tuple[int, int | None, int, int, int, int]
 
 
+def bucket_of(row: Sequence[Any] | None, users: int) -> Bucket:
+    """A bucket's values from its BUCKET_SQL row `(peak, peak_at, over_ms, license_ms, max_excess)` (None: no
+    usage in it) and its distinct users."""
+    peak, peak_at, over_ms, license_ms, max_excess = row if row is not None else (0, None, 0, 0, 0)
+    peak = int(peak or 0)
+    return (
+        peak,
+        None if peak == 0 else int(peak_at),
+        int(over_ms or 0),
+        int(license_ms or 0),
+        int(max_excess or 0),
+        int(users),
+    )
+
+
 def report_day(day: date, values: Bucket, terms: PlanTerms, known: bool, complete: bool) -> ReportDay:
     """One report day; metrics null when the day starts at or after data_through (`known` false)."""
     peak, peak_at, over_ms, license_ms, max_excess, distinct = values
@@ -214,16 +231,7 @@ def build_report(
     terms = plan_terms_at(con, account_id, [hi - 1 for hi in (period[1], *bounds[1:])], known_until)
 
     def bucket(key: int) -> Bucket:
-        peak, peak_at, over_ms, license_ms, max_excess = stats.get(key, (0, None, 0, 0, 0))
-        peak = int(peak or 0)
-        return (
-            peak,
-            None if peak == 0 else int(peak_at),
-            int(over_ms or 0),
-            int(license_ms or 0),
-            int(max_excess or 0),
-            int(users.get(key, 0)),
-        )
+        return bucket_of(stats.get(key), users.get(key, 0))
 
     known = data_through_ms is not None
     days = [
