@@ -3,9 +3,11 @@
 Benchmarks (names for --only): worker (throughput on real Kafka: naive agent, worker, raw consumer, Faust floors;
 output check), core (the worker's own work in-process), scale (in-process cost growth
 with accounts and signed-in users, issue 13), batch (batch engine and report
-latency, snapshots), memory (state per signed-in user), latency (publish -> live usage). Starts its own Kafka
-(KafkaServer, free port) when worker or latency runs. The machine is shared: each row records the 1-minute load
-average, and docs/performance.md reads the numbers as ratios within one run.
+latency, snapshots), memory (state per signed-in user), latency (publish -> live usage), scaleout (two workers on four
+partitions against one on one), replay (`replay run` rebuild rate), verify (`replay verify` peak RSS and rate; issue
+13). Starts its own Kafka (KafkaServer, free port) when worker, latency, scaleout or replay runs. The machine is
+shared: each row records the 1-minute load average, and docs/performance.md reads the numbers as ratios within one
+run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 
 from bench.common import OUT, Row, load_average, log, machine, table
 
-NAMES = ("worker", "core", "scale", "batch", "memory", "latency")
+NAMES = ("worker", "core", "scale", "batch", "memory", "latency", "scaleout", "replay", "verify")
+KAFKA = ("worker", "latency", "scaleout", "replay")
 
 
 def sizes(quick: bool) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_data = sim_dataset(*size["worker"])
     with ExitStack() as stack:
         bootstrap = ""
-        if "worker" in selected or "latency" in selected:
+        if any(name in KAFKA for name in selected):
             from processor.brokers.kafka_server import KafkaServer
 
             kafka = stack.enter_context(KafkaServer())
@@ -82,6 +85,18 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import memory_bench
 
                 part, extra = memory_bench.bench(size["memory_agents"])
+            elif name == "scaleout":
+                from bench import scaleout_bench
+
+                part, extra = scaleout_bench.bench(bootstrap, worker_data, args.quick)
+            elif name == "replay":
+                from bench import replay_bench
+
+                part, extra = replay_bench.bench(bootstrap, worker_data, args.quick)
+            elif name == "verify":
+                from bench import verify_bench
+
+                part, extra = verify_bench.bench(args.quick)
             else:
                 from bench import latency_bench
 
