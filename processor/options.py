@@ -53,6 +53,20 @@ def duration(text: str) -> float:
 
 duration.__name__ = "duration"
 
+DEFAULT_MEMORY_LIMIT = "1GB"  # of each DuckDB database a command holds (`--memory-limit`)
+_SIZE = re.compile(r"[0-9]+(?:[.][0-9]+)?(?:KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+
+
+def memory_size(text: str) -> str:
+    """argparse type of a memory size as DuckDB reads it: a number and a unit, e.g. `512MB`, `2GB`, `1.5GiB`."""
+    value = text.strip().replace(" ", "")
+    if not _SIZE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: write a number and a unit, e.g. 512MB or 2GB")
+    return value
+
+
+memory_size.__name__ = "memory size"
+
 
 def _mark(action: argparse.Action, env: str | None) -> argparse.Action:
     action.ccmeter_env = env  # type: ignore[attr-defined]  # read by `env_of` and the option rules test

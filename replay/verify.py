@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from processor.core.model import NEVER, PeakWindow, Plan, Settings, UsageChange, UserInterval
+from processor.options import DEFAULT_MEMORY_LIMIT
 from processor.worker import records as rec
 from replay.source import Verdicts, account_partitions, classify_to_file, write_event_file
 from schemas.events import format_ms
@@ -252,6 +253,12 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
+def _bound(connection: duckdb.DuckDBPyConnection, work_dir: Path, memory_limit: str) -> None:
+    """Hold the connection's database to `memory_limit`; sorts and joins beyond it spill under `work_dir`."""
+    connection.execute(f"SET temp_directory = '{_quoted(work_dir / 'spill')}'")
+    connection.execute(f"SET memory_limit = '{_quoted(memory_limit)}'")
+
+
 def verify(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
@@ -259,12 +266,15 @@ def verify(
     progress: bool = True,
     against: duckdb.DuckDBPyConnection | None = None,
     on_difference: Callable[[Difference], None] | None = None,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> VerifyResult:
     """Recompute from `con`'s events and compare with `con`'s outputs, or with those of `against` (another
     snapshot, e.g. of a rebuilt version whose sink holds outputs only), below `con`'s horizons.
 
     Each difference goes to `on_difference` as it is found (else to `VerifyResult.differences`); memory stays
-    bounded whatever the number of events (work files in a temporary directory)."""
+    bounded whatever the number of events: every DuckDB database it uses is held to `memory_limit` (DuckDB's
+    default is 80% of the machine's memory, and its buffer pool grows with the data), and what does not fit spills
+    to work files in a temporary directory."""
     from processor.batch.engine import BatchEngine
     from replay.common import progress as bar_of
 
@@ -282,7 +292,7 @@ def verify(
     with tempfile.TemporaryDirectory(prefix="ccmeter-verify-") as tmp:
         work_dir = Path(tmp)
         for connection in {id(con): con, id(outputs): outputs}.values():  # sorts and joins may spill here
-            connection.execute(f"SET temp_directory = '{_quoted(work_dir / 'spill')}'")
+            _bound(connection, work_dir, memory_limit)
         with bar_of(total, "verify: partition clocks", enabled=progress) as bar:
             verdicts = classify_to_file(con, settings, work_dir / "verdicts.parquet", bar=bar)
         skipped = {k: v for k, v in verdicts.counts.items() if k != "ok"}
@@ -308,7 +318,8 @@ def verify(
         engine = BatchEngine(settings, database=str(work_dir / "engine.duckdb"))
         work = duckdb.connect(str(work_dir / "compare.duckdb"))
         try:
-            engine.con.execute(f"SET temp_directory = '{_quoted(work_dir / 'spill')}'")
+            _bound(engine.con, work_dir, memory_limit)
+            _bound(work, work_dir, memory_limit)
             with bar_of(rows, "verify: batch engine", enabled=progress) as bar:
                 engine.load(applied)
                 bar.update(rows)

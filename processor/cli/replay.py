@@ -18,7 +18,16 @@ from typing import Any
 from processor.cli import CliError, RuntimeFailure
 from processor.durations import give_up_seconds
 from processor.kafka_security import add_security_options
-from processor.options import QUIET_HELP, add_app_id, add_duration, deprecated, out_path, prefix_of
+from processor.options import (
+    DEFAULT_MEMORY_LIMIT,
+    QUIET_HELP,
+    add_app_id,
+    add_duration,
+    deprecated,
+    memory_size,
+    out_path,
+    prefix_of,
+)
 from processor.topics import DEAD_LETTERS, EVENTS, topic_names
 from replay.common import (
     BEGINNING,
@@ -646,8 +655,8 @@ def _verify_parser(commands: Any) -> None:
         description="Fold the events the live worker applied (by the partition clocks) with the batch engine and "
         "compare usage changes, closed peak windows, user intervals and plans with the snapshot's (or, with "
         "--against, another snapshot's), below each account's horizon (watermark - allowed lateness, or --until). "
-        "Prints every difference as it is found; exits 1 if any. Memory does not grow with the number of events "
-        "(work files in a temporary directory).",
+        "Prints every difference as it is found; exits 1 if any. Memory is bounded: each DuckDB database it uses "
+        "is held to --memory-limit and spills the rest to work files in a temporary directory.",
         epilog="Example: ccmeter replay verify --snapshot usage.duckdb",
     )
     parser.add_argument("--snapshot", required=True, metavar="FILE", help="a snapshot from `ccmeter snapshot`")
@@ -657,6 +666,14 @@ def _verify_parser(commands: Any) -> None:
         default=None,
         metavar="FILE",
         help="compare the outputs of this other snapshot (e.g. of a rebuilt version) instead of the snapshot's own",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=memory_size,
+        default=DEFAULT_MEMORY_LIMIT,
+        metavar="SIZE",
+        help=f"memory of each DuckDB database it uses, e.g. 512MB, 2GB (default {DEFAULT_MEMORY_LIMIT}); the rest "
+        "spills to disk",
     )
     add_settings_arguments(parser)
     add_format_argument(parser)
@@ -702,7 +719,10 @@ def run_verify(args: argparse.Namespace) -> int:
                 ],
                 to_stderr=as_json,
             )
-            result = verify(con, settings, until, progress=not args.quiet, against=other, on_difference=found)
+            result = verify(
+                con, settings, until, progress=not args.quiet, against=other, on_difference=found,
+                memory_limit=args.memory_limit,
+            )  # fmt: skip
         finally:
             con.close()
             if other is not None:

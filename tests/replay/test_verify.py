@@ -69,3 +69,23 @@ def test_until_limits_the_comparison(snapshot: Path, capsys: pytest.CaptureFixtu
 def test_not_a_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["replay", "verify", "--snapshot", str(tmp_path / "none.duckdb")]) == 2
     assert "no such snapshot file" in capsys.readouterr().err
+
+
+def test_every_database_of_verify_is_held_to_the_memory_limit(snapshot: Path, monkeypatch: pytest.MonkeyPatch):
+    """DuckDB's default is 80% of the machine's memory and its buffer pool grows with the data: verify sets a limit
+    (`--memory-limit`, default 1GB) on every database it uses, and still verifies within a small one."""
+    from replay import verify as module
+
+    limits: list[str] = []
+    bound = module._bound
+
+    def spy(connection: duckdb.DuckDBPyConnection, work_dir: Path, memory_limit: str) -> None:
+        bound(connection, work_dir, memory_limit)
+        limits.append(connection.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+    monkeypatch.setattr(module, "_bound", spy)
+    assert main(["replay", "verify", "--snapshot", str(snapshot), "--quiet", "--memory-limit", "64MB"]) == 0
+    assert len(limits) == 3 and all(limit.startswith(("61.0 MiB", "64.0 MB", "61.0MiB", "64.0MB")) for limit in limits)
+    with pytest.raises(SystemExit) as bad:
+        main(["replay", "verify", "--snapshot", str(snapshot), "--quiet", "--memory-limit", "lots"])
+    assert bad.value.code == 2
