@@ -265,6 +265,8 @@ def window_rate(run: WorkerRun, upto: int) -> tuple[float, float]:
     """(events/s, events per CPU-s) of a worker run from its first sample to the first with >= `upto` records:
     the same stretch of the topic as a run that stopped there."""
     t0, r0, c0 = run.samples[0]
+    if r0 >= upto:  # the first sample is already past the stretch (a short quick run): the whole run's rate
+        return run.rate, run.cpu_rate
     for t, r, c in run.samples:
         if r >= upto and t > t0:
             return (r - r0) / (t - t0), (r - r0) / max(c - c0, 1e-9)
