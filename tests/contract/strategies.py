@@ -18,7 +18,18 @@ from hypothesis import strategies as st
 from processor.core.model import Settings
 from schemas.events import format_ms, to_ms
 from tests.contract.implementations import History
-from tests.histories import DEVICE_TYPES, MINUTE, PAGES, T0, ZONES
+
+T0 = 1_793_577_600_000  # 2026-11-02T00:00:00Z (a Monday)
+MINUTE = 60_000
+DEVICE_TYPES = (
+    "desktop.signed_in",
+    "desktop.signed_out",
+    "desktop.heartbeat",
+    "work_session.started",
+    "work_session.ended",
+)
+PAGES = ("cc.inbox", "cc.dashboard", "usage_reports.contact_center", "meetings.list", "settings.profile")
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata")
 
 SECOND = 1_000
 HOUR = 60 * MINUTE

@@ -4,7 +4,7 @@ compaction, and the version 1 entries written before."""
 from __future__ import annotations
 
 import json
-import random
+from unittest.mock import patch
 
 import msgpack
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +30,9 @@ from processor.worker.state import (
     part_key,
 )
 from schemas.events import format_ms
-from tests.histories import T0, HistoryShape, generate
+from tests.contract.implementations import History
+from tests.contract.strategies import histories
+from tests.processor.worker.wires import T0, batch_end, event_times, raws
 
 TOPIC = "t.events"
 SETTINGS = Settings()
@@ -44,28 +46,26 @@ def canonical(fold: AccountFold) -> list:
     return items
 
 
-def records(history: list[dict]) -> list[tuple[int, bytes, bytes, int]]:
-    return [(i, e["account_id"].encode(), json.dumps(e).encode(), T0 + 30 * 86_400_000) for i, e in enumerate(history)]
-
-
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 2**31), st.sampled_from([0, 1, 3]))
-def test_the_stored_parts_rebuild_the_fold_after_every_batch(seed, max_deltas):
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    history=histories(),
+    windows=st.lists(st.integers(0, 60), min_size=1, max_size=6),
+    max_deltas=st.sampled_from((accounts.MAX_DELTAS, 0, 1, 3)),
+)
+def test_the_stored_parts_rebuild_the_fold_after_every_batch(history: History, windows: list[int], max_deltas: int):
     """After each batch, a fold read back from what was written (base + deltas, old parts deleted) equals the fold in
-    memory; also with compaction at every batch (0) or every few batches."""
-    history = generate(seed, HistoryShape(accounts=3, users=6, devices=2, events=300, span_minutes=400))
-    rng = random.Random(seed)
+    memory; also with a new base at every write (`MAX_DELTAS` 0) or every few writes. Batch `n` holds the records
+    whose events lie less than `windows[n % len(windows)]` minutes after its first one (at most 16)."""
     store = DictStore()
     processor = StreamProcessor(TOPIC, SETTINGS, store)
-    raws = records(history)
-    position = 0
-    original = accounts.MAX_DELTAS
-    accounts.MAX_DELTAS = max_deltas or original
-    try:
-        while position < len(raws):
-            batch = raws[position : position + rng.randint(1, 30)]
-            position += len(batch)
-            result = processor.process(0, batch)
+    records = raws(history.events)
+    times = event_times(records)
+    position = n = 0
+    with patch.object(accounts, "MAX_DELTAS", max_deltas):
+        while position < len(records):
+            end = batch_end(times, position, windows[n % len(windows)], 16)
+            result = processor.process(0, records[position:end])
+            position, n = end, n + 1
             store.update(result.states)
             for key in result.states:
                 if not is_account_key(key):
@@ -74,8 +74,6 @@ def test_the_stored_parts_rebuild_the_fold_after_every_batch(seed, max_deltas):
                 loaded = load_account(store.data[key], store.get)
                 assert canonical(loaded.fold) == canonical(live.fold), f"account {key!r} after offset {position}"
                 assert (loaded.applied, loaded.wake, loaded.parts) == (live.applied, live.wake, live.parts)
-    finally:
-        accounts.MAX_DELTAS = original
     parts = [key for key in store.data if is_part_key(key)]
     named = set()
     for key, value in store.data.items():
@@ -107,7 +105,7 @@ def test_a_batch_writes_only_the_users_it_touched():
     store = DictStore()
     processor = StreamProcessor(TOPIC, SETTINGS, store)
     history = [*signed_in(100, T0), api("user-042", T0 + 11 * 60_000, "p1")]  # horizon T0 + 1 min: sign-ins applied
-    first = processor.process(0, records(history))
+    first = processor.process(0, raws(history))
     store.update(first.states)
     base_key = part_key("big", 0, 0)
     assert base_key in first.states and len(decode_part(first.states[base_key])[0]) == 100  # 100 devices

@@ -1,19 +1,19 @@
 """The worker's partition processing without a broker: batches, re-delivery, partial state writes after a crash.
 
-Reference: `fold_history` of each partition's events (the fold's own batch entry point), cut at the partition's
-final horizon: usage changes before it, windows that end at or before it.
+Input: the contract suite's shrinking histories as events-topic records (tests/processor/worker/wires.py), with
+batch cuts, crash points and re-delivery positions drawn by Hypothesis too, so that a failure shrinks to a short
+history and schedule. Reference: `fold_history` of each partition's events (the fold's own batch entry point, too-late
+events dropped), cut at each account's final horizon: usage changes before it, windows that end at or before it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
-import zlib
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import msgpack
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,147 +22,220 @@ from processor.core.alerts import alerts_for
 from processor.core.model import Settings
 from processor.core.partition import fold_history
 from processor.worker import records as rec
-from processor.worker.partition import BatchResult
+from processor.worker.partition import BatchResult, Raw
 from processor.worker.runner import StreamProcessor
-from processor.worker.state import account_header, account_key, clock_key, decode_clock
-from schemas.events import Event, decode, format_ms
+from processor.worker.state import DictStore, account_header, account_key, clock_key, decode_clock
+from schemas.events import Event, Rejection, decode, format_ms
 from schemas.outputs import AlertRecord, PeakWindowRecord, UsageChangeRecord
-from tests.histories import T0, HistoryShape, generate
+from tests.processor.worker.wires import (
+    MALFORMED,
+    PARTITIONS,
+    T0,
+    TOPIC,
+    Wire,
+    batch_end,
+    event_times,
+    partition_of,
+    wires,
+)
 
-TOPIC = "t.events"
-PARTITIONS = 3
 SETTINGS = Settings()
+MAX_BATCH = 16  # records in a batch of the schedule (a partition has a few dozen)
+Parts = dict[int, list[Raw]]
 
 
-def partition_of(key: bytes | None) -> int:
-    return zlib.crc32(key or b"") % PARTITIONS
+@dataclass
+class Expected:
+    """What the worker must have sent once every partition was read to its end."""
+
+    changes: dict[str, dict] = field(default_factory=dict)  # change_id -> record
+    windows: dict[str, dict] = field(default_factory=dict)  # window_id -> record
+    alerts: dict[tuple[str, str], dict] = field(default_factory=dict)  # (alert_id, state) -> record
+    letters: dict[tuple[int, int], str] = field(default_factory=dict)  # (partition, offset) -> reason
+    horizons: dict[str, int] = field(default_factory=dict)  # each account's data_through
+    watermarks: dict[int, int | None] = field(default_factory=dict)  # each partition's W_p
 
 
-def wire(seed: int) -> list[tuple[bytes | None, bytes]]:
-    """(key, value) records in arrival order: a history, malformed lines, a too-late event and a pusher."""
-    history = generate(seed, HistoryShape(accounts=5, users=4, devices=2, events=150, span_minutes=300))
-    out: list[tuple[bytes | None, bytes]] = [(e["account_id"].encode(), json.dumps(e).encode()) for e in history]
-    rng = random.Random(seed)
-    for bad in (b"not json", b'{"type": "nope"}', b"\xff\xfe", b"[1, 2]"):
-        out.insert(rng.randrange(len(out)), (b"acct-0", bad))
-    late = {"event_id": "late-1", "type": "api.request", "account_id": "acct-1", "user_id": "u1"}
-    late["occurred_at"] = format_ms(T0)
-    out.append((b"acct-1", json.dumps(late).encode()))
-    return out
-
-
-ARRIVAL_MS = T0 + 30 * 86_400_000  # record timestamps: all records were published long after their events
-
-
-def split(records: list[tuple[bytes | None, bytes]]) -> dict[int, list[tuple[int, bytes | None, bytes, int]]]:
-    parts: dict[int, list[tuple[int, bytes | None, bytes, int]]] = defaultdict(list)
-    for key, value in records:
-        part = parts[partition_of(key)]
-        part.append((len(part), key, value, ARRIVAL_MS))
-    return parts
-
-
-def reference(parts) -> tuple[dict[str, dict], dict[str, dict], dict[int, int], dict[str, int]]:
-    """The fold of each partition as the stream sees it (too-late events dropped), cut at each account's horizon;
-    the partition watermarks and the accounts' horizons."""
-    changes: dict[str, dict] = {}
-    windows: dict[str, dict] = {}
-    watermarks: dict[int, int] = {}
-    horizons: dict[str, int] = {}
+def reference(parts: Parts) -> Expected:
+    """The fold of each partition as the stream sees it (too-late events dropped), cut at each account's horizon; the
+    alerts of the pure rules over that cut; the rejections and too-late verdicts as dead letters."""
+    want = Expected()
     for p, batch in parts.items():
-        events: list[Event] = [e for _, _, v, _ in batch if not hasattr(e := decode(v), "reason")]
-        watermarks[p] = max(event.at_ms for event in events)
-        out, _, _ = fold_history(events, SETTINGS, late_events="drop")
-        horizons.update(out.horizons)
-        changes.update(
-            (c.change_id, rec.usage_change(c)) for c in out.usage_changes if c.at_ms < out.horizons[c.account_id]
-        )
-        windows.update((w.window_id, rec.peak_window(w)) for w in out.windows if w.end_ms <= out.horizons[w.account_id])
-    return changes, windows, watermarks, horizons
+        offsets: list[int] = []
+        events: list[Event] = []
+        for offset, _, value, _ in batch:
+            event = decode(value or b"")
+            if isinstance(event, Rejection):
+                want.letters[(p, offset)] = event.reason
+            else:
+                offsets.append(offset)
+                events.append(event)
+        want.watermarks[p] = max((event.at_ms for event in events), default=None)
+        out, _, verdicts = fold_history(events, SETTINGS, late_events="drop")
+        for arrival, _, verdict in verdicts:
+            if verdict not in ("duplicate", "duplicate_conflict"):
+                want.letters[(p, offsets[arrival])] = verdict
+        want.horizons.update(out.horizons)
+        for account, horizon in out.horizons.items():
+            changes = [c for c in out.usage_changes if c.account_id == account and c.at_ms < horizon]
+            plans = [plan for a, plan in out.plans if a == account and plan.at_ms < horizon]
+            want.changes.update((c.change_id, rec.usage_change(c)) for c in changes)
+            for alert in alerts_for(account, changes, plans, horizon):
+                want.alerts[(alert.alert_id, alert.state)] = alert.to_record().model_dump()
+        cut = out.horizons
+        want.windows.update((w.window_id, rec.peak_window(w)) for w in out.windows if w.end_ms <= cut[w.account_id])
+    return want
 
 
 class Collector:
-    def __init__(self) -> None:
+    """What a consumer of the output topics keeps: records by id (a re-sent one must equal the first), dead letters
+    by position, each account's greatest horizon and each partition's greatest idle floor (like the snapshot view
+    `account_horizons`: after a crash, batches cut otherwise may send an account's earlier horizons again)."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
         self.changes: dict[str, dict] = {}
         self.windows: dict[str, dict] = {}
-        self.alerts: list[dict] = []
-        self.dead: list[dict] = []
+        self.alerts: dict[tuple[str, str], dict] = {}
+        self.letters: dict[tuple[int, int], str] = {}
         self.horizons: dict[str, int] = {}
+        self.floors: dict[int, int] = {}
+        self.sent: dict[str, int] = {}  # each account's last horizon sent since the worker (re)started
+
+    def restart(self) -> None:
+        """The worker restarted: it may send an account's horizons below those sent before the crash again."""
+        self.sent = {}
 
     def take(self, result: BatchResult) -> None:
+        """Keep one batch's outputs; no id gets two contents, no account's horizon moves back (between restarts)."""
         for change in result.output.usage_changes:
             record = rec.usage_change(change)
             assert self.changes.setdefault(record["change_id"], record) == record
         for window in result.output.windows:
             record = rec.peak_window(window)
             assert self.windows.setdefault(record["window_id"], record) == record
-        self.alerts.extend(a.to_record().model_dump() for a in result.alerts)
-        for account, horizon in result.output.horizons.items():  # never moves back, even after a crash
+        for alert in result.alerts:
+            record = alert.to_record().model_dump()
+            assert self.alerts.setdefault((alert.alert_id, alert.state), record) == record
+        for letter in result.dead_letters:
+            where = (letter["partition"], letter["offset"])
+            assert self.letters.setdefault(where, letter["reason"]) == letter["reason"]
+            assert letter["original"] == self.parts[where[0]][where[1]][2]
+        for account, horizon in result.output.horizons.items():
+            assert horizon >= self.sent.get(account, horizon), f"{account}: horizon moved back"
+            self.sent[account] = horizon
             self.horizons[account] = max(horizon, self.horizons.get(account, horizon))
-        self.dead.extend(result.dead_letters)
+        if result.idle_floor is not None:
+            self.floors[result.partition] = max(result.idle_floor, self.floors.get(result.partition, result.idle_floor))
+
+    def data_through(self) -> dict[str, int]:
+        """Each account's data_through as a snapshot reads it: its horizon, or its partition's idle floor if above."""
+        return {a: max(h, self.floors.get(partition_of(a.encode()), h)) for a, h in self.horizons.items()}
 
 
-def run(parts, store: dict[bytes, bytes], rng: random.Random, crashes: int) -> Collector:
-    """Feed every partition in random batches; `crashes` times, lose part of a batch's state and restart."""
-    collector = Collector()
+@dataclass(frozen=True)
+class Step:
+    """One poll of the schedule and what follows it.
+
+    The batch: the next records of `partition` (or of the next partition with records left) whose events lie less
+    than `minutes` after the batch's first event, malformed lines along, at most `MAX_BATCH` (`wires.batch_end`: cut
+    by event time, a batch keeps its records when the shrinker drops others); `minutes=0` is an empty poll, what an
+    unneeded step shrinks to. Then: the state is written (`then="write"`), and the offsets committed too
+    (`"commit"`); or the worker crashes before sending the outputs, or after sending them while writing the state:
+    the last `lost` of the batch's state entries (the clock's is the last) never reach the store. After a crash the
+    worker restarts from the store and re-reads each partition `p` from `reread[p]` records before where it was (not
+    before its last commit)."""
+
+    partition: int
+    minutes: int
+    then: str
+    lost: int
+    reread: tuple[int, ...]
+
+
+THEN = ("write", "commit", "write", "commit", "crash while writing", "crash before sending")  # a crash is 1 in 3
+steps = st.builds(
+    Step,
+    partition=st.integers(0, PARTITIONS - 1),
+    minutes=st.integers(0, 90),
+    then=st.sampled_from(THEN),
+    lost=st.integers(0, 6),
+    reread=st.tuples(*[st.integers(0, MAX_BATCH)] * PARTITIONS),
+)
+
+
+def run(parts: Parts, store: DictStore, schedule: list[Step]) -> Collector:
+    """Feed the partitions batch by batch as `schedule` says, with its crashes and re-reads; then the rest of each
+    partition in one batch."""
+    collector = Collector(parts)
     processor = StreamProcessor(TOPIC, SETTINGS, store)
-    positions = {p: 0 for p in parts}
-    committed = {p: 0 for p in parts}
-    while any(positions[p] < len(parts[p]) for p in parts):
-        p = rng.choice([p for p in parts if positions[p] < len(parts[p])])
-        size = rng.randint(1, 40)
-        batch = parts[p][positions[p] : positions[p] + size]
-        result = processor.process(p, batch)
-        if crashes and rng.random() < 0.15:
-            crashes -= 1
-            if rng.random() < 0.5:  # outputs were delivered, then the state writes stopped part way
+    positions = dict.fromkeys(range(PARTITIONS), 0)
+    committed = dict.fromkeys(range(PARTITIONS), 0)
+    times = {p: event_times(records) for p, records in parts.items()}
+    ends = {p: len(parts.get(p, ())) for p in range(PARTITIONS)}
+    for step in schedule:
+        order = [(step.partition + i) % PARTITIONS for i in range(PARTITIONS)]
+        p = next((q for q in order if positions[q] < ends[q]), None)
+        if p is None:
+            break
+        start = positions[p]
+        batch = parts[p][start : batch_end(times[p], start, step.minutes, MAX_BATCH)] if step.minutes else []
+        result = processor.process(p, batch) if batch else BatchResult(p)
+        if step.then.startswith("crash"):
+            if step.then == "crash while writing":
                 collector.take(result)
                 entries = list(result.states.items())
-                store.update(entries[: rng.randint(0, len(entries))])
+                store.update(dict(entries[: max(0, len(entries) - step.lost)]))
             processor = StreamProcessor(TOPIC, SETTINGS, store)  # restart: state from the store only
-            positions = {q: rng.randint(committed[q], positions[q]) for q in parts}  # re-delivery from a commit
+            collector.restart()
+            for q, back in enumerate(step.reread):
+                positions[q] = max(committed[q], positions[q] - back)
             continue
         collector.take(result)
         store.update(result.states)
         positions[p] += len(batch)
-        if rng.random() < 0.3:
+        if step.then == "commit":
             committed[p] = positions[p]
+    for p in parts:  # the rest of each partition in one batch
+        if positions[p] < ends[p]:
+            result = processor.process(p, parts[p][positions[p] :])
+            collector.take(result)
+            store.update(result.states)
     return collector
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 2**31), st.integers(0, 4))
-def test_batches_and_crashes_give_the_fold_outputs(seed, crashes):
-    parts = split(wire(seed))
-    want_changes, want_windows, watermarks, horizons = reference(parts)
-    store: dict[bytes, bytes] = {}
-    got = run(parts, store, random.Random(seed), crashes)
-    assert got.changes == want_changes
-    assert got.windows == want_windows
-    assert got.horizons == horizons
-    for p, watermark in watermarks.items():
-        assert decode_clock(store[clock_key(p)]).applied == len(parts[p]) - 1
-        assert decode_clock(store[clock_key(p)]).watermark == watermark
-    reasons = {letter["reason"] for letter in got.dead}
-    assert {"invalid_json", "unknown_type", "invalid_utf8", "not_an_object", "too_late"} <= reasons
-    # Alerts: after dropping re-deliveries, the pure rules over the reference usage changes and the plans.
-    by_id: dict[tuple[str, str], dict] = {}
-    for alert in got.alerts:
-        assert by_id.setdefault((alert["alert_id"], alert["state"]), alert) == alert
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wire=wires(), schedule=st.lists(steps, min_size=8, max_size=40))
+def test_batches_and_crashes_give_the_fold_outputs(wire: Wire, schedule: list[Step]):
+    parts = wire.parts()
+    want = reference(parts)
+    store = DictStore()
+    got = run(parts, store, schedule)
+    assert got.changes == want.changes
+    assert got.windows == want.windows
+    assert got.data_through() == want.horizons
+    assert got.letters == want.letters
+    assert set(MALFORMED.values()) | {"too_late"} <= set(got.letters.values())
+    assert got.alerts == want.alerts
+    for p, batch in parts.items():
+        clock = decode_clock(store.data[clock_key(p)])
+        assert (clock.applied, clock.watermark) == (len(batch) - 1, want.watermarks[p])
 
 
-def test_records_validate_against_the_output_models():
-    parts = split(wire(7))
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wire=wires())
+def test_records_validate_against_the_output_models(wire: Wire):
+    parts = wire.parts()
     processor = StreamProcessor(TOPIC, SETTINGS, {})
     results = [processor.process(p, batch) for p, batch in parts.items()]
     changes = [rec.usage_change(c) for r in results for c in r.output.usage_changes]
     windows = [rec.peak_window(w) for r in results for w in r.output.windows]
-    assert changes and windows
     for record in changes:
         assert UsageChangeRecord.model_validate(record).model_dump() == record
         assert json.loads(rec.dumps(record)) == record
     for record in windows:
         assert PeakWindowRecord.model_validate(record).model_dump() == record
+    assert any(result.dead_letters for result in results)  # the malformed lines at least
     for result in results:
         for letter in result.dead_letters:
             assert deadletters.read(*deadletters.encode(letter)) == letter  # what readers get back
@@ -171,16 +244,18 @@ def test_records_validate_against_the_output_models():
             AlertRecord.model_validate(alert.to_record().model_dump())
 
 
-def test_alerts_equal_the_pure_rules_on_the_whole_history():
-    parts = split(wire(11))
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wire=wires(), size=st.integers(1, 20))
+def test_alerts_equal_the_pure_rules_on_the_whole_history(wire: Wire, size: int):
+    parts = wire.parts()
     processor = StreamProcessor(TOPIC, SETTINGS, {})
     got: dict[str, list] = defaultdict(list)
     changes: dict[str, list] = defaultdict(list)
     plans: dict[str, list] = defaultdict(list)
     horizons = {}
     for p, batch in parts.items():
-        for start in range(0, len(batch), 17):
-            result = processor.process(p, batch[start : start + 17])
+        for start in range(0, len(batch), size):
+            result = processor.process(p, batch[start : start + size])
             for alert in result.alerts:
                 got[alert.account_id].append(alert)
             for change in result.output.usage_changes:
@@ -193,6 +268,24 @@ def test_alerts_equal_the_pure_rules_on_the_whole_history():
     for account in changes:
         horizon = horizons[account]
         assert got[account] == alerts_for(account, changes[account], plans[account], horizon)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wire=wires(), limit=st.sampled_from((1, 2)), size=st.integers(1, 20))
+def test_cache_trim_keeps_results(wire: Wire, limit: int, size: int):
+    parts = wire.parts()
+    store = DictStore()
+    trimmed = StreamProcessor(TOPIC, SETTINGS, store, cache_limit=limit)
+    plain = StreamProcessor(TOPIC, SETTINGS, {})
+    a, b = Collector(parts), Collector(parts)
+    for p, batch in parts.items():
+        for start in range(0, len(batch), size):
+            result = trimmed.process(p, batch[start : start + size])
+            store.update(result.states)
+            trimmed.trim(p)
+            a.take(result)
+            b.take(plain.process(p, batch[start : start + size]))
+    assert (a.changes, a.windows, a.alerts, a.letters) == (b.changes, b.windows, b.alerts, b.letters)
 
 
 def test_key_mismatch_and_redelivery():
@@ -218,23 +311,6 @@ def test_live_view_and_header():
     partition, applied, wake = account_header(store[b"a"])
     assert (partition, applied) == (0, 0) and wake == T0  # the buffered event
     assert msgpack.unpackb(store[b"a"])[0] == 2  # the fold in parts (processor/worker/accounts.py)
-
-
-@pytest.mark.parametrize("limit", [1, 2])
-def test_cache_trim_keeps_results(limit):
-    parts = split(wire(3))
-    store: dict[bytes, bytes] = {}
-    trimmed = StreamProcessor(TOPIC, SETTINGS, store, cache_limit=limit)
-    plain = StreamProcessor(TOPIC, SETTINGS, {})
-    a, b = Collector(), Collector()
-    for p, batch in parts.items():
-        for start in range(0, len(batch), 25):
-            result = trimmed.process(p, batch[start : start + 25])
-            store.update(result.states)
-            trimmed.trim(p)
-            a.take(result)
-            b.take(plain.process(p, batch[start : start + 25]))
-    assert a.changes == b.changes and a.windows == b.windows and a.alerts == b.alerts
 
 
 def test_a_hole_in_the_offsets_stops_the_batch_until_re_read():
