@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from processor.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CcmeterError, CliError, RuntimeFailure
 from processor.options import EnvParser, add_variables
@@ -94,6 +95,19 @@ def quiet_kafka_client() -> None:
     asyncio_log = logging.getLogger("asyncio")
     if not any(isinstance(f, _DropUnclosedClients) for f in asyncio_log.filters):
         asyncio_log.addFilter(_DropUnclosedClients())
+
+
+@contextlib.contextmanager
+def kafka_client_quieted() -> Iterator[None]:
+    """`quiet_kafka_client` for a block only: the worker's checks before it runs (its log shows the client's
+    warnings once it runs)."""
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    quiet_kafka_client()
+    try:
+        yield
+    finally:
+        kafka_log.setLevel(level)
 
 
 def _fail(message: object, status: int) -> int:

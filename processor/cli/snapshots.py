@@ -249,7 +249,7 @@ def run_sink_command(args: argparse.Namespace) -> int:
 
 def run_snapshot_command(args: argparse.Namespace) -> int:
     """`ccmeter snapshot`."""
-    from processor.snapshots.snapshot import SnapshotError, build_snapshot
+    from processor.snapshots.snapshot import SnapshotError, SnapshotUsageError, build_snapshot
     from schemas.events import format_ms
 
     def progress(line: str) -> None:
@@ -260,7 +260,7 @@ def run_snapshot_command(args: argparse.Namespace) -> int:
             Path(args.data_dir), Path(args.out), args.keep, progress=None if args.quiet else progress
         )
     except SnapshotError as exc:
-        raise (CliError if str(exc).startswith("--") else RuntimeFailure)(str(exc)) from None
+        raise (CliError if isinstance(exc, SnapshotUsageError) else RuntimeFailure)(str(exc)) from None
     except OSError as exc:
         raise RuntimeFailure(f"cannot write {args.out}: {exc.strerror or exc}") from None
     watermark = format_ms(result.watermark_ms) if result.watermark_ms is not None else "none"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -67,14 +66,11 @@ def run_worker_command(args: argparse.Namespace) -> int:
         Path(config.state_dir).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RuntimeFailure(f"--state-dir {config.state_dir}: {exc.strerror or exc}") from None
-    kafka_log = logging.getLogger("aiokafka")  # an unreachable broker is one line below, not aiokafka's retries
-    level = kafka_log.level
-    kafka_log.setLevel(logging.CRITICAL)
-    try:
-        partitions = asyncio.run(prepare_topics(config))
-    finally:
-        kafka_log.setLevel(level)  # once running, the worker's log (Faust's) shows the client's warnings
     from processor.app import run_worker
+    from processor.cli import kafka_client_quieted
+
+    with kafka_client_quieted():  # an unreachable broker is one line, not aiokafka's retries
+        partitions = asyncio.run(prepare_topics(config))
 
     return run_worker(config, partitions)
 

@@ -214,8 +214,11 @@ def fold_history(
         states[account_id].observe(at_ms)
         clock.observe(at_ms)
     # Every account with a record has a horizon, even if all of them were too late (then it is the idle floor).
-    horizons = {account_id: clock.horizon_of(fold) for account_id, fold in states.items()}
-    horizons = {account_id: horizon for account_id, horizon in horizons.items() if horizon > -NEVER}
+    horizons = {}
+    for account_id, fold in states.items():
+        horizon = clock.horizon_of(fold)
+        if horizon > -NEVER:
+            horizons[account_id] = horizon
     out.extend(flush(states, settings))
     out.horizons = horizons
     rejected.sort(key=lambda item: item[0])

@@ -70,6 +70,10 @@ class SnapshotError(Exception):
     """The snapshot cannot be built or opened (user-facing message)."""
 
 
+class SnapshotUsageError(SnapshotError):
+    """The snapshot's own arguments are wrong (`--keep`, `--out`): a usage error, not a failure of the work."""
+
+
 @dataclass(frozen=True)
 class SnapshotResult:
     """What `build_snapshot` wrote."""
@@ -545,9 +549,9 @@ def build_snapshot(
     """
     began = time.perf_counter()
     if keep is not None and keep < 1:
-        raise SnapshotError("--keep must be at least 1")
+        raise SnapshotUsageError("--keep must be at least 1")
     if out.suffix != ".duckdb":
-        raise SnapshotError(f"--out must name a .duckdb file, not {str(out)!r}")
+        raise SnapshotUsageError(f"--out must name a .duckdb file, not {str(out)!r}")
     _clean_leftovers(out)
     for attempt in range(1, attempts + 1):
         try:
