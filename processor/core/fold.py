@@ -53,7 +53,8 @@ from processor.core.records import (
     to_record,
 )
 from processor.core.windows import KIND_INDEX, PeakWindows
-from schemas.events import CONTACT_CENTER_PAGES, Event
+from schemas.events import CONTACT_CENTER_PAGES
+from schemas.fast import WireEvent
 
 Verdict = Literal["accepted", "duplicate", "duplicate_conflict", "too_late", "future_skew"]
 
@@ -204,7 +205,7 @@ class AccountFold:
 
     # -- input ---------------------------------------------------------------------------------------------------
 
-    def offer(self, event: Event, arrival: int, horizon: int, at_ms: int | None = None) -> Verdict:
+    def offer(self, event: WireEvent, arrival: int, horizon: int, at_ms: int | None = None) -> Verdict:
         """Deduplicate and buffer one event (applied by a later `advance`). `horizon` is the account's horizon;
         `at_ms` is `event.at_ms` if the caller has it already (it is slow to read)."""
         return self._offer(event, at_ms_of(event) if at_ms is None else at_ms, arrival, horizon)
@@ -226,7 +227,7 @@ class AccountFold:
         if self._watermark is None or at_ms > self._watermark:
             self._watermark = at_ms
 
-    def _offer(self, event: Event, at_ms: int, arrival: int, horizon: int) -> Verdict:
+    def _offer(self, event: WireEvent, at_ms: int, arrival: int, horizon: int) -> Verdict:
         if event.account_id != self.account_id:
             raise ValueError(f"event of account {event.account_id!r} offered to {self.account_id!r}")
         if at_ms < horizon or at_ms < self._applied_to:

@@ -22,6 +22,7 @@ from processor.core.fold import AccountFold, PartitionClock, Verdict
 from processor.core.model import NEVER, FoldOutput, LateEvents, Metrics, Settings
 from processor.core.records import EVENT_ID, Record, at_ms_of, same_payload, to_record
 from schemas.events import Event
+from schemas.fast import WireEvent
 
 __all__ = ["PartitionDriver", "flush", "fold_batch", "fold_history", "tick"]
 
@@ -42,7 +43,7 @@ class PartitionDriver:
     def admit(
         self,
         fold: AccountFold,
-        event: Event,
+        event: WireEvent,
         arrival: int,
         at_ms: int,
         record_ms: int | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.events import EPOCH, ONE_MS, EventBase
+from schemas.fast import FastEvent, timestamp_ms
 
 AT, ARRIVAL, SEQ, CODE, USER, KEY, PLAN, EVENT_ID = range(8)
 
@@ -37,14 +38,19 @@ CODES: dict[str, int] = {
 Record = tuple[Any, ...]
 
 
-def at_ms_of(event: EventBase) -> int:
-    """`event.at_ms`: milliseconds of `occurred_at` since the Unix epoch."""
-    return (event.occurred_at - EPOCH) // ONE_MS
+def at_ms_of(event: EventBase | FastEvent) -> int:
+    """`event.at_ms`: milliseconds of `occurred_at` since the Unix epoch (a fast-path event's text always has them)."""
+    if isinstance(event, EventBase):
+        return (event.occurred_at - EPOCH) // ONE_MS
+    at_ms = timestamp_ms(event.occurred_at)
+    if at_ms is None:
+        raise ValueError(f"not a fast-path timestamp: {event.occurred_at!r}")
+    return at_ms
 
 
-def to_record(event: EventBase, at_ms: int, arrival: int, seq: int) -> Record:
+def to_record(event: EventBase | FastEvent, at_ms: int, arrival: int, seq: int) -> Record:
     """The record of a decoded event (`at_ms` is `event.at_ms`, passed in because it is slow to read)."""
-    code = CODES[event.type]  # type: ignore[attr-defined]
+    code = CODES[event.type]  # type: ignore[union-attr]
     e: Any = event
     if code <= SESSION_ENDED:
         return (at_ms, arrival, seq, code, e.user_id, e.device_id, None, e.event_id)

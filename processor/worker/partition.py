@@ -24,7 +24,6 @@ from processor.core.alerts import DEFAULT_SHARE, Alert, AlertTracker
 from processor.core.fold import AccountFold, PartitionClock
 from processor.core.model import NEVER, FoldOutput, Settings
 from processor.core.partition import PartitionDriver
-from processor.core.records import at_ms_of
 from processor.deadletters import Letter
 from processor.worker import records as rec
 from processor.worker.accounts import Parts, load_account, write_account
@@ -38,7 +37,8 @@ from processor.worker.state import (
     is_clock_key,
     is_part_key,
 )
-from schemas.events import MAX_RECORD_BYTES, Event, Rejection, decode, format_ms
+from schemas.events import MAX_RECORD_BYTES, Rejection, format_ms
+from schemas.fast import WireEvent, decode_wire
 
 log = logging.getLogger("ccmeter.worker")
 
@@ -198,17 +198,21 @@ class PartitionState:
         dead = result.dead_letters
         where = (self.topic, self.partition, offset)
         if value is None:
-            event: Event | Rejection = Rejection(reason="invalid_json", detail="null record value (a tombstone)")
+            decoded: tuple[WireEvent, int] | Rejection = Rejection(
+                reason="invalid_json", detail="null record value (a tombstone)"
+            )
         elif key is not None and len(key) > MAX_KEY_BYTES:
-            event = Rejection(reason="too_large", detail=f"record key of {len(key)} bytes, more than {MAX_KEY_BYTES}")
+            decoded = Rejection(reason="too_large", detail=f"record key of {len(key)} bytes, more than {MAX_KEY_BYTES}")
         else:
-            event = decode(value, self.max_record_bytes)
-        if isinstance(event, Rejection):
-            if event.reason == "too_large":
-                dead.append(rec.too_large(event.detail, value or b"", *where, timestamp=record_ms))
+            decoded = decode_wire(value, self.max_record_bytes)
+        if isinstance(decoded, Rejection):
+            if decoded.reason == "too_large":
+                dead.append(rec.too_large(decoded.detail, value or b"", *where, timestamp=record_ms))
             else:
-                dead.append(rec.dead_letter(event.reason, event.detail, value, *where, key=key, timestamp=record_ms))
+                detail = decoded.detail
+                dead.append(rec.dead_letter(decoded.reason, detail, value, *where, key=key, timestamp=record_ms))
             return
+        event, at_ms = decoded
         account_id = event.account_id
         if key != account_id.encode():
             detail = f"record key {key!r} is not the event's account_id"
@@ -218,7 +222,6 @@ class PartitionState:
         fresh = offset > slot.applied  # else applied to the account before a crash: its outputs exist already
         if fresh:
             slot.applied = offset
-        at_ms = at_ms_of(event)
         verdict = self.driver.admit(slot.fold, event, offset, at_ms, record_ms, fresh=fresh)
         if verdict is None:
             return
