@@ -208,26 +208,8 @@ class AccountFold:
     def offer(self, event: WireEvent, arrival: int, horizon: int, at_ms: int | None = None) -> Verdict:
         """Deduplicate and buffer one event (applied by a later `advance`). `horizon` is the account's horizon;
         `at_ms` is `event.at_ms` if the caller has it already (it is slow to read)."""
-        return self._offer(event, at_ms_of(event) if at_ms is None else at_ms, arrival, horizon)
-
-    def horizon(self, partition_watermark: int | None, settings: Settings) -> int:
-        """`H_a = max(W_a - allowed_lateness, W_p - account_idle_lateness)` (SPEC 2), never below what is applied."""
-        horizon = settings.horizon(self._watermark, partition_watermark)
-        applied = self._applied_to
-        return applied if applied > horizon and applied < NEVER else horizon
-
-    @property
-    def watermark(self) -> int | None:
-        """`W_a`: the largest `occurred_at` admitted for this account (None before any)."""
-        return self._watermark
-
-    def observe(self, at_ms: int) -> None:
-        """An event at `at_ms` was admitted but is not offered (a later copy in a file read): it still moves `W_a`,
-        as every admitted copy does in the stream."""
-        if self._watermark is None or at_ms > self._watermark:
-            self._watermark = at_ms
-
-    def _offer(self, event: WireEvent, at_ms: int, arrival: int, horizon: int) -> Verdict:
+        if at_ms is None:
+            at_ms = at_ms_of(event)
         if event.account_id != self.account_id:
             raise ValueError(f"event of account {event.account_id!r} offered to {self.account_id!r}")
         if at_ms < horizon or at_ms < self._applied_to:
@@ -250,6 +232,23 @@ class AccountFold:
         if self._dirty is not None:
             self._new.append(record)
         return "accepted"
+
+    def horizon(self, partition_watermark: int | None, settings: Settings) -> int:
+        """`H_a = max(W_a - allowed_lateness, W_p - account_idle_lateness)` (SPEC 2), never below what is applied."""
+        horizon = settings.horizon(self._watermark, partition_watermark)
+        applied = self._applied_to
+        return applied if applied > horizon and applied < NEVER else horizon
+
+    @property
+    def watermark(self) -> int | None:
+        """`W_a`: the largest `occurred_at` admitted for this account (None before any)."""
+        return self._watermark
+
+    def observe(self, at_ms: int) -> None:
+        """An event at `at_ms` was admitted but is not offered (a later copy in a file read): it still moves `W_a`,
+        as every admitted copy does in the stream."""
+        if self._watermark is None or at_ms > self._watermark:
+            self._watermark = at_ms
 
     # -- progress ------------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,6 +24,8 @@ from processor.worker.partition import Raw
 log = logging.getLogger("ccmeter.worker")
 
 FETCH_BYTES = 8 * 1024 * 1024
+
+_RAW = operator.attrgetter("offset", "key", "value", "timestamp")  # a record as `Raw`, in C
 
 
 class PartitionFeed:
@@ -94,10 +97,7 @@ class PartitionFeed:
             for tp, records in batches.items():
                 if not records:
                     continue
-                raws: list[Raw] = [
-                    (r.offset, r.key, r.value, r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
-                    for r in records
-                ]
+                raws: list[Raw] = list(map(_RAW, records))  # a negative timestamp is unknown: process() reads it so
                 self._next[tp.partition] = raws[-1][0] + 1
                 out.setdefault(tp.partition, []).extend(raws)
                 count += len(raws)

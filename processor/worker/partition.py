@@ -43,7 +43,7 @@ from schemas.fast import WireEvent, decode_wire
 log = logging.getLogger("ccmeter.worker")
 
 # (offset, key, value, timestamp_ms) of one events-topic record; the timestamp (arrival time) is the second reference
-# of the future-skew check (docs/semantics.md section 7), None if unknown.
+# of the future-skew check (docs/semantics.md section 7), None (or negative, as Kafka gives it) if unknown.
 Raw = tuple[int, bytes | None, bytes | None, int | None]
 Loader = Callable[[bytes], bytes | None]
 # A key longer than this cannot be an account_id (128 characters): such a record is `too_large` (by reference), so
@@ -160,6 +160,8 @@ class PartitionState:
         result = BatchResult(self.partition)
         dead = result.dead_letters
         for offset, key, value, record_ms in batch:
+            if record_ms is not None and record_ms < 0:
+                record_ms = None  # a record without a timestamp (Kafka's -1)
             if offset <= self.applied:
                 result.redelivered += 1
                 continue
@@ -218,7 +220,7 @@ class PartitionState:
             detail = f"record key {key!r} is not the event's account_id"
             dead.append(rec.dead_letter("key_mismatch", detail, value, *where, key=key, timestamp=record_ms))
             return
-        slot = self.slot(account_id)
+        slot = self.slots.get(account_id) or self.slot(account_id)
         fresh = offset > slot.applied  # else applied to the account before a crash: its outputs exist already
         if fresh:
             slot.applied = offset

@@ -443,3 +443,15 @@ def test_a_record_applied_before_a_crash_is_not_judged_again_against_the_account
     assert again.dead_letters == [] and again.applied == 0 and again.redelivered == 0
     assert restarted.partition(0).slot("a").fold.metrics.too_late == 0
     assert decode_clock(again.states[clock_key(0)]).watermark == T0 + 3_600_000
+
+
+def test_a_negative_record_timestamp_counts_as_unknown_in_the_skew_check():
+    """Kafka gives -1 for a record without a timestamp: the skew check then uses the watermark alone, as for None
+    (as a time it would put every event of a fresh partition in the future)."""
+    processor = StreamProcessor(TOPIC, SETTINGS, {})
+    offset, key, value, _ = _api_record(0, "acme", 0)
+    result = processor.process(0, [(offset, key, value, -1)])
+    assert result.dead_letters == [] and result.applied == 1
+    ahead = _api_record(1, "acme", 3600)  # an hour ahead of the watermark, arrival unknown: future_skew
+    result = processor.process(0, [(ahead[0], ahead[1], ahead[2], -1)])
+    assert [letter["reason"] for letter in result.dead_letters] == ["future_skew"]
