@@ -18,6 +18,7 @@ from processor.worker.runner import StreamProcessor
 from processor.worker.sender import output_records
 from processor.worker.state import DictStore
 from schemas.events import Rejection, decode
+from schemas.fast import decode_wire
 
 NAMES = topic_names("bench.")
 BATCH = WorkerConfig.batch_size  # the worker's default
@@ -65,16 +66,18 @@ def bench(dataset: SimDataset) -> tuple[list[Row], dict[str, Any]]:
     lines, stamps = dataset.lines(), dataset.timestamps()
     n = len(lines)
     log(f"core in-process over {n:,} records")
-    decode_s = _time(lambda: [decode(line) for line in lines])
+    decode_s = _time(lambda: [decode_wire(line) for line in lines])
+    pydantic_s = _time(lambda: [decode(line) for line in lines])
     core = run_core(lines, stamps)
     total = core["process_s"] + core["encode_s"]
     rate = n / total
-    details = {**core, "records": n, "decode_s": decode_s, "rate": rate}
+    details = {**core, "records": n, "decode_s": decode_s, "pydantic_decode_s": pydantic_s, "rate": rate}
     log(f"core: {details}")
     valid = sum(1 for line in lines[:1000] if not isinstance(decode(line), Rejection))
     rows = [
         Row("worker", "worker core in-process, no Kafka (process + encode outputs)", rate, "events/s",
-            note=f"process() {n / core['process_s']:,.0f}/s (decode alone {n / decode_s:,.0f}/s), output encoding "
+            note=f"process() {n / core['process_s']:,.0f}/s (decode alone {n / decode_s:,.0f}/s; pydantic's "
+            f"{n / pydantic_s:,.0f}/s), output encoding "
             f"{core['outputs'] / core['encode_s']:,.0f} records/s, {core['outputs'] / n:.2f} outputs per event"
             f"{'' if valid == 1000 else ' (some invalid)'}"),
     ]  # fmt: skip

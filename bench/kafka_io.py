@@ -12,7 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.brokers.readback import consume
-from schemas.events import Rejection, decode
+from schemas.events import Rejection
+from schemas.fast import decode_wire
 
 
 async def _produce(bootstrap: str, topic: str, lines: Sequence[bytes], stamps: Sequence[int]) -> float:
@@ -83,7 +84,7 @@ async def _raw_consume(bootstrap: str, topic: str, count: int, decode_events: bo
                 seen += len(messages)
                 if decode_events:
                     for message in messages:
-                        if not isinstance(decode(message.value), Rejection):
+                        if not isinstance(decode_wire(message.value), Rejection):
                             valid += 1
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu
@@ -93,8 +94,8 @@ async def _raw_consume(bootstrap: str, topic: str, count: int, decode_events: bo
 
 
 def raw_consume(bootstrap: str, topic: str, count: int, decode_events: bool = True) -> dict[str, float]:
-    """Read `count` records of partition 0 from the start with a bare aiokafka consumer (decoding each with
-    `schemas.events.decode` if asked); events per second from the first fetched batch to the last."""
+    """Read `count` records of partition 0 from the start with a bare aiokafka consumer (decoding each as the worker
+    does, `schemas.fast.decode_wire`, if asked); events per second from the first fetched batch to the last."""
     return asyncio.run(_raw_consume(bootstrap, topic, count, decode_events))
 
 
