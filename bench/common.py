@@ -123,7 +123,7 @@ def machine() -> dict[str, Any]:
     versions: dict[str, str] = {}
     from importlib.metadata import PackageNotFoundError, version
 
-    for name in ("faust-streaming", "aiokafka", "duckdb", "pyarrow", "pydantic", "msgpack"):
+    for name in ("faust-streaming", "aiokafka", "duckdb", "pyarrow", "pydantic", "msgpack", "msgspec"):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
