@@ -2,15 +2,17 @@
 
 The new version (e.g. `--into v2`) has its own topic prefix for outputs (`ccmeter.v2.`), its own app id (consumer
 group and changelog topic, `ccmeter-worker-v2`) and reads the live events topic. The command captures the end
-offsets of the events topic, starts a worker of the new version (`python -m replay.launch`), follows the offsets it
-has applied (replay/supervise.py: progress, lag per partition, a restart when it stalls) until they reach those end
-offsets, then stops the worker (or keeps it running with `--follow`). Re-running resumes: the new group's committed
-offsets and changelog are kept.
+offsets of the events topic, starts `--workers N` worker processes of the new version (`python -m replay.launch`,
+one consumer group: they split the partitions), follows the offsets they have applied (replay/supervise.py:
+progress, lag per partition, a restart when they stall) until they reach those end offsets, then stops them (or
+keeps them running with `--follow`). Re-running resumes: the new group's committed offsets and changelog are kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ class RunConfig:
     from_ms: int | None  # None: from the beginning of the log
     app_id: str
     data_dir: Path
-    web_port: int
+    web_ports: tuple[int, ...]  # one per worker process: `len(web_ports)` workers
     log: Path
     snapshot: Path | None = None
     follow: bool = False
@@ -43,6 +45,17 @@ class RunConfig:
     stall_s: float | None = 60.0
     worker_args: tuple[str, ...] = ()
     settings: Settings = field(default_factory=Settings)
+    store: str = "memory://"  # the workers' table store (rocksdb:// keeps files in the state directory)
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes rebuild (one consumer group)."""
+        return len(self.web_ports)
+
+    @property
+    def web_port(self) -> int:
+        """The first worker's HTTP port."""
+        return self.web_ports[0]
 
     @property
     def new_prefix(self) -> str:
@@ -58,6 +71,35 @@ class RunConfig:
     def events_topic(self) -> str:
         """The live events topic (read by both versions)."""
         return topic_names(self.prefix)[EVENTS]
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker process of a rebuild: its number (1 = the first), web port, log file and state directory."""
+
+    number: int
+    web_port: int
+    log: Path
+    state_dir: Path
+
+    def name(self, workers: int) -> str:
+        """How messages call it: "the worker" alone, "worker 2 of 3" in a group."""
+        return "the worker" if workers == 1 else f"worker {self.number} of {workers}"
+
+
+def worker_slots(config: RunConfig) -> list[WorkerSlot]:
+    """The rebuild's worker processes: the first with the configured log and state directory, worker i (i >= 2)
+    with `LOG-STEM-i.log` next to the first log (`replay-worker-2.log` by default) and, when the store keeps files
+    (rocksdb://: two RocksDB stores must never share a directory), the state directory `STATE_DIR/worker-i`."""
+    slots = []
+    for number, port in enumerate(config.web_ports, start=1):
+        if number == 1:
+            slots.append(WorkerSlot(1, port, config.log, config.data_dir))
+            continue
+        log = config.log.with_name(f"{config.log.stem}-{number}{config.log.suffix}")
+        own = config.store.startswith("rocksdb://")
+        slots.append(WorkerSlot(number, port, log, config.data_dir / f"worker-{number}" if own else config.data_dir))
+    return slots
 
 
 @dataclass
@@ -94,7 +136,7 @@ async def make_plan(config: RunConfig) -> RunPlan:
     admin = kafka.admin(config.broker)
     await admin.start()
     try:
-        group = await kafka.group_state(admin, config.app_id, config.events_topic)
+        group = await group_state(admin, config.app_id, config.events_topic)
         changelog = await kafka.partition_count(admin, config.changelog)
     finally:
         await admin.close()
@@ -124,6 +166,21 @@ async def make_plan(config: RunConfig) -> RunPlan:
 
     seed = plan_seed(config.snapshot, config.events_topic, at_from, beginnings)
     return RunPlan("snapshot", dict(at_from), ends, group, seed)
+
+
+async def group_state(admin: Any, group: str, topic: str, patience_s: float = 30.0) -> GroupState:
+    """`kafka.group_state`, waiting while the broker has no group coordinator yet: a new cluster creates its
+    `__consumer_offsets` topic when a group is first asked for, answering GroupCoordinatorNotAvailable until then."""
+    from aiokafka.errors import GroupCoordinatorNotAvailableError, GroupLoadInProgressError
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return await kafka.group_state(admin, group, topic)
+        except (GroupCoordinatorNotAvailableError, GroupLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def check_seed_snapshot(snapshot: Path, events_topic: str) -> None:
@@ -173,14 +230,23 @@ def plan_lines(config: RunConfig, plan: RunPlan) -> list[str]:
     }[plan.mode]
     if plan.mode == "resume" and config.from_ms is not None:
         how += f" (--from {show_ms(config.from_ms)} does not apply to a group that has committed offsets)"
+    workers = config.workers
+    them = "the worker" if workers == 1 else "the workers"
     lines = [
         f"rebuild version {config.version}: read {config.events_topic}, write {config.new_prefix}* "
         f"(app id / consumer group {config.app_id}, changelog {config.changelog})",
         f"start: {how}",
         f"stop: at the end offsets captured now ({plan.records} records to process), "
-        + ("then keep following (--follow)" if config.follow else "then stop the worker"),
-        f"worker: web port {config.web_port}, data dir {config.data_dir}, log {config.log}",
+        + ("then keep following (--follow)" if config.follow else f"then stop {them}"),
     ]
+    slots = worker_slots(config)
+    if workers == 1:
+        lines.append(f"worker: web port {config.web_port}, data dir {config.data_dir}, log {config.log}")
+    else:
+        partitions = len(plan.ends)
+        idle = f"; {workers - partitions} of them idle (more workers than partitions)" if workers > partitions else ""
+        lines.append(f"workers: {workers} processes of group {config.app_id} share the {partitions} partitions{idle}")
+        lines += [f"  worker {s.number}: web port {s.web_port}, state dir {s.state_dir}, log {s.log}" for s in slots]
     rows = [[p, plan.starts[p], plan.ends[p], max(0, plan.ends[p] - plan.starts[p])] for p in sorted(plan.ends)]
     lines += table(["partition", "start offset", "end offset", "records"], rows)
     if plan.seed is not None:
@@ -188,13 +254,15 @@ def plan_lines(config: RunConfig, plan: RunPlan) -> list[str]:
     return lines
 
 
-def worker_command(config: RunConfig, partitions: int) -> list[str]:
-    """The command line of the new version's worker (user's extra worker flags last, so they win)."""
+def worker_command(config: RunConfig, partitions: int, slot: WorkerSlot | None = None) -> list[str]:
+    """The command line of one worker of the new version (default: the first; user's extra worker flags last, so
+    they win)."""
+    slot = slot or worker_slots(config)[0]
     return [
         sys.executable, "-m", "replay.launch",
         "--events-topic", config.events_topic,
         "--broker", config.broker, "--prefix", config.new_prefix, "--app-id", config.app_id,
-        "--web-port", str(config.web_port), "--state-dir", str(config.data_dir),
+        "--web-port", str(slot.web_port), "--state-dir", str(slot.state_dir),
         "--partitions", str(partitions), "--commit-interval", "1s",
         *config.worker_args,
     ]  # fmt: skip

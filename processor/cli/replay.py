@@ -290,10 +290,11 @@ def _run_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "run",
         help="rebuild into a new app version (own group, changelog and output topics) while the live one serves",
-        description="Start a worker of version VERSION: it reads the live PREFIX+events and writes PREFIX+VERSION.* "
-        "outputs, with app id (consumer group, changelog) ccmeter-worker-VERSION. Wait until its committed offsets "
-        "reach the end offsets captured at the start, then stop it (or keep it with --follow). Flags after `--` go "
-        "to the worker (same flags as `ccmeter worker`); CCMETER_* variables are passed on. Re-running resumes.",
+        description="Start a worker of version VERSION (or --workers N of them, one consumer group): it reads the "
+        "live PREFIX+events and writes PREFIX+VERSION.* outputs, with app id (consumer group, changelog) "
+        "ccmeter-worker-VERSION. Wait until its applied offsets reach the end offsets captured at the start, then "
+        "stop it (or keep it with --follow). Flags after `--` go to the worker (same flags as `ccmeter worker`); "
+        "CCMETER_* variables are passed on. Re-running resumes.",
         epilog="Example: ccmeter replay run --broker 127.0.0.1:9092 --from beginning --into v2",
     )
     add_broker_arguments(parser)
@@ -316,9 +317,29 @@ def _run_parser(commands: Any) -> None:
         help=f"the worker's state directory (default {out_path('worker-state-VERSION')}; was --data-dir)",
     )
     deprecated(parser, "--data-dir", state_dir)
-    parser.add_argument("--web-port", type=int, default=None, help="the worker's HTTP port (default: a free port)")
-    parser.add_argument("--log", default=None, metavar="FILE", help="worker log (default STATE_DIR/replay-worker.log)")
-    parser.add_argument("--follow", action="store_true", help="keep the worker running once caught up (Ctrl-C stops)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes of the new version, one consumer group splitting the partitions; they share this "
+        "machine's cores, and workers beyond the partition count idle (default 1)",
+    )
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        help="the worker's HTTP port P; with --workers N: P, P+1, ..., P+N-1 (default: free ports)",
+    )
+    parser.add_argument(
+        "--log",
+        default=None,
+        metavar="FILE",
+        help="worker log (default STATE_DIR/replay-worker.log; worker i >= 2 of --workers: FILE-STEM-i.log next to it)",
+    )
+    parser.add_argument(
+        "--follow", action="store_true", help="keep the workers running once caught up (Ctrl-C or SIGTERM stops all)"
+    )
     give_up = parser.add_argument(
         "--give-up-after",
         metavar="DURATION",
@@ -351,20 +372,64 @@ def _worker_config(broker: str, prefix: str, worker_args: list[str]) -> Any:
         raise CliError(f"bad worker flags after --: {' '.join(worker_args)} ({exc})") from None
 
 
+SHARED_WORKER_FLAGS = ("--web-port", "--state-dir", "--data-dir")  # one value for every worker of a group
+
+
+def _check_workers(args: argparse.Namespace, worker_args: list[str]) -> int:
+    """`--workers N` (>= 1; CliError otherwise, or when flags after `--` would give every worker of a group the same
+    port or directory)."""
+    from processor.options import source_of
+
+    workers: int = args.workers
+    if workers < 1:
+        raise CliError(f"{source_of(args, 'workers', '--workers')} must be at least 1, not {workers}")
+    shared = [flag for flag in SHARED_WORKER_FLAGS for a in worker_args if a == flag or a.startswith(flag + "=")]
+    if workers > 1 and shared:
+        raise CliError(
+            f"{shared[0]} after -- would be the same for all {workers} workers: use `replay run --web-port` and "
+            "`--state-dir`, which give each worker its own"
+        )
+    return workers
+
+
+def _web_ports(first: int | None, workers: int) -> tuple[int, ...]:
+    """One HTTP port per worker: P, P+1, ... from `--web-port P`, else free ports (CliError past 65535)."""
+    from processor.brokers.common import free_port
+
+    if first:
+        if not 0 < first <= 65536 - workers:
+            raise CliError(f"--web-port {first} with --workers {workers}: the ports must be within 1..65535")
+        return tuple(range(first, first + workers))
+    ports: list[int] = []
+    while len(ports) < workers:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return tuple(ports)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
 def run_run(args: argparse.Namespace) -> int:
     """`ccmeter replay run`."""
-    from processor.brokers.common import free_port
-    from replay.run import RunConfig, check_seed_snapshot, make_plan, output_counts, plan_lines, worker_command
+    from replay.run import (
+        RunConfig,
+        check_seed_snapshot,
+        make_plan,
+        output_counts,
+        plan_lines,
+        worker_command,
+        worker_slots,
+    )
 
     broker, prefix = broker_of(args.broker), prefix_of(args)
     new_prefix = check_version(args.into, prefix)
     worker_args = list(args.worker_args)
     if worker_args[:1] == ["--"]:
         worker_args = worker_args[1:]
+    web_ports = _web_ports(args.web_port, _check_workers(args, worker_args))
     worker = _worker_config(broker, new_prefix, worker_args)
     from_ms = None if args.from_ts.strip().lower() in BEGINNING else parse_instant(args.from_ts, "--from")
     if args.from_snapshot and from_ms is None:
@@ -380,7 +445,7 @@ def run_run(args: argparse.Namespace) -> int:
         from_ms=from_ms,
         app_id=args.app_id or f"{os.environ.get('CCMETER_APP_ID') or DEFAULT_GROUP}-{args.into}",
         data_dir=data_dir,
-        web_port=args.web_port or free_port(),
+        web_ports=web_ports,
         log=Path(args.log).resolve() if args.log else data_dir / "replay-worker.log",
         snapshot=Path(args.from_snapshot) if args.from_snapshot else None,
         follow=args.follow,
@@ -388,9 +453,11 @@ def run_run(args: argparse.Namespace) -> int:
         stall_s=args.stall_timeout or None,
         worker_args=tuple(worker_args),
         settings=worker.settings,
+        store=worker.store,
     )
     plan = run_async(make_plan(config), broker)
-    print_plan(f"rebuild into {args.into} ({new_prefix}*)", plan_lines(config, plan))
+    group_of = "" if config.workers == 1 else f" with {config.workers} workers"
+    print_plan(f"rebuild into {args.into} ({new_prefix}*){group_of}", plan_lines(config, plan))
     if plan.seed is not None:
         from replay.seed import seed
 
@@ -400,30 +467,35 @@ def run_run(args: argparse.Namespace) -> int:
     if plan.records == 0 and not config.follow:
         print(f"nothing to do: group {config.app_id} is already at the end offsets")
         return 0
-    from replay.supervise import WorkerProcess, follow_progress
+    from replay.supervise import WorkerGroup, follow_progress
 
-    worker_process = WorkerProcess(worker_command(config, len(plan.ends)), config.log, config.web_port)
-    previous = signal.signal(signal.SIGTERM, _terminate)  # a service manager's stop: stop the worker too
+    partitions = len(plan.ends)
+    specs = [
+        (worker_command(config, partitions, slot), slot.log, slot.web_port, slot.name(config.workers))
+        for slot in worker_slots(config)
+    ]
+    group = WorkerGroup.launch(specs, partitions)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # a service manager's stop: stop the workers too
     try:
         with progress(plan.records, f"rebuild {args.into}", enabled=not args.quiet) as bar:
             follow = follow_progress(
                 broker, config.app_id, config.events_topic, config.changelog, plan.starts, plan.ends,
-                worker_process, bar, poll_s=config.poll_s, stall_s=config.stall_s, timeout_s=config.timeout_s,
+                group, bar, poll_s=config.poll_s, stall_s=config.stall_s, timeout_s=config.timeout_s,
             )  # fmt: skip
             seconds = run_async(follow, broker)
-        restarts = f" ({worker_process.restarts} restarts after stalls)" if worker_process.restarts else ""
+        restarts = f" ({group.restarts} restarts after stalls)" if group.restarts else ""
+        them = "the worker" if config.workers == 1 else f"all {config.workers} workers"
         print(f"caught up with the end offsets captured at the start in {seconds:.1f}s{restarts}")
         if config.follow:
-            print(f"following the live events topic as version {args.into} (Ctrl-C stops the worker)")
+            print(f"following the live events topic as version {args.into} (Ctrl-C stops {them})")
             sys.stdout.flush()
-            return worker_process.wait() or 0
+            return group.wait() or 0
     finally:
-        status = worker_process.stop()
+        status = group.stop()
         signal.signal(signal.SIGTERM, previous)
     counts = run_async(output_counts(config), broker)
-    print(
-        f"worker stopped (status {status}); outputs of {args.into}: " + ", ".join(f"{t} {n}" for t, n in counts.items())
-    )
+    stopped = "worker stopped" if config.workers == 1 else f"{config.workers} workers stopped"
+    print(f"{stopped} (status {status}); outputs of {args.into}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     return 0
 
 

@@ -31,6 +31,8 @@ class FakeClocks:
 
 
 class FakeWorker:
+    name = "the worker"
+
     def __init__(self, exits: int | None = None) -> None:
         self.restarts = 0
         self.rewinds: list[dict[int, int]] = []
