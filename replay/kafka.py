@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from processor.errors import RuntimeFailure
 from processor.kafka_security import client_kwargs
 
+COORDINATOR_PATIENCE_S = 30.0  # how long a new cluster may answer "no group coordinator yet"
 SEEDING = "ccmeter replay: seeding"  # offsets committed while a seed from a snapshot has not finished
 
 
@@ -123,12 +125,32 @@ def _assigned(assignment: bytes, topic: str) -> tuple[int, ...]:
 
 
 async def group_state(
-    client: AIOKafkaAdminClient, group: str, topic: str, partitions: list[int] | None = None
+    client: AIOKafkaAdminClient,
+    group: str,
+    topic: str,
+    partitions: list[int] | None = None,
+    *,
+    patience_s: float = COORDINATOR_PATIENCE_S,
 ) -> GroupState:
     """State, members and committed offsets (on `topic`) of a consumer group ("Dead" when it does not exist).
 
     With `partitions`, only the offsets of those partitions of `topic` are asked for (`other_topics` stays empty):
-    the form every broker answers (Tansu drops the connection on an OffsetFetch for all of a group's topics)."""
+    the form every broker answers (Tansu drops the connection on an OffsetFetch for all of a group's topics).
+    A new cluster has no group coordinator until its `__consumer_offsets` topic exists (created when a group is
+    first asked for): the question is repeated for up to `patience_s` while the broker says so."""
+    from aiokafka.errors import GroupCoordinatorNotAvailableError, GroupLoadInProgressError
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return await _group_state(client, group, topic, partitions)
+        except (GroupCoordinatorNotAvailableError, GroupLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _group_state(client: AIOKafkaAdminClient, group: str, topic: str, partitions: list[int] | None) -> GroupState:
     responses = await client.describe_consumer_groups([group])
     state = GroupState(group, "Dead")
     for response in responses:

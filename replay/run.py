@@ -10,9 +10,7 @@ keeps them running with `--follow`). Re-running resumes: the new group's committ
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +134,7 @@ async def make_plan(config: RunConfig) -> RunPlan:
     admin = kafka.admin(config.broker)
     await admin.start()
     try:
-        group = await group_state(admin, config.app_id, config.events_topic)
+        group = await kafka.group_state(admin, config.app_id, config.events_topic)
         changelog = await kafka.partition_count(admin, config.changelog)
     finally:
         await admin.close()
@@ -166,21 +164,6 @@ async def make_plan(config: RunConfig) -> RunPlan:
 
     seed = plan_seed(config.snapshot, config.events_topic, at_from, beginnings)
     return RunPlan("snapshot", dict(at_from), ends, group, seed)
-
-
-async def group_state(admin: Any, group: str, topic: str, patience_s: float = 30.0) -> GroupState:
-    """`kafka.group_state`, waiting while the broker has no group coordinator yet: a new cluster creates its
-    `__consumer_offsets` topic when a group is first asked for, answering GroupCoordinatorNotAvailable until then."""
-    from aiokafka.errors import GroupCoordinatorNotAvailableError, GroupLoadInProgressError
-
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            return await kafka.group_state(admin, group, topic)
-        except (GroupCoordinatorNotAvailableError, GroupLoadInProgressError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
 
 
 def check_seed_snapshot(snapshot: Path, events_topic: str) -> None:
