@@ -176,6 +176,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("heartbeat_interval", parse_duration_ms, 3_000, "Kafka consumer heartbeat interval", "DURATION"),
     Option("rebalance_timeout", parse_duration_ms, 60_000, "Kafka consumer rebalance timeout", "DURATION"),
     Option("commit_interval", parse_duration_ms, 2_000, "how often consumed offsets are committed", "DURATION"),
+    Option(
+        "shutdown_timeout",
+        parse_duration_ms,
+        30_000,
+        "on SIGTERM/SIGINT, a stop that takes longer (say the broker is gone, so the last checkpoint cannot be "
+        "written) ends the process at once with exit status 1; the next start resumes from the last checkpoint",
+        "DURATION",
+    ),
     Option("near_capacity", parse_share, DEFAULT_SHARE, "share of licenses that raises near_capacity", "SHARE"),
     Option("device_timeout", parse_duration_ms, _RULES.device_timeout_ms, "desktop liveness timeout", "DURATION"),
     Option("portal_idle_timeout", parse_duration_ms, _RULES.portal_idle_timeout_ms, "portal idle timeout", "DURATION"),
@@ -235,6 +243,7 @@ class WorkerConfig:
     heartbeat_interval: int = 3_000
     rebalance_timeout: int = 60_000
     commit_interval: int = 2_000
+    shutdown_timeout: int = 30_000
     near_capacity: Fraction = DEFAULT_SHARE
     device_timeout: int = _RULES.device_timeout_ms
     portal_idle_timeout: int = _RULES.portal_idle_timeout_ms
