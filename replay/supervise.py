@@ -115,10 +115,12 @@ class WorkerProcess:
         health = self.health()
         return health is not None and bool(health.get("partitions")) and not health.get("rebalancing")
 
-    def terminate(self) -> None:
-        """Send SIGTERM if the process still runs (`reap` then waits for it)."""
+    def terminate(self) -> bool:
+        """Send SIGTERM if the process still runs (`reap` then waits for it); whether it was sent."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            return True
+        return False
 
     def reap(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """Wait for the process to end (SIGKILL after `timeout_s`); its exit status."""
@@ -201,10 +203,11 @@ class WorkerGroup:
 
     def stop(self) -> int:
         """SIGTERM to every member at once, wait for all (SIGKILL after STOP_TIMEOUT_S); the worst exit status: a
-        failure a member reported (> 0, the highest), else an end by a signal (< 0), else 0."""
-        for member in self.members:
-            member.terminate()
+        failure a member reported (> 0, the highest), else an end by a signal (< 0), else 0. A member that ends by
+        the SIGTERM sent here stopped as asked (0): one still starting, before it handles signals, does that."""
+        asked = [member.terminate() for member in self.members]
         statuses = [member.reap() for member in self.members]
+        statuses = [0 if sent and code == -signal.SIGTERM else code for sent, code in zip(asked, statuses, strict=True)]
         return max(statuses, key=lambda status: (status > 0, status != 0, abs(status)))
 
     def restart(self, before_start: Callable[[], None] | None = None) -> None:

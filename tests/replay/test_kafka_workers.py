@@ -56,7 +56,8 @@ def test_two_workers_rebuild_what_one_worker_and_the_batch_engine_give(
     out = capsys.readouterr().out
     assert out.startswith("plan: rebuild into v2 (") and "with 2 workers" in out.splitlines()[0]
     assert f"workers: 2 processes of group v2-{tag} share the {PARTITIONS} partitions" in out
-    assert "caught up with the end offsets" in out and "2 workers stopped (status 0)" in out
+    logs = {p.name: p.read_text()[-3000:] for p in state.glob("*.log")}
+    assert "caught up with the end offsets" in out and "2 workers stopped (status 0)" in out, (out, logs)
     owned = [  # each worker its own log, in which it took partitions of the group (processor/worker/store.py)
         {int(p) for p in re.findall(r"partition (\d+): state recovered", log.read_text())}
         for log in (state / "replay-worker.log", state / "replay-worker-2.log")
