@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         if any(name in KAFKA for name in selected):
             from processor.brokers.kafka_server import KafkaServer
 
-            kafka = stack.enter_context(KafkaServer())
+            # Kafka's own default for the first rebalance of a new group (3 s; the test broker uses 0): the group of
+            # `replay run --workers 2` forms with both members, as it would on a production broker, instead of the
+            # first one up taking every partition and handing half of them over in a rebalance mid-run.
+            kafka = stack.enter_context(KafkaServer(extra_properties={"group.initial.rebalance.delay.ms": "3000"}))
             bootstrap = kafka.bootstrap
             log(f"Kafka {info['kafka']} on {bootstrap} (started in {kafka.startup_seconds:.1f} s)")
         for name in selected:
