@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench.common import ROOT, Row, log
+from bench.partitioned import equal_row
 from processor.core.model import Settings
 from processor.topics import topic_names
 from processor.worker.config import WorkerConfig
@@ -71,7 +72,7 @@ def traffic(accounts: int, users: int, minutes: int) -> Iterator[tuple[int, byte
 
 def run_point(accounts: int, users: int) -> dict[str, Any]:
     """One point, in this process: rates and bytes per timed event, peak RSS."""
-    minutes = max(WARM_MINUTES + 2, -(-MIN_EVENTS // users) + WARM_MINUTES)
+    minutes = point_minutes(users)
     store = DictStore()
     processor = StreamProcessor("events", Settings(), store)
     warm_until = T0 + WARM_MINUTES * MINUTE
@@ -134,9 +135,21 @@ def run_point(accounts: int, users: int) -> dict[str, Any]:
     }
 
 
-def _child(accounts: int, users: int) -> dict[str, Any]:
-    """`run_point` in a fresh interpreter (its own peak RSS)."""
-    cmd = [sys.executable, "-m", "bench.scale_bench", "--accounts", str(accounts), "--users", str(users)]
+def point_minutes(users: int) -> int:
+    """Minutes of traffic of a point: the warm-up plus enough to time at least MIN_EVENTS."""
+    return max(WARM_MINUTES + 2, -(-MIN_EVENTS // users) + WARM_MINUTES)
+
+
+def check_point(accounts: int, users: int) -> dict[str, Any]:
+    """The point's outputs against the batch engine's (bench/scale_check.py), on the same traffic."""
+    from bench.scale_check import check
+
+    return check(list(traffic(accounts, users, point_minutes(users))), BATCH)
+
+
+def _child(accounts: int, users: int, *extra: str) -> dict[str, Any]:
+    """`run_point` (or with `--check`, `check_point`) in a fresh interpreter (its own peak RSS)."""
+    cmd = [sys.executable, "-m", "bench.scale_bench", "--accounts", str(accounts), "--users", str(users), *extra]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"scale point {accounts}/{users} failed:\n{done.stderr[-3000:]}")
@@ -149,12 +162,14 @@ def bench(quick: bool) -> tuple[list[Row], dict[str, Any]]:
     account_points = ACCOUNT_POINTS[:2] if quick else ACCOUNT_POINTS
     user_points = USER_POINTS[:1] if quick else USER_POINTS
     results: dict[str, dict[str, Any]] = {}
-    for accounts in account_points:
-        log(f"scale: {accounts:,} accounts x {ACCOUNT_USERS} users")
-        results[f"a{accounts}"] = _child(accounts, accounts * ACCOUNT_USERS)
-    for users in user_points:
-        log(f"scale: {users:,} signed-in users over {USER_ACCOUNTS:,} accounts")
-        results[f"u{users}"] = _child(USER_ACCOUNTS, users)
+    checks: dict[str, dict[str, Any]] = {}
+    shapes = [(f"a{n}", n, n * ACCOUNT_USERS) for n in account_points]
+    shapes += [(f"u{n}", USER_ACCOUNTS, n) for n in user_points]
+    for name, accounts, users in shapes:
+        log(f"scale: {accounts:,} accounts, {users:,} signed-in users")
+        results[name] = _child(accounts, users)
+        checks[name] = _child(accounts, users, "--check")
+        log(f"scale: outputs against the batch engine: {checks[name]}")
     rows = []
     for name, point in results.items():
         target = TARGETS.get(name)
@@ -176,6 +191,7 @@ def bench(quick: bool) -> tuple[list[Row], dict[str, Any]]:
                 f"entries/event; peak RSS {point['peak_rss_mib']:,.0f} MiB; {point['events']:,} timed events "
                 f"after {WARM_MINUTES} min")
         )  # fmt: skip
+        rows.append(equal_row("scale", checks[name], f"worker in-process: {label}"))
     if "a200" in results and "a20000" in results:
         ratio = results["a200"]["rate"] / results["a20000"]["rate"]
         cpu_ratio = results["a200"]["cpu_rate"] / results["a20000"]["cpu_rate"]
@@ -183,7 +199,8 @@ def bench(quick: bool) -> tuple[list[Row], dict[str, Any]]:
             Row("scale", "200 accounts / 20,000 accounts (events/s)", ratio, "x", f"<= {FLAT_TARGET}x",
                 ratio <= FLAT_TARGET, f"per CPU-s {cpu_ratio:.2f}x; same users per account, same batch size")
         )  # fmt: skip
-    return rows, {"points": results, "warm_minutes": WARM_MINUTES, "min_events": MIN_EVENTS, "batch": BATCH}
+    details = {"points": results, "checks": checks, "warm_minutes": WARM_MINUTES, "min_events": MIN_EVENTS}
+    return rows, {**details, "batch": BATCH}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, required=True, help="accounts")
     parser.add_argument("--users", type=int, required=True, help="signed-in users, spread over the accounts")
+    parser.add_argument("--check", action="store_true", help="compare the outputs with the batch engine's instead")
     args = parser.parse_args(argv)
-    print(json.dumps(run_point(args.accounts, args.users)))
+    point = check_point if args.check else run_point
+    print(json.dumps(point(args.accounts, args.users)))
     return 0
 
 
