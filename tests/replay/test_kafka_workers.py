@@ -57,7 +57,12 @@ def test_two_workers_rebuild_what_one_worker_and_the_batch_engine_give(
     assert out.startswith("plan: rebuild into v2 (") and "with 2 workers" in out.splitlines()[0]
     assert f"workers: 2 processes of group v2-{tag} share the {PARTITIONS} partitions" in out
     logs = {p.name: p.read_text()[-3000:] for p in state.glob("*.log")}
-    assert "caught up with the end offsets" in out and "2 workers stopped (status 0)" in out, (out, logs)
+    stopped = re.search(r"2 workers stopped \(status (-?\d+)\)", out)
+    assert "caught up with the end offsets" in out and stopped, (out, logs)
+    # A worker stopped while its group rebalances (the other one leaving at the same moment) can wait on that
+    # until its stop deadline and exit 1, which loses nothing (processor/worker/shutdown.py); anything else is 0.
+    deadline = any("stop did not finish within" in text for text in logs.values())
+    assert stopped[1] == "0" or (stopped[1] == "1" and deadline), (out, logs)
     owned = [  # each worker its own log, in which it took partitions of the group (processor/worker/store.py)
         {int(p) for p in re.findall(r"partition (\d+): state recovered", log.read_text())}
         for log in (state / "replay-worker.log", state / "replay-worker-2.log")
