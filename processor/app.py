@@ -123,6 +123,7 @@ class Worker:
         self.ignored = 0  # records Faust's stream delivered to the placeholder agent
         self._lock = asyncio.Lock()  # held for a whole batch; the revocation handler takes it too
         self._commit_due = 0.0
+        self._commit_timeout_s = config.session_timeout / 1000  # the group forgets a silent member by then anyway
         self._confirmed = time.monotonic()  # when the group last accepted this member (commit or assignment)
         self._fenced_at: float | None = None  # set when the partitions were lost; cleared by the next assignment
         self.fenced = 0  # how often this worker found itself fenced
@@ -364,12 +365,19 @@ class Worker:
         refused commit used to be counted as done, which left the group's offsets behind for good). A refusal means
         the group took the partitions away: FencedError."""
         now = time.monotonic()
-        if now < self._commit_due:
+        if now < self._commit_due or self.app.should_stop:  # stopping: the group is being left, nothing to tell it
             return
         offsets = {p: self.processor.partition(p).applied + 1 for p in partitions}
         offsets = {p: offset for p, offset in offsets.items() if offset > 0}
-        # Committed even when unchanged: each accepted commit confirms this member (`_confirm_membership`).
-        if offsets and not await self.faust.commit(offsets):
+        # Committed even when unchanged: each accepted commit confirms this member (`_confirm_membership`). Bounded:
+        # during a rebalance that cannot finish (a stop under way) Faust's commit waits for ever, holding the pump's
+        # lock, and with it the stop (a worker stopped just after a join waited for its stop deadline).
+        try:
+            accepted = not offsets or await asyncio.wait_for(self.faust.commit(offsets), self._commit_timeout_s)
+        except TimeoutError:
+            log.warning("committing offsets %s took over %gs: left to the next one", offsets, self._commit_timeout_s)
+            return
+        if not accepted:
             raise FencedError(f"the group refused the commit of offsets {offsets}", set(offsets))
         self._commit_due = now + self.config.commit_interval / 1000
         if offsets:
