@@ -17,8 +17,8 @@ from bench.data import SimDataset
 from bench.kafka_io import committed, produce, raw_consume, read_all
 from bench.procs import Proc, cpu_seconds, rss_mib, start_naive, start_worker
 from bench.quix_env import quix_rows, run_quix
+from bench.scale_check import engine_by_id, real
 from processor.topics import EVENTS, PEAK_WINDOWS, USAGE_CHANGES, create_topics, topic_names
-from processor.worker import records as rec
 
 WORKER_TARGET = 100_000  # events/s per process at 200 accounts (issue 13; 50,000 before)
 NAIVE_FACTOR = 20  # x the naive Faust agent (issue 13; 15 before)
@@ -131,17 +131,8 @@ def run_worker(
 def check_outputs(loaded: Loaded) -> dict[str, Any]:
     """The worker's usage changes and peak windows (by id, re-deliveries dropped) against BatchEngine's on the
     same file, real accounts only (not the watermark pusher)."""
-    from processor.batch.engine import BatchEngine
-
     log("batch engine on the same events, for the output check")
-    with BatchEngine() as engine:
-        engine.load(loaded.dataset.jsonl)
-        want_changes = {
-            c["change_id"]: c for c in map(rec.usage_change, engine.usage_changes()) if c["account_id"][0] != "~"
-        }
-        want_windows = {
-            w["window_id"]: w for w in map(rec.peak_window, engine.peak_windows()) if w["account_id"][0] != "~"
-        }
+    want_changes, want_windows = engine_by_id(loaded.dataset.jsonl)
     names = loaded.names
     topics = [names[USAGE_CHANGES], names[PEAK_WINDOWS]]
 
@@ -153,8 +144,7 @@ def check_outputs(loaded: Loaded) -> dict[str, Any]:
     got = read_all(loaded.bootstrap, topics, done, timeout=180)
     changes, copies_differ = _by_id(got[names[USAGE_CHANGES]], "change_id")
     windows, windows_differ = _by_id(got[names[PEAK_WINDOWS]], "window_id")
-    changes = {k: v for k, v in changes.items() if v["account_id"][0] != "~"}
-    windows = {k: v for k, v in windows.items() if v["account_id"][0] != "~"}
+    changes, windows = real(changes), real(windows)
     return {
         "usage_changes_expected": len(want_changes),
         "usage_changes_got": len(changes),
