@@ -1,6 +1,7 @@
 """The worker's own work without Kafka or Faust: `StreamProcessor.process` over the same records in the worker's
 default batches (decode, clock, fold, alerts, state entries) plus the JSON encoding of every output record, in-process
-with a dict as the state store. It bounds what any transport around the current core could reach."""
+with a dict as the state store and the worker's collector thresholds. It bounds what any transport around the current
+core could reach."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bench.data import SimDataset
 from bench.kafka_io import record_key
 from processor.core.model import Settings
 from processor.topics import topic_names
+from processor.worker.collector import tuned_collector
 from processor.worker.config import WorkerConfig
 from processor.worker.runner import StreamProcessor
 from processor.worker.sender import output_records
@@ -36,6 +38,11 @@ def raws(lines: list[bytes], stamps: list[int], begin: int) -> list[tuple[int, b
 
 def run_core(lines: list[bytes], stamps: list[int]) -> dict[str, float]:
     """Seconds in process() and in output encoding, outputs and state bytes, over all records."""
+    with tuned_collector():
+        return _run_core(lines, stamps)
+
+
+def _run_core(lines: list[bytes], stamps: list[int]) -> dict[str, float]:
     store = DictStore()
     processor = StreamProcessor("events", Settings(), store)
     process_s = encode_s = 0.0
