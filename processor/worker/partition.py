@@ -207,7 +207,7 @@ class PartitionState:
             decoded = Rejection(reason="too_large", detail=f"record key of {len(key)} bytes, more than {MAX_KEY_BYTES}")
         else:
             decoded = decode_wire(value, self.max_record_bytes)
-        if isinstance(decoded, Rejection):
+        if not isinstance(decoded, tuple):  # a Rejection (cheaper than isinstance on a pydantic model)
             if decoded.reason == "too_large":
                 dead.append(rec.too_large(decoded.detail, value or b"", *where, timestamp=record_ms))
             else:
