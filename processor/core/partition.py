@@ -30,12 +30,17 @@ __all__ = ["PartitionDriver", "flush", "fold_batch", "fold_history", "tick"]
 class PartitionDriver:
     """Clock and wake heap of one partition: admits events to their accounts and says which accounts to advance."""
 
-    __slots__ = ("_heap", "_touched", "clock", "settings", "wakes")
+    __slots__ = ("_heap", "_queued", "_touched", "clock", "settings", "wakes")
 
     def __init__(self, settings: Settings, watermark: int | None = None, wakes: Mapping[str, int] | None = None):
         self.settings = settings
         self.clock = PartitionClock(settings, watermark)
         self.wakes: dict[str, int] = dict(wakes or {})  # account -> next due work (only accounts that have some)
+        # The heap holds at most one live entry per account, at or before its wake (`_queued`: that entry's time).
+        # An account whose wake moves later (every batch, for an active one) keeps its entry; when the entry comes
+        # up, the account is due or queued again at its wake then. Pushing at every reschedule instead kept an entry
+        # per batch per account until the idle floor passed it (two hours of batches: millions at many accounts).
+        self._queued: dict[str, int] = dict(self.wakes)
         self._heap: list[tuple[int, str]] = [(wake, account) for account, wake in self.wakes.items()]
         heapq.heapify(self._heap)
         self._touched: dict[str, None] = {}  # accounts with records since the last `due` (insertion ordered)
@@ -79,12 +84,24 @@ class PartitionDriver:
         due = self._touched
         self._touched = {}
         floor = self.clock.idle_floor
-        heap, wakes = self._heap, self.wakes
+        heap, wakes, queued = self._heap, self.wakes, self._queued
+        woken: list[tuple[int, str]] = []
         while heap and heap[0][0] < floor:
-            wake, account_id = heapq.heappop(heap)
-            if wakes.get(account_id) == wake:  # else a stale entry: the account was rescheduled
+            at, account_id = heapq.heappop(heap)
+            if queued.get(account_id) != at:
+                continue  # superseded by an earlier entry of the account, or the account is idle
+            del queued[account_id]
+            wake = wakes.get(account_id)
+            if wake is None:
+                continue  # idle since it was queued
+            if wake < floor:
                 del wakes[account_id]
-                due.setdefault(account_id, None)
+                woken.append((wake, account_id))
+            else:
+                queued[account_id] = wake
+                heapq.heappush(heap, (wake, account_id))
+        for _, account_id in sorted(woken):  # in the order of their wake times
+            due.setdefault(account_id, None)
         return list(due)
 
     def advance(self, account_id: str, fold: AccountFold, out: FoldOutput) -> int:
@@ -96,12 +113,19 @@ class PartitionDriver:
 
     def schedule(self, account_id: str, wake: int) -> None:
         """Remember the account's next due work (NEVER: none)."""
-        wakes = self.wakes
         if wake >= NEVER:
-            wakes.pop(account_id, None)
-        elif wakes.get(account_id) != wake:
-            wakes[account_id] = wake
+            self.wakes.pop(account_id, None)  # its heap entry, if any, is dropped when it comes up
+            return
+        self.wakes[account_id] = wake
+        queued = self._queued.get(account_id)
+        if queued is None or wake < queued:
+            self._queued[account_id] = wake
             heapq.heappush(self._heap, (wake, account_id))
+
+    @property
+    def queued(self) -> int:
+        """Entries in the wake heap (at most one live entry per account with due work, plus superseded ones)."""
+        return len(self._heap)
 
     def advance_due(self, states: Mapping[str, AccountFold], out: FoldOutput) -> None:
         """Advance every due account of `states` and schedule its next work (the pure fold's use)."""
