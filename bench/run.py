@@ -2,7 +2,8 @@
 
 Benchmarks (names for --only): worker (throughput on real Kafka: naive agent, worker, raw consumer, Faust floors;
 output check), core (the worker's own work in-process), scale (in-process cost growth
-with accounts and signed-in users, issue 13), batch (batch engine and report
+with accounts and signed-in users, issue 13), growth (in-process memory over hours of event time with live-size
+batches), batch (batch engine and report
 latency, snapshots), memory (state per signed-in user), latency (publish -> live usage), scaleout (two workers on four
 partitions against one on one), replay (`replay run` rebuild rate), verify (`replay verify` peak RSS and rate; issue
 13). Starts its own Kafka (KafkaServer, free port) when worker, latency, scaleout or replay runs. The machine is
@@ -23,7 +24,7 @@ from typing import Any
 
 from bench.common import OUT, Row, load_average, log, machine, table
 
-NAMES = ("worker", "core", "scale", "batch", "memory", "latency", "scaleout", "replay", "verify")
+NAMES = ("worker", "core", "scale", "growth", "batch", "memory", "latency", "scaleout", "replay", "verify")
 KAFKA = ("worker", "latency", "scaleout", "replay")
 
 
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import scale_bench
 
                 part, extra = scale_bench.bench(args.quick)
+            elif name == "growth":
+                from bench import growth_bench
+
+                part, extra = growth_bench.bench(args.quick)
             elif name == "batch":
                 from bench import batch_bench
 
