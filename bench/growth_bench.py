@@ -8,7 +8,9 @@ passes it grows for two hours there and nowhere else: the wake heap did (one ent
 for `HOURS` hours of event time in batches of `BATCH` events (a few seconds of this traffic: about what 200 ms
 collects at the live rates of bench/latency_bench.py), in its own process, with the worker's collector thresholds;
 at the end of every hour: RSS (`VmRSS`), the store's entries and bytes, the wake heap's entries, cached accounts.
-The verdict: growth of RSS in the last hour, when every structure tied to the two-hour idle window is full.
+The verdict: growth of RSS from the end of the first hour (reorder buffers and presences long full) to the end of
+the last, past the two-hour idle window: with steady traffic, anything more is state that grows with batches (the
+wake heap of before: 172 -> 209 MiB here, 250,000 -> 550,000 entries for 1,000 accounts).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ USERS = 5_000
 QUICK_ACCOUNTS = 200
 HOURS = 3
 BATCH = 250
-GROWTH_TARGET = 0.05  # RSS growth in the last hour, as a share of RSS at its start
+GROWTH_TARGET = 0.05  # RSS growth from the end of hour 1 to the end of the last, as a share of the first
 
 
 def rss_mib() -> float:
@@ -94,7 +96,7 @@ def run(accounts: int, users: int, hours: int = HOURS, batch_size: int = BATCH) 
 
 
 def bench(quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    """One run in a child process; the row: RSS growth in the last hour."""
+    """One run in a child process; the row: RSS growth from the end of hour 1 to the end of the run."""
     accounts = QUICK_ACCOUNTS if quick else ACCOUNTS
     users = accounts * USERS // ACCOUNTS
     log(f"growth: {accounts:,} accounts, {users:,} users, {HOURS} h of event time in batches of {BATCH}")
@@ -104,14 +106,15 @@ def bench(quick: bool) -> tuple[list[Row], dict[str, Any]]:
         raise RuntimeError(f"growth run failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     samples = result["samples"]
-    before, after = samples[-2], samples[-1]
+    before, after = samples[0], samples[-1]
     growth = (after["rss_mib"] - before["rss_mib"]) / before["rss_mib"]
     hourly = ", ".join(
         f"{s['hour']} h: RSS {s['rss_mib']:,.0f} MiB, heap {s['wake_heap']:,}, store {s['store_entries']:,} entries"
         for s in samples
     )
     row = Row(
-        "growth", f"RSS growth in hour {HOURS} of event time, live-size batches", round(100 * growth, 1), "%",
+        "growth", f"RSS growth from hour 1 to hour {HOURS} of event time, live-size batches", round(100 * growth, 1),
+        "%",
         f"<= {100 * GROWTH_TARGET:.0f}%", growth <= GROWTH_TARGET,
         f"{accounts:,} accounts x {users // accounts} users, batches of {BATCH} events ({result['batches']:,}); "
         f"{hourly}; {result['events'] / result['seconds']:,.0f} events/s",
