@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from typing import Any
 
 from bench.common import ROOT, Row, log
-from bench.scale_bench import MINUTE, NAMES, T0, traffic
+from bench.procs import rss_mib
+from bench.scale_bench import MINUTE, T0, apply_batch, traffic
 from processor.core.model import Settings
 from processor.worker.collector import tuned_collector
+from processor.worker.partition import Raw
 from processor.worker.runner import StreamProcessor
-from processor.worker.sender import output_records
-from processor.worker.state import DictStore, is_account_key
+from processor.worker.state import DictStore
 
 ACCOUNTS = 1_000
 USERS = 5_000
@@ -38,56 +40,39 @@ BATCH = 250
 GROWTH_TARGET = 0.05  # RSS growth from the end of hour 1 to the end of the last, as a share of the first
 
 
-def rss_mib() -> float:
-    """This process's resident set now (`VmRSS`), MiB."""
-    for line in open("/proc/self/status").read().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run(accounts: int, users: int, hours: int = HOURS, batch_size: int = BATCH) -> dict[str, Any]:
     """Feed `hours` of traffic in batches of `batch_size`; a sample at the end of each hour of event time."""
     with tuned_collector():
         store = DictStore()
         processor = StreamProcessor("events", Settings(), store)
         samples: list[dict[str, Any]] = []
-        batch: list[tuple[int, bytes | None, bytes | None, int | None]] = []
+        batch: list[Raw] = []
         began = time.perf_counter()
         events = batches = 0
-        next_hour = 1
 
-        def step() -> None:
-            result = processor.process(0, batch)
-            output_records(NAMES, result)
-            store.update(result.states)
-            processor.trim(0, keep=(k.decode() for k in result.states if is_account_key(k)))
+        def flush() -> None:
+            nonlocal batches
+            if batch:
+                apply_batch(processor, store, batch)
+                batches += 1
+                batch.clear()
 
         def sample(hour: int) -> None:
+            flush()
             state = processor.partition(0)
             samples.append({
-                "hour": hour, "events": events, "batches": batches, "rss_mib": rss_mib(),
+                "hour": hour, "events": events, "batches": batches, "rss_mib": rss_mib(os.getpid()),
                 "store_entries": len(store.data), "store_bytes": sum(len(v) for v in store.data.values()),
                 "wake_heap": state.driver.queued, "cached_accounts": len(state.slots),
             })  # fmt: skip
 
         for offset, (at, key, value) in enumerate(traffic(accounts, users, hours * 60)):
-            if at >= T0 + next_hour * 60 * MINUTE:
-                if batch:
-                    step()
-                    batches += 1
-                    batch.clear()
-                sample(next_hour)
-                next_hour += 1
+            if at >= T0 + (len(samples) + 1) * 60 * MINUTE:
+                sample(len(samples) + 1)
             batch.append((offset, key, value, at))
             events += 1
             if len(batch) == batch_size:
-                step()
-                batches += 1
-                batch.clear()
-        if batch:
-            step()
-            batches += 1
+                flush()
         sample(hours)
         return {
             "accounts": accounts, "users": users, "batch": batch_size, "events": events, "batches": batches,

@@ -35,6 +35,7 @@ from processor.core.model import Settings
 from processor.topics import topic_names
 from processor.worker.collector import tuned_collector
 from processor.worker.config import WorkerConfig
+from processor.worker.partition import BatchResult, Raw
 from processor.worker.runner import StreamProcessor
 from processor.worker.sender import output_records
 from processor.worker.state import DictStore, is_account_key
@@ -75,6 +76,16 @@ def traffic(accounts: int, users: int, minutes: int) -> Iterator[tuple[int, byte
                 yield at, account.encode(), body.encode()
 
 
+def apply_batch(processor: StreamProcessor, store: DictStore, batch: list[Raw]) -> tuple[BatchResult, int]:
+    """What the worker does with one batch of partition 0, in-process: process it, encode every output record, write
+    its state entries to the store and trim the account cache; the result and how many output records it gave."""
+    result = processor.process(0, batch)
+    outputs = len(output_records(NAMES, result))
+    store.update(result.states)
+    processor.trim(0, keep=(k.decode() for k in result.states if is_account_key(k)))
+    return result, outputs
+
+
 def run_point(accounts: int, users: int) -> dict[str, Any]:
     """One point, in this process: rates and bytes per timed event, peak RSS."""
     with tuned_collector():
@@ -88,7 +99,7 @@ def _run_point(accounts: int, users: int) -> dict[str, Any]:
     warm_until = T0 + WARM_MINUTES * MINUTE
     seconds = cpu = 0.0
     events = outputs = state_bytes = whole_bytes = entries = 0
-    batch: list[tuple[int, bytes | None, bytes | None, int | None]] = []
+    batch: list[Raw] = []
     offset = 0
     stream = traffic(accounts, users, minutes)
     done = False
@@ -105,10 +116,7 @@ def _run_point(accounts: int, users: int) -> dict[str, Any]:
             break
         timed = batch[0][3] >= warm_until
         began, began_cpu = time.perf_counter(), time.process_time()
-        result = processor.process(0, batch)
-        outputs_n = len(output_records(NAMES, result))
-        store.update(result.states)
-        processor.trim(0, keep=(k.decode() for k in result.states if is_account_key(k)))
+        result, outputs_n = apply_batch(processor, store, batch)
         spent, spent_cpu = time.perf_counter() - began, time.process_time() - began_cpu
         if timed:
             seconds += spent
