@@ -150,18 +150,24 @@ JOIN (SELECT account_id, user_id, grp - 1 AS grp, at_ms FROM walked WHERE NOT on
 WHERE e.at_ms > s.start_ms
 """
 
-# API (per user): requests closer than the activity window chain into one interval [first, last + window).
+# API (per user): requests closer than the activity window chain into one interval [first, last + window). A
+# request starts an interval when the one before is at least a window earlier (or there is none) and ends one when
+# the next is at least a window later (or there is none); each start pairs with the first end at or after it. One
+# sort (lag and lead share their window) instead of two.
 API_SQL = """
 CREATE OR REPLACE TEMP TABLE api_iv AS
-SELECT account_id, user_id, min(at_ms) AS start_ms, max(at_ms) + {window} AS end_ms
-FROM (
-  SELECT *, sum(CASE WHEN prev_ms IS NULL OR prev_ms + {window} <= at_ms THEN 1 ELSE 0 END) OVER (
-      PARTITION BY account_id, user_id ORDER BY at_ms ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS isl
-  FROM (SELECT account_id, user_id, at_ms,
-               lag(at_ms) OVER (PARTITION BY account_id, user_id ORDER BY at_ms) AS prev_ms
-        FROM events WHERE type = 'api.request')
+WITH r AS (
+  SELECT account_id, user_id, at_ms, lag(at_ms) OVER w AS prev_ms, lead(at_ms) OVER w AS next_ms
+  FROM events WHERE type = 'api.request'
+  WINDOW w AS (PARTITION BY account_id, user_id ORDER BY at_ms)
+), starts AS (
+  SELECT account_id, user_id, at_ms FROM r WHERE prev_ms IS NULL OR prev_ms + {window} <= at_ms
+), ends AS (
+  SELECT account_id, user_id, at_ms FROM r WHERE next_ms IS NULL OR at_ms + {window} <= next_ms
 )
-GROUP BY account_id, user_id, isl
+SELECT s.account_id, s.user_id, s.at_ms AS start_ms, e.at_ms + {window} AS end_ms
+FROM starts AS s ASOF JOIN ends AS e
+  ON s.account_id = e.account_id AND s.user_id = e.user_id AND e.at_ms >= s.at_ms
 """
 
 # Counted intervals: per user, the union of all presences, overlapping or touching intervals merged.
