@@ -231,6 +231,15 @@ class ScenarioContract:
         assert intervals(out) == [("u1", s(0), s(800)), ("u1", s(2000), s(2300))]
         assert changes(out) == [(s(0), 1), (s(800), 0), (s(2000), 1), (s(2300), 0)]
 
+    def test_api_requests_at_one_instant_chain_as_one_request(self) -> None:
+        # Two requests at 0 s, two at 300 s (the end of the first window), two at 700 s and one more at 700 s for u2.
+        events = [api(s(t), event_id=f"r{n}") for n, t in enumerate((0, 0, 300, 300, 700, 700))]
+        out = self.run([*events, api(s(700), "u2", event_id="r9")])
+        api_presences = [(p.user_id, p.start_ms, p.end_ms) for p in out.presences if p.kind == "api"]
+        assert api_presences == [("u1", s(0), s(300)), ("u1", s(300), s(600)), ("u1", s(700), s(1000)),
+                                 ("u2", s(700), s(1000))]  # fmt: skip
+        assert intervals(out) == [("u1", s(0), s(600)), ("u1", s(700), s(1000)), ("u2", s(700), s(1000))]
+
     def test_a_users_presences_make_one_counted_interval_when_they_touch_or_overlap(self) -> None:
         events = [signin(s(0)), start(s(0)), end(s(100))]  # desktop [0, 100)
         events += [api(s(100)), page(s(300))]  # api [100, 400) touches; portal [300, 1200) overlaps
