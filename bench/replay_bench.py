@@ -28,7 +28,7 @@ from bench.data import SimDataset
 from bench.partitioned import equal_row, preload_partitioned
 from bench.procs import Proc, clean_env, cpu_seconds, rss_mib
 from bench.worker_bench import Loaded, check_outputs
-from processor.brokers.common import free_port, port_in_use
+from processor.brokers.common import ephemeral_ports, free_port, port_in_use
 from processor.topics import topic_names
 from replay.common import check_version
 
@@ -47,10 +47,13 @@ def children(pid: int) -> list[int]:
 
 
 def consecutive_free_ports(count: int) -> int:
-    """A port P such that P, P+1, ..., P+count-1 are free now (`replay run --web-port P --workers count`)."""
+    """A port P such that P, P+1, ..., P+count-1 are free now (`replay run --web-port P --workers count`), all below
+    the ephemeral range, where no outgoing connection takes one before its worker binds it."""
     while True:
         first = free_port()
-        if first + count <= 65536 and not any(port_in_use("127.0.0.1", first + i) for i in range(1, count)):
+        low = ephemeral_ports()[0]
+        fits = first + count <= (low if first < low else 65536)  # the OS picked `first` if there is no room below
+        if fits and not any(port_in_use("127.0.0.1", first + i) for i in range(1, count)):
             return first
 
 

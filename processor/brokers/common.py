@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -52,11 +53,45 @@ def terminate(process: subprocess.Popen | None, timeout: float) -> None:
         process.wait(timeout=10)
 
 
+LOWEST_PICKED_PORT = 10_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PICKER = random.SystemRandom()  # not the `random` module: a process that seeds it would repeat another's picks
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (the OS picks it; tiny race until the caller binds it)."""
+    """A TCP port that is free on `host` right now, for a server that the caller starts next.
+
+    Picked below the kernel's ephemeral range when it can be: a port of that range (what binding port 0 gives) can be
+    taken by any outgoing connection, a Kafka client's, before the server binds it (seen in a bench run: `address
+    already in use` for the second worker's web port). Otherwise the OS picks it.
+    """
+    first_ephemeral = ephemeral_ports()[0]
+    if first_ephemeral - LOWEST_PICKED_PORT >= 1_000:
+        for _ in range(100):
+            port = _PICKER.randrange(LOWEST_PICKED_PORT, first_ephemeral)
+            if _bindable(host, port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux; 32768-60999 where it cannot be read)."""
+    try:
+        low, high = (int(part) for part in EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return 32_768, 60_999
+    return low, high
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def port_in_use(host: str, port: int) -> bool:
