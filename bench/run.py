@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+import traceback
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -47,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     log(f"machine: {info['nproc']} x {info['cpu']}, {info['memory_gib']} GiB, Python {info['python']}, "
         f"Kafka {info['kafka']}; load average {info['load_average_at_start']}")  # fmt: skip
-    from bench.data import month_dataset, sim_dataset
+    from bench.data import sim_dataset
 
     shutil.rmtree(OUT / "work", ignore_errors=True)  # scratch of the previous run (logs, sink dirs, snapshots)
 
     rows: list[Row] = []
     details: dict[str, Any] = {}
+    failed: list[str] = []
     worker_data = sim_dataset(*size["worker"])
     with ExitStack() as stack:
         bootstrap = ""
@@ -67,48 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"Kafka {info['kafka']} on {bootstrap} (started in {kafka.startup_seconds:.1f} s)")
         for name in selected:
             started = time.perf_counter()
-            if name == "worker":
-                from bench import worker_bench
-
-                part, extra = worker_bench.bench(bootstrap, worker_data, args.quick)
-            elif name == "core":
-                from bench import core_bench
-
-                part, extra = core_bench.bench(worker_data)
-            elif name == "scale":
-                from bench import scale_bench
-
-                part, extra = scale_bench.bench(args.quick)
-            elif name == "growth":
-                from bench import growth_bench
-
-                part, extra = growth_bench.bench(args.quick)
-            elif name == "batch":
-                from bench import batch_bench
-
-                month = month_dataset(*size["month"])
-                billing = sim_dataset(*size["billing"], jsonl=False)
-                part, extra = batch_bench.bench(month, billing.parquet, args.quick)
-            elif name == "memory":
-                from bench import memory_bench
-
-                part, extra = memory_bench.bench(size["memory_agents"])
-            elif name == "scaleout":
-                from bench import scaleout_bench
-
-                part, extra = scaleout_bench.bench(bootstrap, worker_data, args.quick)
-            elif name == "replay":
-                from bench import replay_bench
-
-                part, extra = replay_bench.bench(bootstrap, worker_data, args.quick)
-            elif name == "verify":
-                from bench import verify_bench
-
-                part, extra = verify_bench.bench(args.quick)
-            else:
-                from bench import latency_bench
-
-                part, extra = latency_bench.bench(bootstrap, worker_data, args.quick)
+            try:
+                part, extra = run_bench(name, bootstrap, worker_data, size, args.quick)
+            except Exception as exc:  # noqa: BLE001 - one failing benchmark does not lose the others' rows
+                failed.append(name)
+                log(f"{name} FAILED: {type(exc).__name__}: {exc}")
+                first_line = (str(exc).splitlines() or [""])[0]
+                part = [Row(name, "benchmark failed", type(exc).__name__, met=False, note=first_line[:200])]
+                extra = {"error": traceback.format_exc()}
             extra["seconds"] = time.perf_counter() - started
             rows += part
             details[name] = extra
@@ -129,7 +97,61 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(table(rows))
     print(f"\n{len(rows)} rows in {elapsed:.0f} s; load average {load_average():.2f}; details in {path}")
+    if failed:
+        print(f"failed: {', '.join(failed)} (tracebacks under `details` in {path})", file=sys.stderr)
+        return 1
     return 0
+
+
+def run_bench(name: str, bootstrap: str, worker_data: Any, size: dict[str, Any], quick: bool) -> tuple[list[Row], Any]:
+    """One benchmark's rows and details."""
+    from bench.data import month_dataset, sim_dataset
+
+    part: list[Row]
+    extra: Any
+    if name == "worker":
+        from bench import worker_bench
+
+        part, extra = worker_bench.bench(bootstrap, worker_data, quick)
+    elif name == "core":
+        from bench import core_bench
+
+        part, extra = core_bench.bench(worker_data)
+    elif name == "scale":
+        from bench import scale_bench
+
+        part, extra = scale_bench.bench(quick)
+    elif name == "growth":
+        from bench import growth_bench
+
+        part, extra = growth_bench.bench(quick)
+    elif name == "batch":
+        from bench import batch_bench
+
+        month = month_dataset(*size["month"])
+        billing = sim_dataset(*size["billing"], jsonl=False)
+        part, extra = batch_bench.bench(month, billing.parquet, quick)
+    elif name == "memory":
+        from bench import memory_bench
+
+        part, extra = memory_bench.bench(size["memory_agents"])
+    elif name == "scaleout":
+        from bench import scaleout_bench
+
+        part, extra = scaleout_bench.bench(bootstrap, worker_data, quick)
+    elif name == "replay":
+        from bench import replay_bench
+
+        part, extra = replay_bench.bench(bootstrap, worker_data, quick)
+    elif name == "verify":
+        from bench import verify_bench
+
+        part, extra = verify_bench.bench(quick)
+    else:
+        from bench import latency_bench
+
+        part, extra = latency_bench.bench(bootstrap, worker_data, quick)
+    return part, extra
 
 
 if __name__ == "__main__":
