@@ -22,9 +22,11 @@ The header (first four items) can be read without unpacking the fold blob (`acco
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any, NamedTuple
 
 import msgpack
+import msgspec
 
 from processor.errors import StateFormatError
 
@@ -33,6 +35,28 @@ PARTS_ENTRY_VERSION = 2  # account entries with their fold in parts, and part en
 CLOCK_PREFIX = b"__clock__:"
 PART_PREFIX = b"\xff"
 _PART_IDS = struct.Struct(">II")
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class _Buffer(threading.local):
+    """One encoding buffer per thread."""
+
+    def __init__(self) -> None:
+        self.data = bytearray(4096)
+
+
+_BUFFER = _Buffer()
+
+
+def pack(value: Any) -> bytes:
+    """The msgpack bytes of `value`: the same bytes as `msgpack.packb(value, use_bin_type=True)` for the state's
+    values (None, bools, ints, floats, texts, bytes, lists, tuples, dicts; the smallest format of each, floats as
+    float64), written by msgspec at about twice the speed in the worker. Encoded into a reused buffer and copied out
+    at its exact size: bytes returned by msgspec's own `encode` keep the slack of its growing buffer in the
+    allocator, about 130 MiB more peak RSS at 20,000 accounts."""
+    data = _BUFFER.data
+    _ENCODER.encode_into(value, data)
+    return bytes(data)
 
 
 class AccountEntry(NamedTuple):
@@ -103,8 +127,8 @@ def encode_account(entry: AccountEntry | PartsEntry) -> bytes:
     if isinstance(entry, PartsEntry):
         *head, generation, deltas, base_bytes, delta_bytes = entry
         parts = [generation, deltas, base_bytes, delta_bytes]
-        return msgpack.packb([PARTS_ENTRY_VERSION, *head, parts], use_bin_type=True)
-    return msgpack.packb([ENTRY_VERSION, *entry], use_bin_type=True)
+        return pack([PARTS_ENTRY_VERSION, *head, parts])
+    return pack([ENTRY_VERSION, *entry])
 
 
 def decode_account(value: bytes) -> AccountEntry | PartsEntry:
@@ -118,7 +142,7 @@ def decode_account(value: bytes) -> AccountEntry | PartsEntry:
 
 def encode_part(partition: int, payload: list[Any]) -> bytes:
     """Value bytes of a fold part."""
-    return msgpack.packb([PARTS_ENTRY_VERSION, partition, payload], use_bin_type=True)
+    return pack([PARTS_ENTRY_VERSION, partition, payload])
 
 
 def decode_part(value: bytes) -> Any:
@@ -155,7 +179,7 @@ def entry_partition(key: bytes, value: bytes) -> int:
 
 def encode_clock(entry: ClockEntry) -> bytes:
     """Value bytes of a clock entry."""
-    return msgpack.packb([ENTRY_VERSION, *entry], use_bin_type=True)
+    return pack([ENTRY_VERSION, *entry])
 
 
 def decode_clock(value: bytes) -> ClockEntry:
