@@ -52,8 +52,8 @@ def pack(value: Any) -> bytes:
     """The msgpack bytes of `value`: the same bytes as `msgpack.packb(value, use_bin_type=True)` for the state's
     values (None, bools, ints, floats, texts, bytes, lists, tuples, dicts; the smallest format of each, floats as
     float64), written by msgspec at about twice the speed in the worker. Encoded into a reused buffer and copied out
-    at its exact size: bytes returned by msgspec's own `encode` keep the slack of its growing buffer in the
-    allocator, about 130 MiB more peak RSS at 20,000 accounts."""
+    at its exact size: with msgspec's own `encode` the same entries took about 130 MiB more peak RSS at 20,000
+    accounts (docs/performance.md)."""
     data = _BUFFER.data
     _ENCODER.encode_into(value, data)
     return bytes(data)
