@@ -23,10 +23,12 @@ from replay.supervise import WorkerGroup, WorkerProcess
 from tests.replay.test_supervise import Bar, FakeClocks
 
 SLEEP = "import time; time.sleep(120)"
-# Exits with status sys.argv[1] on SIGTERM (after a short delay, so that a stop that waits in turn shows).
+# Exits with status sys.argv[1] on SIGTERM (after a delay, so that a stop that waits in turn shows); prints ARMED
+# once its handler is installed.
 TRAP = (
     "import signal, sys, time\n"
-    "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(int(sys.argv[1]))))\n"
+    "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), sys.exit(int(sys.argv[1]))))\n"
+    "print('armed', flush=True)\n"
     "time.sleep(120)\n"
 )
 # Serves the JSON body sys.argv[2] as every page on 127.0.0.1:sys.argv[1] (a worker's /health).
@@ -181,6 +183,19 @@ def until(condition, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def armed(group: WorkerGroup, *members: int) -> None:
+    """Wait until the TRAP `members` (indexes) have installed their SIGTERM handler (a fixed sleep raced a slow
+    start)."""
+    until(lambda: all("armed" in _text(group.members[i].log) for i in members))
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def health_group(tmp_path: Path, bodies: list[dict[str, object]], partitions: int) -> WorkerGroup:
     ports = [free_port() for _ in bodies]
     specs = [
@@ -194,11 +209,11 @@ def health_group(tmp_path: Path, bodies: list[dict[str, object]], partitions: in
 
 def test_stop_stops_every_member_at_once_and_returns_the_worst_status(tmp_path: Path) -> None:
     group = group_of(tmp_path, [python(TRAP, "0"), python(TRAP, "3"), python(TRAP, "0")])
-    time.sleep(0.5)  # the handlers are installed
+    armed(group, 0, 1, 2)
     assert group.exited() is None
     began = time.monotonic()
     assert group.stop() == 3
-    assert time.monotonic() - began < 1.4  # three 0.5 s shutdowns in parallel, not in turn
+    assert time.monotonic() - began < 2.5  # three 1 s shutdowns in parallel; in turn they take 3 s
     assert [member.exited() for member in group.members] == [0, 3, 0]
     assert group.stop() == 3  # stopping again signals nothing and reports the same
 
@@ -207,7 +222,7 @@ def test_a_member_ended_by_the_groups_own_sigterm_stopped_as_asked(tmp_path: Pat
     """A worker still starting (no SIGTERM handler yet) dies of the SIGTERM of `stop`: that is the stop asked for,
     reported as 0 (found in CI: a second worker still importing when the first had rebuilt everything)."""
     group = group_of(tmp_path, [python(TRAP, "0"), python(SLEEP)])
-    time.sleep(0.5)  # the first one's handler is installed; the sleeper has none
+    armed(group, 0)  # the sleeper has no handler
     assert group.stop() == 0
     assert [member.exited() for member in group.members] == [0, -15]
 
