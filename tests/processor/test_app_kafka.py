@@ -31,13 +31,13 @@ from schemas.events import Rejection, decode, format_ms
 from tests.processor.worker.support import (
     arrival_times,
     by_id,
-    committed_offsets,
     end_offsets,
     expected,
     key_of,
     produce,
     real,
     start_worker,
+    wait_committed,
     with_pushers,
     write_jsonl,
 )
@@ -227,10 +227,7 @@ def test_the_table_not_the_group_offsets_says_where_processing_resumes(
         health = worker.health()
         assert health and health["stats"]["records"] >= len(lines) - third
         # A refused commit is retried (it used to be counted as done: the group stayed behind for good).
-        deadline = time.monotonic() + 30
-        while (committed := committed_offsets(broker, app_id, list(after))) != after:
-            assert time.monotonic() < deadline, f"committed {committed}, end {after}\n{worker.tail(120)}"
-            time.sleep(0.5)
+        wait_committed(broker, app_id, after, worker, timeout=30)
     finally:
         worker.stop()
 

@@ -23,7 +23,7 @@ from replay.supervise import WorkerGroup, WorkerProcess
 from tests.replay.test_supervise import Bar, FakeClocks
 
 SLEEP = "import time; time.sleep(120)"
-# Exits with status sys.argv[1] on SIGTERM (after a delay, so that a stop that waits in turn shows); prints ARMED
+# Exits with status sys.argv[1] on SIGTERM (after a delay, so that a stop that waits in turn shows); prints `armed`
 # once its handler is installed.
 TRAP = (
     "import signal, sys, time\n"

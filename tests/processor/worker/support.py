@@ -230,6 +230,16 @@ def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition]) -> 
     return asyncio.run(_committed(bootstrap, group, tps))
 
 
+def wait_committed(
+    bootstrap: str, group: str, offsets: dict[TopicPartition, int], worker: WorkerProcess, timeout: float = 60.0
+) -> None:
+    """Wait until `group` has committed exactly `offsets` (AssertionError with the worker's log after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while (committed := committed_offsets(bootstrap, group, list(offsets))) != offsets:
+        assert time.monotonic() < deadline, f"committed {committed}, not {offsets}\n{worker.tail(120)}"
+        time.sleep(0.3)
+
+
 async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from processor.topics import EVENTS, create_topics, topic_names
-from tests.processor.worker.support import WorkerProcess, committed_offsets, produce, start_worker
+from tests.processor.worker.support import produce, start_worker, wait_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 LINE = (
@@ -35,14 +35,6 @@ def stop_within(proc: subprocess.Popen[bytes], seconds: float) -> tuple[int, flo
     return status, time.monotonic() - began
 
 
-def wait_committed(bootstrap: str, group: str, tp: TopicPartition, offset: int, worker: WorkerProcess) -> None:
-    """Wait until `group` has committed `offset` for `tp` (AssertionError with the worker's log after 60 s)."""
-    deadline = time.monotonic() + 60
-    while (committed := committed_offsets(bootstrap, group, [tp])[tp]) != offset:
-        assert time.monotonic() < deadline, f"committed {committed}, not {offset}\n{worker.tail(120)}"
-        time.sleep(0.3)
-
-
 def test_a_worker_whose_broker_is_gone_stops_within_its_shutdown_timeout(tmp_path: Path) -> None:
     from processor.brokers.kafka_server import KafkaServer
 
@@ -57,7 +49,7 @@ def test_a_worker_whose_broker_is_gone_stops_within_its_shutdown_timeout(tmp_pat
         # Idle before the broker goes: a batch still in flight then fails its checkpoint and the worker stops by
         # itself (EXIT_CHECKPOINT, tested elsewhere), which is not the stop this test is about. The group's offset
         # is committed after the batch's checkpoint (step 4, processor/app.py).
-        wait_committed(kafka.bootstrap, "app-shutdown", TopicPartition(topic_names(prefix)[EVENTS], 0), 1, worker)
+        wait_committed(kafka.bootstrap, "app-shutdown", {TopicPartition(topic_names(prefix)[EVENTS], 0): 1}, worker)
     finally:
         kafka.stop()
     time.sleep(2.0)  # the clients notice
