@@ -186,14 +186,7 @@ def until(condition, timeout: float = 20.0) -> None:
 def armed(group: WorkerGroup, *members: int) -> None:
     """Wait until the TRAP `members` (indexes) have installed their SIGTERM handler (a fixed sleep raced a slow
     start)."""
-    until(lambda: all("armed" in _text(group.members[i].log) for i in members))
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
+    until(lambda: all("armed" in supervise.tail(group.members[i].log) for i in members))
 
 
 def health_group(tmp_path: Path, bodies: list[dict[str, object]], partitions: int) -> WorkerGroup:
